@@ -1,0 +1,6 @@
+//! keyward-dev: developer tools for tests and `make demo`. Not part of the operator image.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    keyward::dev::cli::main()
+}

@@ -1,0 +1,15 @@
+//! keyward: a Kubernetes operator that makes a secrets service (Pulumi ESC first) the single source of truth
+//! for the Secrets workloads consume.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+#[cfg(feature = "dev")]
+pub mod dev;
+
+/// Installs ring as rustls' process-wide crypto provider. kube and reqwest must agree on one provider; call
+/// this first thing in every binary and test.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

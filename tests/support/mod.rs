@@ -1,0 +1,256 @@
+//! Test harness: one real control plane per test binary (a `keyward-dev control-plane` child that stops and
+//! removes its directory when this process exits, however it exits), a fresh namespace per test, and the
+//! server logs printed when a test fails.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use keyward::api::ManagedSecret;
+use kube::api::{DeleteParams, PostParams};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, CustomResourceExt};
+
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub dir: PathBuf,
+    pub with_controllers: bool,
+    // Held until the process exits: its closing is what tells keyward-dev to stop.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// The shared control plane of this test binary (etcd + kube-apiserver).
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| start(false))
+}
+
+/// The shared control plane with kube-controller-manager, kube-scheduler and kwok, for real rollouts.
+pub fn cluster_with_controllers() -> &'static Cluster {
+    let c = CLUSTER.get_or_init(|| start(true));
+    assert!(
+        c.with_controllers,
+        "this test binary started its control plane without controllers"
+    );
+    c
+}
+
+fn start(with_controllers: bool) -> Cluster {
+    keyward::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("keyward-test-{}-{}", std::process::id(), nanos()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward-dev"));
+    cmd.arg("control-plane")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--stop-on-stdin-eof");
+    if with_controllers {
+        cmd.arg("--with-controllers");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start keyward-dev control-plane");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut ready = false;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.starts_with("# keyward-dev: control plane ready") {
+            ready = true;
+            break;
+        }
+    }
+    if !ready {
+        let status = child.wait().ok();
+        panic!(
+            "control plane did not start (keyward-dev exited with {status:?}); logs:\n{}",
+            keyward::dev::control_plane::logs_tail(&dir.join("logs"), 40)
+        );
+    }
+    Cluster {
+        kubeconfig: dir.join("kubeconfig"),
+        dir,
+        with_controllers,
+        _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
+    }
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// A client for the admin user. Make one per test: clients are tied to the test's runtime.
+    pub async fn client(&self) -> Client {
+        keyward::dev::control_plane::client_from_kubeconfig(&self.kubeconfig)
+            .await
+            .expect("client")
+    }
+
+    /// The tail of every component's log.
+    pub fn logs(&self) -> String {
+        keyward::dev::control_plane::logs_tail(&self.dir.join("logs"), 60)
+    }
+
+    /// Runs the pinned kubectl against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(tool("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+}
+
+/// The path of a pinned tool.
+pub fn tool(name: &str) -> PathBuf {
+    keyward::dev::tools::tool(name).expect("tool built by `make tools`")
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh namespace for one test. When the test panics, the control plane's logs are printed; the
+/// namespace is deleted at the end either way.
+pub struct TestNs {
+    pub name: String,
+    pub client: Client,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestNs {
+    pub async fn new(prefix: &str) -> TestNs {
+        let client = cluster().client().await;
+        Self::with_client(prefix, client).await
+    }
+
+    pub async fn with_client(prefix: &str, client: Client) -> TestNs {
+        let name = format!(
+            "{prefix}-{}-{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            nanos() % 100_000
+        );
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        TestNs { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(c) = CLUSTER.get()
+        {
+            eprintln!(
+                "---- control plane logs (test in namespace {} failed) ----\n{}",
+                self.name,
+                c.logs()
+            );
+        }
+        // Delete on a thread of its own: Drop may run inside the test's runtime, which can't be blocked on.
+        let name = self.name.clone();
+        let Some(c) = CLUSTER.get() else { return };
+        let kubeconfig = c.kubeconfig.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(client) = keyward::dev::control_plane::client_from_kubeconfig(&kubeconfig).await {
+                    let _ = Api::<Namespace>::all(client)
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `f` every 200 ms until it returns Some, or panics after `secs` seconds with `what`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Installs the CRD from crds/ (the checked-in file, as users apply it) and waits until it is Established.
+pub async fn install_crd(client: &Client) {
+    let text = std::fs::read_to_string(repo().join("crds/managedsecrets.keyward.dev.yaml")).unwrap();
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = ManagedSecret::crd_name();
+    api.patch(name, &PatchParams::apply("keyward-test").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap();
+    eventually(60, "CRD Established", || async {
+        let crd = api.get(name).await.ok()?;
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+/// A small Deployment of one container, used across tests.
+pub fn sample_deployment(name: &str) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+            }
+        }
+    }))
+    .unwrap()
+}
