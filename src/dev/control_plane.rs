@@ -69,6 +69,8 @@ impl ControlPlane {
         match cp.boot(opts.with_controllers).await {
             Ok(()) => Ok(cp),
             Err(e) => {
+                // The directory goes away with stop(): show the logs first.
+                eprintln!("{}", cp.logs_tail(30));
                 cp.stop().await;
                 Err(e)
             }
@@ -116,7 +118,7 @@ impl ControlPlane {
                 "--disable-admission-plugins=ServiceAccount".into(),
                 "--authorization-mode=RBAC".into(),
                 format!("--service-account-issuer={}/", self.server),
-                format!("--service-account-key-file={sa_key}"),
+                format!("--service-account-key-file={}", pki.service_account_pub.display()),
                 format!("--service-account-signing-key-file={sa_key}"),
                 "--v=0".into(),
             ],

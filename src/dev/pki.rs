@@ -21,6 +21,7 @@ pub struct Pki {
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
     pub service_account_key: PathBuf,
+    pub service_account_pub: PathBuf,
 }
 
 fn pki_err(e: rcgen::Error) -> DevError {
@@ -77,11 +78,13 @@ pub fn generate(dir: &Path) -> Result<Pki, DevError> {
         admin_cert_pem: admin_cert.pem(),
         admin_key_pem: admin_key.serialize_pem(),
         service_account_key: dir.join("sa.key"),
+        service_account_pub: dir.join("sa.pub"),
     };
     write(&pki.ca_cert, &pki.ca_pem)?;
     write(&pki.serving_cert, &serving_cert.pem())?;
     write(&pki.serving_key, &serving_key.serialize_pem())?;
     write(&pki.service_account_key, &sa_key.serialize_pem())?;
+    write(&pki.service_account_pub, &sa_key.public_key_pem())?;
     Ok(pki)
 }
 
