@@ -28,7 +28,7 @@ unit:
 	$(CARGO) test --locked --lib --bins
 
 integration: tools
-	$(CARGO) test --locked --tests
+	$(CARGO) test --locked --test '*'
 	tools/check-no-strays.sh
 
 test: tools lint unit integration

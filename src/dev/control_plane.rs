@@ -115,7 +115,8 @@ impl ControlPlane {
                 "--advertise-address=127.0.0.1".into(),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--allow-privileged=true".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
+                // No ServiceAccount tokens for pods, and no not-ready taint on the fake Node (no node-lifecycle controller runs).
+                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition".into(),
                 "--authorization-mode=RBAC".into(),
                 format!("--service-account-issuer={}/", self.server),
                 format!("--service-account-key-file={}", pki.service_account_pub.display()),
