@@ -1,9 +1,20 @@
 //! The `keyward` command line: subcommands hand over to the library.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use zeroize::Zeroizing;
+
+use crate::controller::{self, Settings};
+use crate::source::ValueHasher;
+use crate::source::esc::{EscClient, EscConfig, EscSource};
+use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,14 +31,54 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions keyward serves, as YAML.
     Crd,
+    /// Run the operator (current kubeconfig, or in-cluster configuration).
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// ESC API base URL, including /api/esc.
+    #[arg(long, env = "KEYWARD_ESC_URL")]
+    pub esc_url: Option<String>,
+    /// File holding the ESC access token.
+    #[arg(long, env = "KEYWARD_ESC_TOKEN_FILE")]
+    pub esc_token_file: Option<PathBuf>,
+    /// Secret holding the ESC access token, as NAMESPACE/NAME[:KEY] (key defaults to "token").
+    #[arg(long, env = "KEYWARD_ESC_TOKEN_SECRET", conflicts_with = "esc_token_file")]
+    pub esc_token_secret: Option<String>,
+    /// ESC request timeout in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub esc_timeout_seconds: u64,
+    /// File holding the key for value hashes (any bytes). Without it, keyward keeps one in the Secret
+    /// `keyward-hash-key` of its namespace, created on first start.
+    #[arg(long, env = "KEYWARD_HASH_KEY_FILE")]
+    pub hash_key_file: Option<PathBuf>,
+    /// keyward's own namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "keyward-system")]
+    pub namespace: String,
+    /// Reconciles running at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u16,
+    /// Seconds within which a fresh ESC snapshot is shared by reconciles that demand fresh data.
+    #[arg(long, default_value_t = 2)]
+    pub coalesce_seconds: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, env = "KEYWARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
 }
 
 /// Parses the command line and runs the chosen subcommand.
 pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
+    let result = match cli.command {
+        Command::Crd => print_crds(),
+        Command::Run(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyward: {e:#}");
             ExitCode::FAILURE
@@ -35,12 +86,108 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Crd => {
-            let yaml = crate::api::crds_yaml()?;
-            std::io::stdout().write_all(yaml.as_bytes())?;
-            Ok(ExitCode::SUCCESS)
+fn print_crds() -> anyhow::Result<()> {
+    let yaml = crate::api::crds_yaml()?;
+    std::io::stdout().write_all(yaml.as_bytes())?;
+    Ok(())
+}
+
+fn read_secret_file(path: &PathBuf) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?);
+    Ok(bytes)
+}
+
+async fn esc_token(client: &Client, args: &RunArgs) -> anyhow::Result<Option<Zeroizing<String>>> {
+    if let Some(path) = &args.esc_token_file {
+        let bytes = read_secret_file(path)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?;
+        return Ok(Some(Zeroizing::new(text.trim().to_string())));
+    }
+    let Some(reference) = &args.esc_token_secret else {
+        return Ok(None);
+    };
+    let (ns_name, key) = reference.split_once(':').unwrap_or((reference.as_str(), "token"));
+    let (ns, name) = ns_name
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--esc-token-secret must be NAMESPACE/NAME[:KEY]"))?;
+    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(name).await?;
+    let bytes = secret
+        .data
+        .and_then(|mut d| d.remove(key))
+        .ok_or_else(|| anyhow::anyhow!("Secret {ns}/{name} has no key {key:?}"))?;
+    let bytes = Zeroizing::new(bytes.0);
+    let text = std::str::from_utf8(&bytes).map_err(|_| anyhow::anyhow!("Secret {ns}/{name} key {key} is not UTF-8"))?;
+    Ok(Some(Zeroizing::new(text.trim().to_string())))
+}
+
+const HASH_KEY_SECRET: &str = "keyward-hash-key";
+
+async fn hash_key(client: &Client, args: &RunArgs) -> anyhow::Result<Vec<u8>> {
+    if let Some(path) = &args.hash_key_file {
+        return Ok(read_secret_file(path)?.to_vec());
+    }
+    // Value hashes must be stable across restarts and replicas, or every restart would look like a change.
+    let api: Api<Secret> = Api::namespaced(client.clone(), &args.namespace);
+    if let Some(k) = api
+        .get_opt(HASH_KEY_SECRET)
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove("key"))
+    {
+        return Ok(k.0);
+    }
+    let mut key = vec![0u8; 32];
+    rand::fill(&mut key[..]);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": HASH_KEY_SECRET, "labels": {"app.kubernetes.io/managed-by": "keyward"}},
+        "data": {"key": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key)}
+    }))?;
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(key),
+        // Another replica created it first: use theirs.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let s = api.get(HASH_KEY_SECRET).await?;
+            Ok(s.data.and_then(|mut d| d.remove("key")).map(|k| k.0).unwrap_or(key))
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, "info,kube=warn");
+    let client = Client::try_default().await?;
+    let esc = match &args.esc_url {
+        Some(url) => {
+            let mut config = EscConfig::new(url, esc_token(&client, &args).await?);
+            config.timeout = Duration::from_secs(args.esc_timeout_seconds);
+            Some(EscSource::new(EscClient::new(config)?))
+        }
+        None => {
+            tracing::warn!("no ESC URL configured: ManagedSecrets with an ESC source will report SourceNotConfigured");
+            None
+        }
+    };
+    let hasher = ValueHasher::new(hash_key(&client, &args).await?);
+    let settings = Settings {
+        esc,
+        hasher,
+        concurrency: args.concurrency,
+        coalesce_window: Duration::from_secs(args.coalesce_seconds),
+        instance: std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id())),
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");
+    controller::run(client, settings, shutdown_signal()).await?;
+    tracing::info!("keyward stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }

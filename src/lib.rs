@@ -4,8 +4,12 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod duration;
+pub mod source;
+pub mod telemetry;
 
 /// Installs ring as rustls' process-wide crypto provider. kube and reqwest must agree on one provider; call
 /// this first thing in every binary and test.

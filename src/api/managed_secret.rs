@@ -169,6 +169,10 @@ pub struct ManagedSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
 
+    /// The value of the `keyward.dev/refresh-now` annotation last honored, so that one request refreshes once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_request: Option<String>,
+
     /// When the value was last rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
@@ -191,6 +195,19 @@ pub struct SourceStatus {
     pub value_hash: Option<String>,
 }
 
+/// Annotation that forces an immediate refresh from the source; each new value refreshes once.
+pub const REFRESH_NOW_ANNOTATION: &str = "keyward.dev/refresh-now";
+/// Annotation on a target Secret naming its ManagedSecret (in the same namespace).
+pub const MANAGED_SECRET_ANNOTATION: &str = "keyward.dev/managed-secret";
+/// Annotation on a target Secret with the keyed hash of the value keyward wrote.
+pub const VALUE_HASH_ANNOTATION: &str = "keyward.dev/value-hash";
+/// Annotation on a target Secret with the source revision keyward wrote.
+pub const SOURCE_REVISION_ANNOTATION: &str = "keyward.dev/source-revision";
+/// The label keyward puts on every Secret it manages.
+pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "keyward");
+/// The default refresh interval.
+pub const DEFAULT_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl ManagedSecret {
     /// The name of the Secret keyward writes for this object.
     pub fn target_name(&self) -> &str {
@@ -200,6 +217,15 @@ impl ManagedSecret {
             .as_deref()
             .or(self.metadata.name.as_deref())
             .unwrap_or_default()
+    }
+
+    /// The refresh interval, parsed (admission guarantees the form; a bad value falls back to the default).
+    pub fn refresh_interval(&self) -> std::time::Duration {
+        self.spec
+            .refresh_interval
+            .as_deref()
+            .and_then(|s| crate::duration::parse(s).ok())
+            .unwrap_or(DEFAULT_REFRESH_INTERVAL)
     }
 }
 

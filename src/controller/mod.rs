@@ -1,0 +1,189 @@
+//! Wiring: watches, concurrency and shutdown around [`reconcile`].
+
+pub mod conditions;
+mod reconcile;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+
+use crate::api::{MANAGED_SECRET_ANNOTATION, ManagedSecret};
+use crate::source::esc::EscSource;
+use crate::source::{SourceError, ValueHasher};
+
+pub use reconcile::reconcile;
+
+/// The field manager keyward writes with (server-side apply).
+pub const FIELD_MANAGER: &str = "keyward";
+
+/// Errors of the controller layer. Messages never hold secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+impl ControllerError {
+    /// A bounded label for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ControllerError::Kube(_) => "kube",
+            ControllerError::Source(e) => e.category(),
+            ControllerError::MissingField(_) => "invalid_object",
+        }
+    }
+}
+
+/// What the controller needs to run.
+pub struct Settings {
+    pub esc: Option<EscSource>,
+    pub hasher: ValueHasher,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// A snapshot taken this recently is reused even by a reconcile that wants fresh data (new objects,
+    /// refresh-now), so that a burst of them costs one ESC open.
+    pub coalesce_window: Duration,
+    /// The identity in Events.
+    pub instance: String,
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub esc: Option<EscSource>,
+    pub hasher: ValueHasher,
+    pub recorder: Recorder,
+    pub coalesce_window: Duration,
+    /// Consecutive failures per object (by uid), for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: "keyward".into(),
+            instance: Some(settings.instance),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            esc: settings.esc,
+            hasher: settings.hasher,
+            coalesce_window: settings.coalesce_window,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a failure and returns how many in a row this object has had.
+    fn failed(&self, uid: &str) -> u32 {
+        let Ok(mut map) = self.failures.lock() else { return 1 };
+        let n = map.entry(uid.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn succeeded(&self, uid: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(uid);
+        }
+    }
+}
+
+/// Runs the ManagedSecret controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), ControllerError> {
+    let concurrency = settings.concurrency;
+    let ctx = Arc::new(Context::new(client.clone(), settings));
+    let managed: Api<ManagedSecret> = Api::all(client.clone());
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+
+    let controller = Controller::new(managed, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(concurrency));
+    let store = controller.store();
+    // Secrets are watched as metadata only: a change to one keyward wrote (drift) or to one a ManagedSecret
+    // reads from wakes the owner; the data itself is read only in reconcile, for the one Secret it needs.
+    let secret_events = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    controller
+        .watches_stream(secret_events, move |secret| {
+            let ns = secret.metadata.namespace.clone().unwrap_or_default();
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let mut refs: Vec<ObjectRef<ManagedSecret>> = Vec::new();
+            if let Some(owner) = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(MANAGED_SECRET_ANNOTATION))
+            {
+                refs.push(ObjectRef::new(owner).within(&ns));
+            }
+            for ms in store.state() {
+                let reads_it = ms.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && ms
+                        .spec
+                        .source
+                        .kubernetes_secret
+                        .as_ref()
+                        .is_some_and(|k| k.name == name);
+                if reads_it {
+                    refs.push(ObjectRef::from_obj(ms.as_ref()));
+                }
+            }
+            refs
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(obj: Arc<ManagedSecret>, err: &ControllerError, ctx: Arc<Context>) -> Action {
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    let n = ctx.failed(&uid);
+    tracing::warn!(category = err.category(), error = %err, "reconcile error");
+    Action::requeue(backoff(n, None, obj.refresh_interval()))
+}
+
+/// Exponential backoff for an object's n-th consecutive failure: 5s doubling, at most the refresh interval
+/// (and at most 10 minutes), never shorter than what the source asked for.
+pub(crate) fn backoff(n: u32, retry_after: Option<Duration>, interval: Duration) -> Duration {
+    let exp = Duration::from_secs(5u64.saturating_mul(1 << n.saturating_sub(1).min(10)));
+    let cap = interval.min(Duration::from_secs(600)).max(Duration::from_secs(5));
+    exp.min(cap).max(retry_after.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_honors_retry_after() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(backoff(1, None, hour), Duration::from_secs(5));
+        assert_eq!(backoff(2, None, hour), Duration::from_secs(10));
+        assert_eq!(backoff(20, None, hour), Duration::from_secs(600));
+        assert_eq!(backoff(20, None, Duration::from_secs(30)), Duration::from_secs(30));
+        assert_eq!(backoff(1, Some(Duration::from_secs(42)), hour), Duration::from_secs(42));
+    }
+}

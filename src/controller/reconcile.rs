@@ -1,0 +1,395 @@
+//! One reconcile of one ManagedSecret: read the source (through the shared per-cycle snapshot), make the
+//! target Secret match (server-side apply, only when something differs), and record status, Events and
+//! logs — none of which ever carry the value.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+
+use super::conditions::{self, READY, SYNCED};
+use super::{Context, ControllerError, FIELD_MANAGER, backoff};
+use crate::api::{
+    DeletionPolicy, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus,
+    REFRESH_NOW_ANNOTATION, SOURCE_REVISION_ANNOTATION, SourceStatus, VALUE_HASH_ANNOTATION,
+};
+use crate::source::{SourceError, SourceValue, kubernetes};
+
+/// Why a sync did not happen, as a condition reason and a message that holds no value.
+struct Failure {
+    reason: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl From<SourceError> for Failure {
+    fn from(e: SourceError) -> Self {
+        Failure {
+            reason: e.reason(),
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    }
+}
+
+fn kube_failure(what: &str, e: &kube::Error) -> Failure {
+    // API server messages can quote object content; keep only the code and reason.
+    let message = match e {
+        kube::Error::Api(s) => format!("{what} failed: HTTP {} {}", s.code, s.reason),
+        _ => format!("{what} failed: API server unreachable"),
+    };
+    Failure {
+        reason: "TargetWriteFailed",
+        message,
+        retry_after: None,
+    }
+}
+
+/// How far into the current refresh tick we are. Ticks are aligned to the wall clock, so every ManagedSecret
+/// with the same interval refreshes in the same tick and shares one ESC snapshot.
+fn into_tick(interval: Duration) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let period = interval.as_millis().max(1000);
+    Duration::from_millis(u64::try_from(now % period).unwrap_or(0))
+}
+
+fn tick_start(interval: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(into_tick(interval)).unwrap_or(now)
+}
+
+fn until_next_tick(interval: Duration) -> Duration {
+    // A little past the boundary, so the snapshot taken then counts as this tick's.
+    interval.max(Duration::from_secs(1)).saturating_sub(into_tick(interval)) + Duration::from_millis(50)
+}
+
+async fn read_source(ms: &ManagedSecret, ctx: &Context, fresh_since: Instant) -> Result<SourceValue, SourceError> {
+    let source = &ms.spec.source;
+    match (&source.esc, &source.kubernetes_secret) {
+        (Some(esc), None) => {
+            let client = ctx.esc.as_ref().ok_or(SourceError::NotConfigured)?;
+            let version = esc.version.as_deref().filter(|v| !v.is_empty());
+            client.get(&esc.environment, version, &esc.path, fresh_since).await
+        }
+        (None, Some(k)) => {
+            let ns = ms.namespace().unwrap_or_default();
+            kubernetes::get(&ctx.client, &ns, &k.name, &k.key).await
+        }
+        _ => Err(SourceError::Invalid("exactly one source must be set".into())),
+    }
+}
+
+fn source_description(ms: &ManagedSecret) -> String {
+    match (&ms.spec.source.esc, &ms.spec.source.kubernetes_secret) {
+        (Some(e), _) => format!("ESC {} {}", e.environment, e.path),
+        (_, Some(k)) => format!("Secret {} key {}", k.name, k.key),
+        _ => "no source".into(),
+    }
+}
+
+/// The Secret keyward wants, as an apply patch.
+fn desired_secret(ms: &ManagedSecret, value: &SourceValue, hash: &str) -> Secret {
+    let spec = &ms.spec.target;
+    let mut labels = spec.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.0.into(), MANAGED_BY_LABEL.1.into());
+    let mut annotations = spec.annotations.clone();
+    annotations.insert(MANAGED_SECRET_ANNOTATION.into(), ms.name_any());
+    annotations.insert(VALUE_HASH_ANNOTATION.into(), hash.into());
+    if let Some(rev) = value.revision {
+        annotations.insert(SOURCE_REVISION_ANNOTATION.into(), rev.to_string());
+    }
+    let owner = match ms.spec.deletion_policy.unwrap_or_default() {
+        DeletionPolicy::Delete => ms.controller_owner_ref(&()).map(|o| vec![o]),
+        DeletionPolicy::Retain => None,
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(ms.target_name().to_string()),
+            namespace: ms.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner,
+            ..ObjectMeta::default()
+        },
+        type_: Some(spec.type_.clone().unwrap_or_else(|| "Opaque".into())),
+        data: Some(BTreeMap::from([(
+            spec.key.clone(),
+            ByteString(value.value.expose().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// Whether `current` already holds everything `desired` says (other fields and keys may exist).
+fn up_to_date(current: &Secret, desired: &Secret) -> bool {
+    let subset = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    let owners_match = {
+        let want: Vec<_> = desired
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| &o.uid)
+            .collect();
+        let have: Vec<_> = current
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| &o.uid)
+            .collect();
+        want.iter().all(|u| have.contains(u))
+            && (!want.is_empty()
+                || !current
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.kind == "ManagedSecret"))
+    };
+    let data_match = desired.data.iter().flatten().all(|(k, v)| {
+        current
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|c| c.0 == v.0)
+            .unwrap_or(false)
+    });
+    subset(&desired.metadata.labels, &current.metadata.labels)
+        && subset(&desired.metadata.annotations, &current.metadata.annotations)
+        && owners_match
+        && data_match
+        && current.type_ == desired.type_
+}
+
+/// Makes the target Secret match; returns whether it wrote.
+async fn ensure_secret(ms: &ManagedSecret, ctx: &Context, value: &SourceValue, hash: &str) -> Result<bool, Failure> {
+    let ns = ms.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = ms.target_name();
+    let current = api
+        .get_opt(name)
+        .await
+        .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
+    let desired = desired_secret(ms, value, hash);
+    if let Some(current) = &current {
+        let ours = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
+            && current.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any());
+        if !ours {
+            return Err(Failure {
+                reason: "TargetConflict",
+                message: format!(
+                    "Secret {name} exists and is not managed by this ManagedSecret; keyward will not overwrite it \
+                     (delete it, or label it {}={} and annotate it {}={})",
+                    MANAGED_BY_LABEL.0,
+                    MANAGED_BY_LABEL.1,
+                    MANAGED_SECRET_ANNOTATION,
+                    ms.name_any()
+                ),
+                retry_after: None,
+            });
+        }
+        if up_to_date(current, &desired) {
+            return Ok(false);
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &params, &Patch::Apply(&desired))
+        .await
+        .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
+    Ok(true)
+}
+
+async fn publish(ctx: &Context, ms: &ManagedSecret, type_: EventType, reason: &str, action: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing an Event failed");
+    }
+}
+
+async fn write_status(ms: &ManagedSecret, ctx: &Context, status: &ManagedSecretStatus) -> Result<(), ControllerError> {
+    if ms.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let ns = ms.namespace().ok_or(ControllerError::MissingField("namespace"))?;
+    let api: Api<ManagedSecret> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({"status": status});
+    api.patch_status(&ms.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Reconciles one ManagedSecret.
+pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    if ms.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let uid = ms.uid().ok_or(ControllerError::MissingField("uid"))?;
+    let interval = ms.refresh_interval();
+    let old = ms.status.clone().unwrap_or_default();
+    let generation = ms.metadata.generation;
+    let refresh_request = ms.annotations().get(REFRESH_NOW_ANNOTATION).cloned();
+    let forced =
+        old.observed_generation != generation || (refresh_request.is_some() && refresh_request != old.refresh_request);
+    let fresh_since = if forced {
+        let now = Instant::now();
+        now.checked_sub(ctx.coalesce_window).unwrap_or(now)
+    } else {
+        tick_start(interval)
+    };
+
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    if refresh_request.is_some() {
+        status.refresh_request = refresh_request;
+    }
+    let now = Time(jiff::Timestamp::now());
+    let source = source_description(&ms);
+    let target = ms.target_name().to_string();
+
+    let outcome = match read_source(&ms, &ctx, fresh_since).await {
+        Ok(value) => {
+            let hash = ctx.hasher.hash(value.value.expose());
+            match ensure_secret(&ms, &ctx, &value, &hash).await {
+                Ok(wrote) => Ok((value.revision, hash, wrote)),
+                Err(f) => Err(f),
+            }
+        }
+        Err(e) => Err(Failure::from(e)),
+    };
+
+    match outcome {
+        Ok((revision, hash, wrote)) => {
+            ctx.succeeded(&uid);
+            let at = revision.map(|r| format!(" at revision {r}")).unwrap_or_default();
+            let message = format!("Secret {target} matches {source}{at}");
+            conditions::set(
+                &mut status.conditions,
+                SYNCED,
+                true,
+                "Synced",
+                message.clone(),
+                generation,
+                &now,
+            );
+            conditions::set(&mut status.conditions, READY, true, "Synced", message, generation, &now);
+            status.source = Some(SourceStatus {
+                revision,
+                value_hash: Some(hash),
+            });
+            if wrote || status.last_sync_time.is_none() {
+                status.last_sync_time = Some(now.clone());
+            }
+            if wrote {
+                tracing::info!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), secret = %target, revision = ?revision, "secret written");
+                publish(
+                    &ctx,
+                    &ms,
+                    EventType::Normal,
+                    "Synced",
+                    "Sync",
+                    format!("Secret {target} written from {source}{at}"),
+                )
+                .await;
+            }
+            write_status(&ms, &ctx, &status).await?;
+            Ok(Action::requeue(until_next_tick(interval)))
+        }
+        Err(f) => {
+            let n = ctx.failed(&uid);
+            let before = conditions::get(&old.conditions, SYNCED).map(|c| (c.status.clone(), c.reason.clone()));
+            conditions::set(
+                &mut status.conditions,
+                SYNCED,
+                false,
+                f.reason,
+                f.message.clone(),
+                generation,
+                &now,
+            );
+            conditions::set(
+                &mut status.conditions,
+                READY,
+                false,
+                f.reason,
+                f.message.clone(),
+                generation,
+                &now,
+            );
+            tracing::warn!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), reason = f.reason, message = %f.message, failures = n, "sync failed; the Secret is left as it is");
+            if before != Some(("False".into(), f.reason.into())) {
+                publish(&ctx, &ms, EventType::Warning, f.reason, "Sync", f.message.clone()).await;
+            }
+            write_status(&ms, &ctx, &status).await?;
+            Ok(Action::requeue(backoff(n, f.retry_after, interval)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_aligned() {
+        let d = until_next_tick(Duration::from_secs(60));
+        assert!(d <= Duration::from_millis(60_050) && d >= Duration::from_millis(50));
+        assert!(tick_start(Duration::from_secs(60)) <= Instant::now());
+    }
+
+    fn ms() -> ManagedSecret {
+        let mut ms: ManagedSecret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret",
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u1"},
+            "spec": {"source": {"esc": {"environment": "o/p/e", "path": "a"}}, "target": {"key": "K", "labels": {"x": "y"}}}
+        }))
+        .unwrap();
+        ms.metadata.uid = Some("u1".into());
+        ms
+    }
+
+    #[test]
+    fn desired_secret_carries_ownership_and_hash_but_up_to_date_compares_data() {
+        let ms = ms();
+        let v = SourceValue {
+            value: crate::source::SecretBytes::new(b"v1".to_vec()),
+            revision: Some(4),
+        };
+        let d = desired_secret(&ms, &v, "hmac-sha256:aa");
+        assert_eq!(d.metadata.name.as_deref(), Some("m"));
+        assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
+        let ann = d.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann[SOURCE_REVISION_ANNOTATION], "4");
+        assert!(up_to_date(&d, &d));
+        let mut edited = d.clone();
+        edited.data = Some(BTreeMap::from([("K".into(), ByteString(b"hand".to_vec()))]));
+        assert!(!up_to_date(&edited, &d));
+        let mut extra = d.clone();
+        extra
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("OTHER".into(), ByteString(b"x".to_vec()));
+        assert!(up_to_date(&extra, &d));
+    }
+}
