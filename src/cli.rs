@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Seconds within which a fresh ESC snapshot is shared by reconciles that demand fresh data.
     #[arg(long, default_value_t = 2)]
     pub coalesce_seconds: u64,
+    /// Watch ManagedSecrets and Secrets in this namespace only (namespaced mode).
+    #[arg(long, env = "KEYWARD_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Json, env = "KEYWARD_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -173,6 +176,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         hasher,
         concurrency: args.concurrency,
         coalesce_window: Duration::from_secs(args.coalesce_seconds),
+        watch_namespace: args.watch_namespace.clone(),
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id())),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");

@@ -58,6 +58,8 @@ pub struct Settings {
     pub coalesce_window: Duration,
     /// The identity in Events.
     pub instance: String,
+    /// Watch only this namespace (namespaced mode); all namespaces when None.
+    pub watch_namespace: Option<String>,
 }
 
 /// Shared state of all reconciles.
@@ -109,9 +111,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), ControllerError> {
     let concurrency = settings.concurrency;
+    let (managed, secrets): (Api<ManagedSecret>, Api<PartialObjectMeta<Secret>>) = match &settings.watch_namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
     let ctx = Arc::new(Context::new(client.clone(), settings));
-    let managed: Api<ManagedSecret> = Api::all(client.clone());
-    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
 
     let controller = Controller::new(managed, watcher::Config::default().any_semantic())
         .with_config(ControllerConfig::default().concurrency(concurrency));

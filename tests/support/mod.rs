@@ -254,3 +254,78 @@ pub fn sample_deployment(name: &str) -> Deployment {
     }))
     .unwrap()
 }
+
+/// A `keyward run` process against the shared control plane, watching one namespace, its logs in a file.
+/// Killed when dropped.
+pub struct Keyward {
+    child: Option<Child>,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Keyward {
+    /// Starts `keyward run --watch-namespace NS` with extra arguments.
+    pub fn start(namespace: &str, extra: &[&str]) -> Keyward {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("hash-key");
+        std::fs::write(&key, b"test-hash-key").unwrap();
+        let log = dir.path().join("keyward.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .arg("run")
+            .arg("--watch-namespace")
+            .arg(namespace)
+            .arg("--hash-key-file")
+            .arg(&key)
+            .args(extra)
+            .env("KUBECONFIG", &cluster_any().kubeconfig)
+            .env(
+                "RUST_LOG",
+                "debug,kube=info,hyper=info,tower=info,rustls=info,h2=info,reqwest=info",
+            )
+            .env_remove("KEYWARD_ESC_URL")
+            .env_remove("KEYWARD_ESC_TOKEN_FILE")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start keyward");
+        Keyward {
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Everything keyward has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops keyward (SIGKILL: the harshest stop, which keyward must survive) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Keyward {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            eprintln!("---- keyward log (last 40 lines) ----");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        self.kill();
+    }
+}
+
+/// The control plane this binary started, whichever flavour.
+pub fn cluster_any() -> &'static Cluster {
+    CLUSTER.get().unwrap_or_else(|| cluster())
+}
