@@ -1,0 +1,232 @@
+//! Sync against a real API server (with controllers, so owner-reference garbage collection really runs):
+//! a `keyward run` process keeps target Secrets equal to their source, repairs drift, writes nothing in a
+//! steady state, and honours deletionPolicy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use keyward::api::ManagedSecret;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use support::{Keyward, TestNs, cluster_with_controllers, eventually, install_crd};
+
+async fn ns(prefix: &str) -> TestNs {
+    let client = cluster_with_controllers().client().await;
+    let ns = TestNs::with_client(prefix, client).await;
+    install_crd(&ns.client).await;
+    ns
+}
+
+fn secret(name: &str, key: &str, value: &[u8]) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(key.to_string(), ByteString(value.to_vec()))])),
+        ..Default::default()
+    }
+}
+
+fn from_secret(name: &str, src: &str, target_key: &str, policy: &str) -> ManagedSecret {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"kubernetesSecret": {"name": src, "key": "value"}},
+            "target": {"key": target_key},
+            "refreshInterval": "10s",
+            "deletionPolicy": policy
+        }
+    }))
+    .unwrap()
+}
+
+pub async fn data_of(api: &Api<Secret>, name: &str, key: &str) -> Option<Vec<u8>> {
+    api.get_opt(name).await.ok()??.data?.get(key).map(|b| b.0.clone())
+}
+
+pub async fn wait_value(api: &Api<Secret>, name: &str, key: &str, want: &[u8], what: &str) {
+    eventually(40, what, || async {
+        (data_of(api, name, key).await.as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kubernetes_source_syncs_follows_and_repairs_drift() {
+    let ns = ns("sync-k8s").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"one"))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    managed
+        .create(&PostParams::default(), &from_secret("copy", "src", "TOKEN", "Delete"))
+        .await
+        .unwrap();
+    wait_value(
+        &secrets,
+        "copy",
+        "TOKEN",
+        b"one",
+        "target created with the source's bytes",
+    )
+    .await;
+
+    let target = secrets.get("copy").await.unwrap();
+    assert_eq!(
+        target.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
+        "keyward"
+    );
+    let ann = target.metadata.annotations.unwrap();
+    assert!(ann["keyward.dev/value-hash"].starts_with("hmac-sha256:"));
+    assert_eq!(target.metadata.owner_references.unwrap()[0].kind, "ManagedSecret");
+
+    // The source changes: the target follows (a watch event, not a poll).
+    secrets
+        .replace("src", &PostParams::default(), &secret("src", "value", b"two"))
+        .await
+        .unwrap();
+    wait_value(&secrets, "copy", "TOKEN", b"two", "target follows the source").await;
+
+    // Hand-edited: restored.
+    let edit = serde_json::json!({"data": {"TOKEN": "aGFuZA=="}});
+    secrets
+        .patch("copy", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    wait_value(&secrets, "copy", "TOKEN", b"two", "hand edit undone").await;
+
+    // Deleted: recreated.
+    secrets.delete("copy", &DeleteParams::default()).await.unwrap();
+    wait_value(&secrets, "copy", "TOKEN", b"two", "deleted target recreated").await;
+
+    let ms = managed.get("copy").await.unwrap();
+    let status = ms.status.unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Synced"));
+    assert_eq!(status.observed_generation, ms.metadata.generation);
+}
+
+#[tokio::test]
+async fn steady_state_writes_nothing() {
+    let ns = ns("sync-steady").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"v"))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    managed
+        .create(&PostParams::default(), &from_secret("steady", "src", "K", "Delete"))
+        .await
+        .unwrap();
+    wait_value(&secrets, "steady", "K", b"v", "first sync").await;
+    // Let the status settle, then watch three 10s refresh cycles pass without a write.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rv = |o: &kube::api::ObjectMeta| o.resource_version.clone().unwrap();
+    let before = (
+        rv(&secrets.get("steady").await.unwrap().metadata),
+        rv(&managed.get("steady").await.unwrap().metadata),
+    );
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let after = (
+        rv(&secrets.get("steady").await.unwrap().metadata),
+        rv(&managed.get("steady").await.unwrap().metadata),
+    );
+    assert_eq!(
+        before, after,
+        "resourceVersions of (Secret, ManagedSecret) changed in a steady state"
+    );
+}
+
+#[tokio::test]
+async fn deletion_policy_delete_and_retain() {
+    let ns = ns("sync-delete").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"x"))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    managed
+        .create(&PostParams::default(), &from_secret("gone", "src", "K", "Delete"))
+        .await
+        .unwrap();
+    managed
+        .create(&PostParams::default(), &from_secret("kept", "src", "K", "Retain"))
+        .await
+        .unwrap();
+    wait_value(&secrets, "gone", "K", b"x", "Delete target").await;
+    wait_value(&secrets, "kept", "K", b"x", "Retain target").await;
+    assert!(
+        secrets
+            .get("kept")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+
+    managed.delete("gone", &DeleteParams::default()).await.unwrap();
+    managed.delete("kept", &DeleteParams::default()).await.unwrap();
+    eventually(
+        60,
+        "Delete policy: Secret garbage-collected with its ManagedSecret",
+        || async { secrets.get_opt("gone").await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        data_of(&secrets, "kept", "K").await.as_deref(),
+        Some(&b"x"[..]),
+        "Retain policy kept the Secret"
+    );
+}
+
+#[tokio::test]
+async fn existing_foreign_secret_is_not_overwritten() {
+    let ns = ns("sync-conflict").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"new"))
+        .await
+        .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret("theirs", "K", b"precious"))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    let mut ms = from_secret("claim", "src", "K", "Delete");
+    ms.spec.target.name = Some("theirs".into());
+    managed.create(&PostParams::default(), &ms).await.unwrap();
+    let cond = eventually(40, "TargetConflict condition", || async {
+        let ms = managed.get("claim").await.ok()?;
+        let c = ms.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (c.reason == "TargetConflict").then_some(c)
+    })
+    .await;
+    assert_eq!(cond.status, "False");
+    assert!(
+        cond.message.contains("Secret theirs exists and is not managed"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(
+        data_of(&secrets, "theirs", "K").await.as_deref(),
+        Some(&b"precious"[..])
+    );
+}
