@@ -11,9 +11,14 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use zeroize::Zeroizing;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use crate::controller::{self, Settings};
+use crate::http::HttpState;
 use crate::source::ValueHasher;
 use crate::source::esc::{EscClient, EscConfig, EscSource};
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
@@ -65,6 +70,9 @@ pub struct RunArgs {
     /// Watch ManagedSecrets and Secrets in this namespace only (namespaced mode).
     #[arg(long, env = "KEYWARD_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "KEYWARD_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: std::net::SocketAddr,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Json, env = "KEYWARD_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -171,12 +179,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let hasher = ValueHasher::new(hash_key(&client, &args).await?);
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let listener = args.http_listen;
+    tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(listener, http_state).await {
+            tracing::error!(error = %e, "the HTTP endpoints stopped");
+        }
+    });
     let settings = Settings {
         esc,
         hasher,
         concurrency: args.concurrency,
         coalesce_window: Duration::from_secs(args.coalesce_seconds),
         watch_namespace: args.watch_namespace.clone(),
+        metrics,
+        ready,
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id())),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");

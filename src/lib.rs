@@ -8,6 +8,7 @@ pub mod controller;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod duration;
+pub mod http;
 pub mod source;
 pub mod telemetry;
 

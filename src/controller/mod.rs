@@ -4,6 +4,7 @@ pub mod conditions;
 mod reconcile;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use kube::{Api, Client, Resource};
 use crate::api::{MANAGED_SECRET_ANNOTATION, ManagedSecret};
 use crate::source::esc::EscSource;
 use crate::source::{SourceError, ValueHasher};
+use crate::telemetry::metrics::Metrics;
 
 pub use reconcile::reconcile;
 
@@ -60,6 +62,9 @@ pub struct Settings {
     pub instance: String,
     /// Watch only this namespace (namespaced mode); all namespaces when None.
     pub watch_namespace: Option<String>,
+    pub metrics: Arc<Metrics>,
+    /// Set once the ManagedSecret cache has synced.
+    pub ready: Arc<AtomicBool>,
 }
 
 /// Shared state of all reconciles.
@@ -69,6 +74,7 @@ pub struct Context {
     pub hasher: ValueHasher,
     pub recorder: Recorder,
     pub coalesce_window: Duration,
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per object (by uid), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -85,6 +91,7 @@ impl Context {
             esc: settings.esc,
             hasher: settings.hasher,
             coalesce_window: settings.coalesce_window,
+            metrics: settings.metrics,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -115,11 +122,18 @@ pub async fn run(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    let ready = settings.ready.clone();
     let ctx = Arc::new(Context::new(client.clone(), settings));
 
     let controller = Controller::new(managed, watcher::Config::default().any_semantic())
         .with_config(ControllerConfig::default().concurrency(concurrency));
     let store = controller.store();
+    let ready_store = store.clone();
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::Relaxed);
+        }
+    });
     // Secrets are watched as metadata only: a change to one keyward wrote (drift) or to one a ManagedSecret
     // reads from wakes the owner; the data itself is read only in reconcile, for the one Secret it needs.
     let secret_events = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();

@@ -21,6 +21,7 @@ use crate::api::{
     REFRESH_NOW_ANNOTATION, SOURCE_REVISION_ANNOTATION, SourceStatus, VALUE_HASH_ANNOTATION,
 };
 use crate::source::{SourceError, SourceValue, kubernetes};
+use crate::telemetry::metrics::{AccessLabels, ReasonLabels};
 
 /// Why a sync did not happen, as a condition reason and a message that holds no value.
 struct Failure {
@@ -214,6 +215,13 @@ async fn ensure_secret(ms: &ManagedSecret, ctx: &Context, value: &SourceValue, h
     Ok(true)
 }
 
+fn access(ms: &ManagedSecret, status: &'static str) -> AccessLabels {
+    AccessLabels {
+        secret_name: format!("{}/{}", ms.namespace().unwrap_or_default(), ms.name_any()),
+        status,
+    }
+}
+
 async fn publish(ctx: &Context, ms: &ManagedSecret, type_: EventType, reason: &str, action: &str, note: String) {
     let event = Event {
         type_,
@@ -241,6 +249,13 @@ async fn write_status(ms: &ManagedSecret, ctx: &Context, status: &ManagedSecretS
 
 /// Reconciles one ManagedSecret.
 pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&ms, &ctx).await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, ControllerError> {
     if ms.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -264,13 +279,13 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
         status.refresh_request = refresh_request;
     }
     let now = Time(jiff::Timestamp::now());
-    let source = source_description(&ms);
+    let source = source_description(ms);
     let target = ms.target_name().to_string();
 
-    let outcome = match read_source(&ms, &ctx, fresh_since).await {
+    let outcome = match read_source(ms, ctx, fresh_since).await {
         Ok(value) => {
             let hash = ctx.hasher.hash(value.value.expose());
-            match ensure_secret(&ms, &ctx, &value, &hash).await {
+            match ensure_secret(ms, ctx, &value, &hash).await {
                 Ok(wrote) => Ok((value.revision, hash, wrote)),
                 Err(f) => Err(f),
             }
@@ -281,6 +296,10 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
     match outcome {
         Ok((revision, hash, wrote)) => {
             ctx.succeeded(&uid);
+            ctx.metrics.secret_access.get_or_create(&access(ms, "success")).inc();
+            if wrote {
+                ctx.metrics.secrets_written.inc();
+            }
             let at = revision.map(|r| format!(" at revision {r}")).unwrap_or_default();
             let message = format!("Secret {target} matches {source}{at}");
             conditions::set(
@@ -303,8 +322,8 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
             if wrote {
                 tracing::info!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), secret = %target, revision = ?revision, "secret written");
                 publish(
-                    &ctx,
-                    &ms,
+                    ctx,
+                    ms,
                     EventType::Normal,
                     "Synced",
                     "Sync",
@@ -312,11 +331,16 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
                 )
                 .await;
             }
-            write_status(&ms, &ctx, &status).await?;
+            write_status(ms, ctx, &status).await?;
             Ok(Action::requeue(until_next_tick(interval)))
         }
         Err(f) => {
             let n = ctx.failed(&uid);
+            ctx.metrics.secret_access.get_or_create(&access(ms, "failure")).inc();
+            ctx.metrics
+                .sync_failures
+                .get_or_create(&ReasonLabels { reason: f.reason })
+                .inc();
             let before = conditions::get(&old.conditions, SYNCED).map(|c| (c.status.clone(), c.reason.clone()));
             conditions::set(
                 &mut status.conditions,
@@ -338,9 +362,9 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
             );
             tracing::warn!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), reason = f.reason, message = %f.message, failures = n, "sync failed; the Secret is left as it is");
             if before != Some(("False".into(), f.reason.into())) {
-                publish(&ctx, &ms, EventType::Warning, f.reason, "Sync", f.message.clone()).await;
+                publish(ctx, ms, EventType::Warning, f.reason, "Sync", f.message.clone()).await;
             }
-            write_status(&ms, &ctx, &status).await?;
+            write_status(ms, ctx, &status).await?;
             Ok(Action::requeue(backoff(n, f.retry_after, interval)))
         }
     }

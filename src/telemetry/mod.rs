@@ -1,5 +1,7 @@
 //! Logging setup. Log lines carry names, paths, revisions and hashes — never values.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 /// Log line format.

@@ -260,6 +260,8 @@ pub fn sample_deployment(name: &str) -> Deployment {
 pub struct Keyward {
     child: Option<Child>,
     pub log: PathBuf,
+    /// Where /metrics, /healthz and /readyz answer.
+    pub http: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -271,12 +273,18 @@ impl Keyward {
         std::fs::write(&key, b"test-hash-key").unwrap();
         let log = dir.path().join("keyward.log");
         let out = std::fs::File::create(&log).unwrap();
+        let http = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .arg("run")
             .arg("--watch-namespace")
             .arg(namespace)
             .arg("--hash-key-file")
             .arg(&key)
+            .arg("--http-listen")
+            .arg(http.to_string())
             .args(extra)
             .env("KUBECONFIG", &cluster_any().kubeconfig)
             .env(
@@ -293,8 +301,19 @@ impl Keyward {
         Keyward {
             child: Some(child),
             log,
+            http,
             _dir: dir,
         }
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Everything keyward has logged so far.
