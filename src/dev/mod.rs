@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod control_plane;
+pub mod esc_server;
 pub mod pki;
 pub mod tools;
 
