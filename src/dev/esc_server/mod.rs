@@ -3,4 +3,5 @@
 mod crypto;
 mod eval;
 mod path;
+mod secrets;
 mod yaml;
