@@ -97,7 +97,7 @@ impl SecretKey {
         let mut buf = Zeroizing::new(sealed.to_vec());
         let plain = self
             .key
-            .open_in_place(nonce, Aad::from(AAD), &mut *buf)
+            .open_in_place(nonce, Aad::from(AAD), &mut buf)
             .map_err(|_| CryptoError::Decrypt)?;
         let text = std::str::from_utf8(plain).map_err(|_| CryptoError::Decrypt)?;
         Ok(Zeroizing::new(text.to_owned()))

@@ -800,9 +800,9 @@ fn parse_interpolation(s: &str) -> Result<Vec<Part>, String> {
     while let Some(i) = rest.find('$') {
         text.push_str(&rest[..i]);
         let after = &rest[i..];
-        if after.starts_with("$${") {
+        if let Some(after_escape) = after.strip_prefix("$${") {
             text.push_str("${");
-            rest = &after[3..];
+            rest = after_escape;
         } else if let Some(inner) = after.strip_prefix("${") {
             // The reference ends at the first `}` outside a quoted key.
             let mut end = None;
