@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -530,11 +530,8 @@ fn get_definition(state: &State, e: &EnvRef, head_only: bool) -> Response {
     };
     let text = env.current().map(|r| r.definition.clone()).unwrap_or_default();
     let headers = [("etag", env.etag()), (REVISION_HEADER, env.head().to_string())];
-    let mut res = yaml_response(if head_only { String::new() } else { text }, &headers);
-    if head_only {
-        *res.body_mut() = Body::empty();
-    }
-    res
+    // For HEAD, hyper sends the headers (Content-Length included) and drops the body.
+    yaml_response(text, &headers)
 }
 
 /// The ETags an `If-Match` header lists (quotes and weak markers aside); `*` matches any.
