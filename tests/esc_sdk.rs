@@ -48,7 +48,9 @@ fn venv_ready(venv: &Path) -> bool {
 }
 
 fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}).\nstdout:\n{}\nstderr:\n{}",
@@ -61,7 +63,10 @@ fn run(cmd: &mut Command, what: &str) {
 /// The venv with the pinned client, made (in a scratch directory, then renamed into place, so that a
 /// concurrent or interrupted run never leaves a half-made one) only when missing.
 fn sdk_venv() -> PathBuf {
-    let cache = tools_dir().parent().map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let cache = tools_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
     let venv = cache.join(format!("python-venv-{SDK}-{SDK_VERSION}"));
     if venv_ready(&venv) {
         return venv;
@@ -69,7 +74,10 @@ fn sdk_venv() -> PathBuf {
     std::fs::create_dir_all(&cache).unwrap();
     let scratch = cache.join(format!(".python-venv-{SDK}-{SDK_VERSION}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    run(Command::new("python3").args(["-m", "venv"]).arg(&scratch), "creating a Python venv");
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&scratch),
+        "creating a Python venv",
+    );
     run(
         Command::new(scratch.join("bin/python")).args([
             "-m",
@@ -86,7 +94,11 @@ fn sdk_venv() -> PathBuf {
         // Another run put one in place first.
         let _ = std::fs::remove_dir_all(&scratch);
     }
-    assert!(venv_ready(&venv), "the venv at {} does not have {SDK} {SDK_VERSION}", venv.display());
+    assert!(
+        venv_ready(&venv),
+        "the venv at {} does not have {SDK} {SDK_VERSION}",
+        venv.display()
+    );
     venv
 }
 
@@ -119,7 +131,10 @@ impl ServerProcess {
             }
         }
         let base = ready.unwrap_or_else(|| panic!("esc-server did not start: {:?}", child.wait()));
-        let root_url = base.strip_suffix("/api/esc").expect("base URL ends in /api/esc").to_owned();
+        let root_url = base
+            .strip_suffix("/api/esc")
+            .expect("base URL ends in /api/esc")
+            .to_owned();
         assert!(root_url.starts_with("http://127.0.0.1:"), "{root_url}");
         ServerProcess {
             child,

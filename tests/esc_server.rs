@@ -130,7 +130,11 @@ async fn create_update_open_and_read() {
     assert_eq!(f.create("acme", "default", "legacy").await, StatusCode::NO_CONTENT);
 
     // A new environment is revision 1, empty.
-    let res = f.req(Method::GET, "/environments/acme/sophia/prod").send().await.unwrap();
+    let res = f
+        .req(Method::GET, "/environments/acme/sophia/prod")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, "pulumi-esc-revision"), "1");
     let etag1 = header(&res, "etag");
@@ -141,9 +145,13 @@ async fn create_update_open_and_read() {
         "# production\nimports:\n  - legacy\nvalues:\n  sophia:\n    ai:\n      openai_api_key:\n        fn::secret: {CANARY}\n  list: [a, b]\n  url: https://${{sophia.ai.openai_api_key}}@api\n  aws:\n    fn::open::aws-login: {{oidc: {{roleArn: arn}}}}\n"
     );
     assert_eq!(
-        f.update("acme/default/legacy", "values:\n  region: eu-west-1\n  list: [z]\n", None)
-            .await
-            .status(),
+        f.update(
+            "acme/default/legacy",
+            "values:\n  region: eu-west-1\n  list: [z]\n",
+            None
+        )
+        .await
+        .status(),
         StatusCode::OK
     );
     let res = f.update("acme/sophia/prod", &definition, Some(&etag1)).await;
@@ -159,7 +167,11 @@ async fn create_update_open_and_read() {
     assert!(body["message"].is_string());
 
     // The stored definition keeps every byte except the secret, which is ciphertext.
-    let res = f.req(Method::GET, "/environments/acme/sophia/prod").send().await.unwrap();
+    let res = f
+        .req(Method::GET, "/environments/acme/sophia/prod")
+        .send()
+        .await
+        .unwrap();
     let etag2 = header(&res, "etag");
     assert_ne!(etag1, etag2);
     let stored = res.text().await.unwrap();
@@ -168,14 +180,20 @@ async fn create_update_open_and_read() {
     let (before, after) = definition.split_once(CANARY).unwrap();
     assert!(stored.starts_with(before) && stored.ends_with(after), "{stored}");
 
-    let head = f.req(Method::HEAD, "/environments/acme/sophia/prod").send().await.unwrap();
+    let head = f
+        .req(Method::HEAD, "/environments/acme/sophia/prod")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(header(&head, "etag"), etag2);
     assert_eq!(header(&head, "pulumi-esc-revision"), "2");
 
     // Open and read: the whole environment, then single properties.
     let id = f.open("acme/sophia/prod", None).await;
-    let (status, env) = f.json(Method::GET, &format!("/environments/acme/sophia/prod/open/{id}")).await;
+    let (status, env) = f
+        .json(Method::GET, &format!("/environments/acme/sophia/prod/open/{id}"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let props = &env["properties"];
     let key = &props["sophia"]["value"]["ai"]["value"]["openai_api_key"];
@@ -193,7 +211,9 @@ async fn create_update_open_and_read() {
     assert_eq!((v["value"].clone(), v["secret"].clone()), (json!(CANARY), json!(true)));
     let (_, v) = f.property("acme/sophia/prod", &id, "list[1]").await;
     assert_eq!(v["value"], json!("b"));
-    let (_, v) = f.property("acme/sophia/prod", &id, r#"sophia["ai"].openai_api_key"#).await;
+    let (_, v) = f
+        .property("acme/sophia/prod", &id, r#"sophia["ai"].openai_api_key"#)
+        .await;
     assert_eq!(v["value"], json!(CANARY));
     let (status, v) = f.property("acme/sophia/prod", &id, "sophia.nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -204,7 +224,11 @@ async fn create_update_open_and_read() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // decrypt shows the plaintext definition.
-    let res = f.req(Method::GET, "/environments/acme/sophia/prod/decrypt").send().await.unwrap();
+    let res = f
+        .req(Method::GET, "/environments/acme/sophia/prod/decrypt")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.text().await.unwrap(), definition);
 
@@ -236,9 +260,17 @@ async fn create_update_open_and_read() {
     assert!(data.contains("ciphertext"));
 
     // Deleting.
-    let res = f.req(Method::DELETE, "/environments/acme/default/legacy").send().await.unwrap();
+    let res = f
+        .req(Method::DELETE, "/environments/acme/default/legacy")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let res = f.req(Method::DELETE, "/environments/acme/default/legacy").send().await.unwrap();
+    let res = f
+        .req(Method::DELETE, "/environments/acme/default/legacy")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     f.server.stop().await;
 }
@@ -254,16 +286,32 @@ async fn revisions_tags_and_opening_old_versions() {
     // Revisions 1 (creation) to 4, newest first.
     let (status, list) = f.json(Method::GET, "/environments/acme/app/dev/versions").await;
     assert_eq!(status, StatusCode::OK);
-    let numbers: Vec<u64> = list.as_array().unwrap().iter().map(|r| r["number"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["number"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, vec![4, 3, 2, 1]);
     assert_eq!(list[0]["tags"], json!(["latest"]));
     assert!(list[0]["created"].is_string() && list[0]["creatorLogin"].is_string());
-    let (_, page) = f.json(Method::GET, "/environments/acme/app/dev/versions?before=4&count=2").await;
-    let numbers: Vec<u64> = page.as_array().unwrap().iter().map(|r| r["number"].as_u64().unwrap()).collect();
+    let (_, page) = f
+        .json(Method::GET, "/environments/acme/app/dev/versions?before=4&count=2")
+        .await;
+    let numbers: Vec<u64> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["number"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, vec![3, 2]);
 
     // A definition at a revision, still without plaintext.
-    let res = f.req(Method::GET, "/environments/acme/app/dev/versions/2").send().await.unwrap();
+    let res = f
+        .req(Method::GET, "/environments/acme/app/dev/versions/2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, "pulumi-esc-revision"), "2");
     let text = res.text().await.unwrap();
@@ -289,8 +337,13 @@ async fn revisions_tags_and_opening_old_versions() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::CONFLICT);
-    let (_, tag) = f.json(Method::GET, "/environments/acme/app/dev/versions/tags/stable").await;
-    assert_eq!((tag["name"].clone(), tag["revision"].clone()), (json!("stable"), json!(2)));
+    let (_, tag) = f
+        .json(Method::GET, "/environments/acme/app/dev/versions/tags/stable")
+        .await;
+    assert_eq!(
+        (tag["name"].clone(), tag["revision"].clone()),
+        (json!("stable"), json!(2))
+    );
 
     // Open at a revision number and at a tag.
     let at3 = f.open("acme/app/dev", Some("3")).await;
@@ -393,7 +446,11 @@ async fn faults_and_counters() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     for _ in 0..2 {
-        let res = f.req(Method::POST, "/environments/acme/app/dev/open").send().await.unwrap();
+        let res = f
+            .req(Method::POST, "/environments/acme/app/dev/open")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(header(&res, "retry-after"), "2");
     }
@@ -451,7 +508,12 @@ async fn data_survives_a_restart() {
     };
     let first = EscServer::start(opts.clone()).await.unwrap();
     let rev = first
-        .put_definition("acme", "app", "dev", &format!("values:\n  pw: {{fn::secret: {CANARY}}}\n"))
+        .put_definition(
+            "acme",
+            "app",
+            "dev",
+            &format!("values:\n  pw: {{fn::secret: {CANARY}}}\n"),
+        )
         .unwrap();
     assert_eq!(rev, 2);
     first.stop().await;

@@ -1287,4 +1287,50 @@ mod tests {
         );
         assert_eq!(lock(&state.store).env("acme", "p", "e").unwrap().head(), 3);
     }
+
+    async fn call(state: &Arc<State>, method: Method, path: &str, auth: bool) -> Response {
+        let mut headers = HeaderMap::new();
+        if auth {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static("token t0ken"));
+        }
+        let uri: Uri = path.parse().unwrap();
+        esc(AxState(state.clone()), method, uri, headers, Bytes::new()).await
+    }
+
+    #[tokio::test]
+    async fn counters_count_every_esc_request_by_endpoint_and_opens_by_environment() {
+        let (_dir, state) = test_state();
+        let state = Arc::new(state);
+        state
+            .put_definition("acme", "p", "e", "values: {a: 1}\n", false)
+            .unwrap();
+        let ok = call(&state, Method::POST, "/api/esc/environments/acme/p/e/open", true).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        call(
+            &state,
+            Method::POST,
+            "/api/esc/environments/acme/p/e/versions/2/open",
+            true,
+        )
+        .await;
+        call(&state, Method::POST, "/api/esc/environments/acme/p/other/open", true).await;
+        // Refused and faulted requests count too.
+        let refused = call(&state, Method::GET, "/api/esc/environments/acme/p/e", false).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        *lock(&state.fault) = Fault::unavailable(None).with_fail_count(1);
+        let faulted = call(&state, Method::GET, "/api/esc/environments/acme/p/e", true).await;
+        assert_eq!(faulted.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let missing = call(&state, Method::GET, "/api/esc/nothing", true).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+        let c = lock(&state.counters).clone();
+        assert_eq!(c.total, 6);
+        assert_eq!(c.requests("open"), 2);
+        assert_eq!(c.requests("openAtVersion"), 1);
+        assert_eq!(c.requests("getDefinition"), 2);
+        assert_eq!(c.requests("notFound"), 1);
+        assert_eq!(c.opens("acme/p/e"), 2);
+        assert_eq!(c.opens("acme/p/other"), 1);
+        assert_eq!(c.faults_injected, 1);
+    }
 }
