@@ -599,6 +599,7 @@ struct CloneEnvironment {
     preserve_revision_tags: bool,
     #[serde(default)]
     preserve_environment_tags: bool,
+    /// Accepted and ignored: the dev server has no teams to grant access to.
     #[serde(default)]
     #[allow(dead_code)]
     preserve_access: bool,
