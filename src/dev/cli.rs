@@ -1,5 +1,6 @@
 //! The `keyward-dev` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,12 +9,13 @@ use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::control_plane::{ControlPlane, Options};
+use super::esc_server::{EscServer, EscServerOptions};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "keyward-dev",
     version,
-    about = "Developer tools for keyward: a local control plane"
+    about = "Developer tools for keyward: a local control plane and a local Pulumi ESC server"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +37,26 @@ enum Command {
         keep: bool,
         /// Also stop when standard input closes (the test harness uses this so that a dying parent never
         /// leaves a control plane behind).
+        #[arg(long)]
+        stop_on_stdin_eof: bool,
+    },
+    /// Serve the Pulumi ESC API (under /api/esc) from a local data file until SIGINT/SIGTERM.
+    EscServer {
+        /// Address to listen on; port 0 picks a free port (the ready line shows it).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Data file (JSON) with the environments, their revisions and the server's encryption key; created
+        /// when missing.
+        #[arg(long)]
+        data: PathBuf,
+        /// Require `Authorization: token <T>` on every ESC request (by default any or none is accepted).
+        #[arg(long, env = "KEYWARD_DEV_ESC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Definitions to load at start, YAML: `{environments: {"org/project/env": "<definition>"}}`. An
+        /// environment that already has exactly that definition gets no new revision.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// Also stop when standard input closes.
         #[arg(long)]
         stop_on_stdin_eof: bool,
     },
@@ -84,22 +106,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", std::fs::read_to_string(cp.kubeconfig_path())?);
             println!("# keyward-dev: control plane ready at {}", cp.server());
             println!("# export KUBECONFIG={}", cp.kubeconfig_path().display());
-            let stdin_closed = async {
-                if !stop_on_stdin_eof {
-                    return std::future::pending::<()>().await;
-                }
-                let mut stdin = tokio::io::stdin();
-                let mut buf = [0u8; 64];
-                while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
-            };
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
-                () = stdin_closed => {}
+                () = stdin_closed(stop_on_stdin_eof) => {}
             }
             eprintln!("keyward-dev: stopping the control plane");
             cp.stop().await;
             Ok(())
         }
+        Command::EscServer {
+            listen,
+            data,
+            token,
+            seed,
+            stop_on_stdin_eof,
+        } => {
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let server = EscServer::start(EscServerOptions { listen, data, token }).await?;
+            if let Some(seed) = seed {
+                match server.seed(&seed) {
+                    Ok(n) => eprintln!("keyward-dev: seeded {n} environment(s) from {}", seed.display()),
+                    Err(e) => {
+                        server.stop().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            println!("# keyward-dev: esc server ready at {}", server.base_url());
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                () = stdin_closed(stop_on_stdin_eof) => {}
+            }
+            eprintln!("keyward-dev: stopping the esc server");
+            server.stop().await;
+            Ok(())
+        }
     }
+}
+
+/// Resolves when standard input closes, if asked to watch it (the test harness uses this so that a dying
+/// parent never leaves a server behind); otherwise never.
+async fn stdin_closed(watch: bool) {
+    if !watch {
+        return std::future::pending::<()>().await;
+    }
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
 }

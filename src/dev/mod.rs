@@ -1,8 +1,10 @@
 //! Developer tools, shipped in the `keyward-dev` binary and used by the tests and `make demo`; never part of
-//! the operator image: a local Kubernetes control plane built from pinned sources.
+//! the operator image: a local Kubernetes control plane built from pinned sources, and a local Pulumi ESC
+//! server.
 
 pub mod cli;
 pub mod control_plane;
+pub mod esc_server;
 pub mod pki;
 pub mod tools;
 
@@ -35,6 +37,8 @@ pub enum DevError {
     Kube(#[from] kube::Error),
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
+    #[error("esc server: {0}")]
+    EscServer(#[from] esc_server::EscServerError),
 }
 
 impl DevError {
@@ -52,6 +56,7 @@ impl DevError {
             DevError::Exited { .. } => "exited",
             DevError::Kube(_) => "kube",
             DevError::Kubeconfig(_) => "kubeconfig",
+            DevError::EscServer(_) => "esc_server",
         }
     }
 }

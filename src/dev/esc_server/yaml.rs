@@ -1,0 +1,522 @@
+//! A YAML document as a tree of nodes that remember where they came from (byte offsets, lines, columns).
+//! Positions serve two purposes: `trace.def` ranges in evaluated values, as real ESC reports them, and the
+//! text-level rewrite of `fn::secret` nodes, which must leave every other byte of a definition untouched.
+
+use std::collections::HashMap;
+
+use granit_parser::{Event, Marker, Parser, ScalarStyle, Span, StructureStyle};
+use serde_json::{Number, Value as Json};
+
+/// A position in a definition, as the ESC API's `Pos` schema: 1-based line and column, 0-based byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Pos {
+    pub line: usize,
+    pub column: usize,
+    pub byte: usize,
+}
+
+impl Pos {
+    pub fn to_json(self) -> Json {
+        serde_json::json!({"line": self.line, "column": self.column, "byte": self.byte})
+    }
+}
+
+/// A source range: `begin` inclusive, `end` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Range {
+    pub begin: Pos,
+    pub end: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Kind {
+    Scalar {
+        text: String,
+        /// Plain scalars are resolved to null/bool/number; quoted and block scalars are always strings.
+        plain: bool,
+        /// The tag written on the node (`!!str`), when it has one.
+        tag: Option<String>,
+    },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Node {
+    pub kind: Kind,
+    pub range: Range,
+    /// Flow collection (`{..}`, `[..]`) rather than block.
+    pub flow: bool,
+    /// Where the node's tag begins when it has one (it precedes `range.begin`).
+    pub tag_begin: Option<Pos>,
+}
+
+impl Node {
+    /// The scalar text when this node is a scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    pub fn as_map(&self) -> Option<&[(Node, Node)]> {
+        match &self.kind {
+            Kind::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// The value of the first entry whose key is the scalar `key`.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    /// The node as plain JSON, resolving plain scalars by the YAML 1.2 core schema.
+    pub fn to_json(&self) -> Json {
+        match &self.kind {
+            Kind::Scalar { text, plain, tag } => scalar_to_json(text, *plain, tag.as_deref()),
+            Kind::Seq(items) => Json::Array(items.iter().map(Node::to_json).collect()),
+            Kind::Map(entries) => Json::Object(entries.iter().map(|(k, v)| (k.key_string(), v.to_json())).collect()),
+        }
+    }
+
+    /// The node used as a mapping key: its scalar text, or its JSON for a (rare) complex key.
+    pub fn key_string(&self) -> String {
+        match &self.kind {
+            Kind::Scalar { text, .. } => text.clone(),
+            _ => self.to_json().to_string(),
+        }
+    }
+}
+
+/// A YAML syntax error with where it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SyntaxError {
+    pub message: String,
+    pub pos: Pos,
+}
+
+/// Resolves a scalar the way YAML 1.2's core schema does (which is what ESC's Go YAML library does).
+pub(crate) fn scalar_to_json(text: &str, plain: bool, tag: Option<&str>) -> Json {
+    if let Some(tag) = tag {
+        // An explicit `!!str` keeps the text; other tags fall through to the usual resolution.
+        if tag.ends_with(":str") || tag == "!!str" {
+            return Json::String(text.to_owned());
+        }
+    }
+    if !plain {
+        return Json::String(text.to_owned());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Json::Null,
+        "true" | "True" | "TRUE" => return Json::Bool(true),
+        "false" | "False" | "FALSE" => return Json::Bool(false),
+        _ => {}
+    }
+    if let Some(n) = parse_int(text) {
+        return Json::Number(n);
+    }
+    if is_float(text)
+        && let Ok(f) = text.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Json::Number(n);
+    }
+    // .inf and .nan have no JSON form; they stay strings.
+    Json::String(text.to_owned())
+}
+
+fn parse_int(text: &str) -> Option<Number> {
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (radix, digits) = if let Some(h) = digits.strip_prefix("0x") {
+        (16, h)
+    } else if let Some(o) = digits.strip_prefix("0o") {
+        (8, o)
+    } else {
+        (10, digits)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    if radix != 10 && neg {
+        return None;
+    }
+    let magnitude = u64::from_str_radix(digits, radix).ok()?;
+    if neg {
+        let v = i64::try_from(magnitude).ok()?;
+        Some(Number::from(-v))
+    } else {
+        Some(Number::from(magnitude))
+    }
+}
+
+fn is_float(text: &str) -> bool {
+    // [-+]? ( \.[0-9]+ | [0-9]+ ( \.[0-9]* )? ) ( [eE] [-+]? [0-9]+ )?
+    let s = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            int.chars().all(|c| c.is_ascii_digit())
+                && frac.chars().all(|c| c.is_ascii_digit())
+                && !(int.is_empty() && frac.is_empty())
+        }
+        None => !mantissa.is_empty() && mantissa.chars().all(|c| c.is_ascii_digit()),
+    };
+    let exponent_ok = match exponent {
+        Some(e) => {
+            let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+            !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+        }
+        None => true,
+    };
+    mantissa_ok && exponent_ok
+}
+
+fn pos(text: &str, m: &Marker) -> Pos {
+    // Byte offsets are always present for string input; the fallback only guards against a parser change.
+    let byte = m
+        .byte_offset()
+        .unwrap_or_else(|| text.char_indices().nth(m.index()).map_or(text.len(), |(b, _)| b));
+    Pos {
+        line: m.line(),
+        column: m.col() + 1,
+        byte,
+    }
+}
+
+/// The position of a byte offset, for the few positions the parser does not report.
+fn pos_at(text: &str, byte: usize) -> Pos {
+    let before = &text[..byte.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Pos {
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+        byte,
+    }
+}
+
+/// The range of a block scalar (`|` or `>`): the parser reports only its content, from the first content
+/// line up to where the next token starts. The node's text starts at its indicator, found by scanning
+/// forward from the end of the previous node (the key, or the sequence's `-`), skipping comments, and ends
+/// at its last non-blank character, so that a rewrite keeps the line breaks and indentation that follow.
+fn block_scalar_range(text: &str, prev_end: usize, content: Range) -> Range {
+    let bytes = text.as_bytes();
+    let mut i = prev_end.min(content.begin.byte);
+    let mut in_comment = false;
+    let mut indicator = None;
+    while i < content.begin.byte {
+        match bytes[i] {
+            b'\n' => in_comment = false,
+            b'#' if i == 0 || bytes[i - 1].is_ascii_whitespace() => in_comment = true,
+            b'|' | b'>' if !in_comment => {
+                indicator = Some(i);
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let Some(begin) = indicator else { return content };
+    let mut end = content.end.byte.min(text.len());
+    while end > begin + 1 && bytes[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    Range {
+        begin: pos_at(text, begin),
+        end: pos_at(text, end),
+    }
+}
+
+fn range(text: &str, span: &Span) -> Range {
+    Range {
+        begin: pos(text, &span.start),
+        end: pos(text, &span.end),
+    }
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Node>,
+        begin: Range,
+        flow: bool,
+        anchor: usize,
+        tag_begin: Option<Pos>,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        begin: Range,
+        flow: bool,
+        anchor: usize,
+        tag_begin: Option<Pos>,
+    },
+}
+
+/// Parses a single-document YAML text. `Ok(None)` for a document without content (empty or comments only).
+pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root: Option<Node> = None;
+    let mut documents = 0usize;
+    // The end of the last node event, where a block scalar's indicator search starts.
+    let mut prev_end = 0usize;
+    while let Some(next) = parser.next_event() {
+        let (event, span) = next.map_err(|e| SyntaxError {
+            message: e.info(),
+            pos: pos(text, e.marker()),
+        })?;
+        let here = range(text, &span);
+        let tag_begin = span.tag_start.as_ref().map(|m| pos(text, m));
+        let is_node = matches!(
+            event,
+            Event::Scalar(..)
+                | Event::Alias(_)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+                | Event::SequenceEnd
+                | Event::MappingEnd
+        );
+        let done = match event {
+            Event::DocumentStart(..) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(SyntaxError {
+                        message: "an environment definition must be a single YAML document".into(),
+                        pos: here.begin,
+                    });
+                }
+                None
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                let block = matches!(style, ScalarStyle::Literal | ScalarStyle::Folded);
+                let here = if block {
+                    block_scalar_range(text, prev_end, here)
+                } else {
+                    here
+                };
+                let node = Node {
+                    kind: Kind::Scalar {
+                        text: value.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                        tag: tag.map(|t| t.to_string()),
+                    },
+                    range: here,
+                    flow: false,
+                    tag_begin,
+                };
+                if anchor != 0 {
+                    anchors.insert(anchor, node.clone());
+                }
+                Some(node)
+            }
+            Event::Alias(id) => match anchors.get(&id) {
+                Some(node) => Some(node.clone()),
+                None => {
+                    return Err(SyntaxError {
+                        message: "unknown anchor".into(),
+                        pos: here.begin,
+                    });
+                }
+            },
+            Event::SequenceStart(style, anchor, _) => {
+                stack.push(Frame::Seq {
+                    items: Vec::new(),
+                    begin: here,
+                    flow: style == StructureStyle::Flow,
+                    anchor,
+                    tag_begin,
+                });
+                None
+            }
+            Event::MappingStart(style, anchor, _) => {
+                stack.push(Frame::Map {
+                    entries: Vec::new(),
+                    key: None,
+                    begin: here,
+                    flow: style == StructureStyle::Flow,
+                    anchor,
+                    tag_begin,
+                });
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = stack.pop() else {
+                    return Err(SyntaxError {
+                        message: "unbalanced collection".into(),
+                        pos: here.begin,
+                    });
+                };
+                let (kind, begin, flow, anchor, tag_begin, last_end) = match frame {
+                    Frame::Seq {
+                        items,
+                        begin,
+                        flow,
+                        anchor,
+                        tag_begin,
+                    } => {
+                        let last = items.last().map(|n| n.range.end);
+                        (Kind::Seq(items), begin, flow, anchor, tag_begin, last)
+                    }
+                    Frame::Map {
+                        entries,
+                        begin,
+                        flow,
+                        anchor,
+                        tag_begin,
+                        ..
+                    } => {
+                        let last = entries.last().map(|(_, v)| v.range.end);
+                        (Kind::Map(entries), begin, flow, anchor, tag_begin, last)
+                    }
+                };
+                // A block collection's end event sits wherever the next token starts (past comments and
+                // blank lines); its last child's end is where its text really stops.
+                let end = if flow { here.end } else { last_end.unwrap_or(here.end) };
+                let node = Node {
+                    kind,
+                    range: Range {
+                        begin: begin.begin,
+                        end,
+                    },
+                    flow,
+                    tag_begin,
+                };
+                if anchor != 0 {
+                    anchors.insert(anchor, node.clone());
+                }
+                Some(node)
+            }
+            _ => None,
+        };
+        if is_node {
+            prev_end = here.end.byte;
+        }
+        let Some(node) = done else { continue };
+        match stack.last_mut() {
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, .. }) => match key.take() {
+                Some(k) => entries.push((k, node)),
+                None => *key = Some(node),
+            },
+            None => root = Some(node),
+        }
+    }
+    Ok(root)
+}
+
+/// Renders a string as a YAML scalar that reads back as exactly that string: plain when that is safe in
+/// both block and flow context, else double-quoted (JSON string escapes are valid YAML escapes).
+pub(crate) fn render_string(s: &str) -> String {
+    let safe = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '+' | '=' | '@' | '-'))
+        && scalar_to_json(s, true, None) == Json::String(s.to_owned());
+    if safe {
+        s.to_owned()
+    } else {
+        Json::String(s.to_owned()).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice<'a>(text: &'a str, n: &Node) -> &'a str {
+        &text[n.range.begin.byte..n.range.end.byte]
+    }
+
+    #[test]
+    fn scalars_resolve_like_the_core_schema() {
+        let doc = parse("a: 1\nb: -2\nc: 1.5\nd: true\ne: ~\nf: '1'\ng: 0x1f\nh: hello\ni: .inf\nj: 1e3\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            doc.to_json(),
+            serde_json::json!({"a": 1, "b": -2, "c": 1.5, "d": true, "e": null, "f": "1", "g": 31,
+                "h": "hello", "i": ".inf", "j": 1000.0})
+        );
+    }
+
+    #[test]
+    fn ranges_cover_the_node_text() {
+        let text = "values:\n  a: plain # note\n  b: \"quoted\"\n  c: |\n    line1\n    line2\n\n  d: {x: 1}\n  e:\n    - 1\n    - 2\n# trailing\n";
+        let doc = parse(text).unwrap().unwrap();
+        let values = doc.get("values").unwrap();
+        assert_eq!(slice(text, values.get("a").unwrap()), "plain");
+        assert_eq!(slice(text, values.get("b").unwrap()), "\"quoted\"");
+        assert_eq!(slice(text, values.get("c").unwrap()), "|\n    line1\n    line2");
+        assert_eq!(slice(text, values.get("d").unwrap()), "{x: 1}");
+        assert_eq!(slice(text, values.get("e").unwrap()), "- 1\n    - 2");
+        let text2 = "- >- # a > comment\n  folded\n- |\n\n  x\n\n\n- k: !!str |+\n    kept\n";
+        let doc2 = parse(text2).unwrap().unwrap();
+        let Kind::Seq(items) = &doc2.kind else { panic!() };
+        assert_eq!(slice(text2, &items[0]), ">- # a > comment\n  folded");
+        assert_eq!(slice(text2, &items[1]), "|\n\n  x");
+        assert_eq!(slice(text2, items[2].get("k").unwrap()), "|+\n    kept");
+        assert_eq!(items[2].get("k").unwrap().to_json(), Json::String("kept\n".into()));
+        let a = values.get("a").unwrap();
+        assert_eq!(
+            a.range.begin,
+            Pos {
+                line: 2,
+                column: 6,
+                byte: 13
+            }
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(e.pos.line >= 1, "{e:?}");
+        assert!(parse("a: 1\n---\nb: 2\n").is_err());
+        assert_eq!(parse("# only a comment\n").unwrap(), None);
+        assert_eq!(parse("").unwrap(), None);
+    }
+
+    #[test]
+    fn aliases_copy_the_anchored_node() {
+        let doc = parse("a: &x {k: v}\nb: *x\n").unwrap().unwrap();
+        assert_eq!(doc.to_json(), serde_json::json!({"a": {"k": "v"}, "b": {"k": "v"}}));
+    }
+
+    #[test]
+    fn render_string_round_trips() {
+        for s in [
+            "hunter2",
+            "true",
+            "123",
+            "a b",
+            "",
+            "x: y",
+            "line1\nline2",
+            "-dash",
+            "q\"uote",
+            "ünï",
+            "a,b",
+            "{x}",
+        ] {
+            let text = format!("k: {}\nf: {{k: {}}}\n", render_string(s), render_string(s));
+            let doc = parse(&text).unwrap().unwrap();
+            assert_eq!(doc.get("k").unwrap().to_json(), Json::String(s.into()), "{text}");
+            assert_eq!(
+                doc.get("f").unwrap().get("k").unwrap().to_json(),
+                Json::String(s.into())
+            );
+        }
+        assert_eq!(render_string("hunter2"), "hunter2");
+        assert_eq!(render_string("true"), "\"true\"");
+    }
+}
