@@ -267,7 +267,12 @@ async fn source_failures_leave_the_secret_alone_and_recover() {
     // Retry-After: 20 is honoured: within 14s there is no second attempt (backoff alone would retry at 5s).
     tokio::time::sleep(Duration::from_secs(14)).await;
     let tries = esc.server.counters().requests("getETag");
-    assert_eq!(tries, 1, "{tries} attempts in 14s despite Retry-After: 20");
+    assert_eq!(
+        tries,
+        1,
+        "{tries} attempts in 14s despite Retry-After: 20\n{}",
+        _keyward.logs()
+    );
     let secret = secrets.get("db").await.unwrap();
     assert_eq!(
         secret.metadata.resource_version, rv,

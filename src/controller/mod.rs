@@ -77,6 +77,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object (by uid), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The refresh-now request last honoured per object (by uid).
+    refreshes: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -93,6 +95,7 @@ impl Context {
             coalesce_window: settings.coalesce_window,
             metrics: settings.metrics,
             failures: Mutex::new(HashMap::new()),
+            refreshes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -102,6 +105,18 @@ impl Context {
         let n = map.entry(uid.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// Whether `request` was already honoured for this object; records it as honoured if not.
+    fn refresh_handled(&self, uid: &str, request: Option<&str>) -> bool {
+        let (Some(request), Ok(mut map)) = (request, self.refreshes.lock()) else {
+            return false;
+        };
+        if map.get(uid).map(String::as_str) == Some(request) {
+            return true;
+        }
+        map.insert(uid.to_string(), request.to_string());
+        false
     }
 
     fn succeeded(&self, uid: &str) {

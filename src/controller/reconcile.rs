@@ -264,9 +264,15 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
     let old = ms.status.clone().unwrap_or_default();
     let generation = ms.metadata.generation;
     let refresh_request = ms.annotations().get(REFRESH_NOW_ANNOTATION).cloned();
-    let forced =
-        old.observed_generation != generation || (refresh_request.is_some() && refresh_request != old.refresh_request);
-    let fresh_since = if forced {
+    // Also checked against memory: the cache can still hold the object from before our own status write.
+    let refresh_requested = refresh_request.is_some()
+        && refresh_request != old.refresh_request
+        && !ctx.refresh_handled(&uid, refresh_request.as_deref());
+    let fresh_since = if refresh_requested {
+        // An explicit request wants what ESC holds now, not a snapshot taken before it was made.
+        Instant::now()
+    } else if old.observed_generation != generation {
+        // New or changed objects: fresh data, shared by a burst of them.
         let now = Instant::now();
         now.checked_sub(ctx.coalesce_window).unwrap_or(now)
     } else {

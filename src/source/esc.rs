@@ -163,6 +163,7 @@ impl EscClient {
             if let Some(token) = &self.config.token {
                 req = req.header("Authorization", format!("token {}", token.as_str()));
             }
+            tracing::debug!(method = %method, url, attempt, "ESC request");
             let (err, wait) = match req.send().await {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
@@ -400,6 +401,15 @@ struct Slot {
     cell: Arc<OnceCell<SlotResult>>,
 }
 
+impl Slot {
+    fn stale_failure(&self) -> bool {
+        matches!(self.cell.get(), Some(Err(_))) && self.started.elapsed() > FAILURE_REUSE
+    }
+}
+
+/// How long a failed snapshot answers for everyone (coalescing a burst), before the next caller retries.
+const FAILURE_REUSE: Duration = Duration::from_secs(1);
+
 /// The ESC source: snapshots shared per (environment, pin) and refresh cycle.
 pub struct EscSource {
     client: EscClient,
@@ -430,7 +440,8 @@ impl EscSource {
             let mut slots = self.slots.lock().map_err(|_| unavailable("snapshot cache poisoned"))?;
             let key = (env.clone(), pin.clone());
             match slots.get(&key) {
-                Some(slot) if slot.started >= fresh_since => slot.cell.clone(),
+                // A failure is shared only by callers that arrive while it is fresh; later ones try again.
+                Some(slot) if slot.started >= fresh_since && !slot.stale_failure() => slot.cell.clone(),
                 _ => {
                     let cell = Arc::new(OnceCell::new());
                     slots.insert(
