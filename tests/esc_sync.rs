@@ -124,7 +124,12 @@ async fn create_follow_refresh_now_and_pin() {
     let ns = ns("esc-follow").await;
     let secrets: Api<Secret> = ns.api();
     let managed: Api<ManagedSecret> = ns.api();
-    let _keyward = esc.keyward(&ns.name);
+    let keyward = esc.keyward(&ns.name);
+    eventually(30, "keyward /readyz answers 200", || async {
+        let r = reqwest::get(format!("http://{}/readyz", keyward.http)).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
 
     managed
         .create(
@@ -229,8 +234,22 @@ async fn fifty_managed_secrets_cost_one_open_per_cycle() {
         .as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(10_000 - now % 10_000 + 2_000)).await;
     let start = esc.server.counters().opens(env);
+    let versions = || async {
+        let mut v = Vec::new();
+        for name in ["s0", "s25", "s49"] {
+            v.push(secrets.get(name).await.unwrap().metadata.resource_version);
+            v.push(managed.get(name).await.unwrap().metadata.resource_version);
+        }
+        v
+    };
+    let before = versions().await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let opens = esc.server.counters().opens(env) - start;
+    assert_eq!(
+        before,
+        versions().await,
+        "steady state: Secrets or ManagedSecrets were written"
+    );
     println!("opens while creating 50 ManagedSecrets: {initial}; opens over three 10s cycles: {opens}");
     assert!(initial <= 5, "creating 50 ManagedSecrets cost {initial} opens");
     assert!(

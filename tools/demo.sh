@@ -87,7 +87,6 @@ value_is() { [ "$(secret_value)" = "$1" ]; }
 step "the Secret appears with ESC's value (compared, not printed)"
 wait_for 30 "Secret backend/openai holds the seeded value" value_is sk-demo-openai-0001
 "$kubectl" get msec -n backend
-"$kubectl" get secret openai -n backend -o jsonpath='{range .metadata.annotations}{@}{"\n"}{end}' >/dev/null
 "$kubectl" get secret openai -n backend \
   -o go-template='  Secret {{.metadata.name}}: keys [{{range $k, $v := .data}}{{$k}} {{end}}]; {{index .metadata.annotations "keyward.dev/value-hash"}}; ESC revision {{index .metadata.annotations "keyward.dev/source-revision"}}{{"\n"}}'
 

@@ -145,8 +145,18 @@ pub async fn run(
     let store = controller.store();
     let ready_store = store.clone();
     tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::Relaxed);
+        // The store's readiness wakes only its most recent waiter (the controller's own runner), so ask
+        // again every half second instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), ready_store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    tracing::info!("ManagedSecret cache synced; ready");
+                    ready.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => {}
+            }
         }
     });
     // Secrets are watched as metadata only: a change to one keyward wrote (drift) or to one a ManagedSecret

@@ -1,5 +1,6 @@
 //! The `keyward-dev` command line.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,9 +104,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 keep,
             })
             .await?;
-            print!("{}", std::fs::read_to_string(cp.kubeconfig_path())?);
-            println!("# keyward-dev: control plane ready at {}", cp.server());
-            println!("# export KUBECONFIG={}", cp.kubeconfig_path().display());
+            // The ready line comes last: whoever waits for it may stop reading then. A closed stdout must
+            // not stop the control plane, so write errors are ignored.
+            let kubeconfig = std::fs::read_to_string(cp.kubeconfig_path())?;
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "{kubeconfig}");
+            let _ = writeln!(out, "# export KUBECONFIG={}", cp.kubeconfig_path().display());
+            let _ = writeln!(out, "# keyward-dev: control plane ready at {}", cp.server());
+            let _ = out.flush();
+            drop(out);
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
@@ -134,7 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            println!("# keyward-dev: esc server ready at {}", server.base_url());
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "# keyward-dev: esc server ready at {}", server.base_url());
+            let _ = out.flush();
+            drop(out);
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}

@@ -63,13 +63,16 @@ fn start(with_controllers: bool) -> Cluster {
     let stdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
     let mut ready = false;
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let Ok(line) = line else { break };
         if line.starts_with("# keyward-dev: control plane ready") {
             ready = true;
             break;
         }
     }
+    // Keep draining, so keyward-dev never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     if !ready {
         let status = child.wait().ok();
         panic!(
