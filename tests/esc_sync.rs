@@ -406,3 +406,58 @@ async fn canary_value_appears_only_in_the_secret() {
         "the Secret does hold it"
     );
 }
+
+#[tokio::test]
+async fn wrong_token_is_unauthorized_and_a_token_secret_works() {
+    let esc = Esc::start().await;
+    let env = "acme/app/auth";
+    esc.put(env, &definition("authorized"));
+    let ns = ns("esc-auth").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let mut keyward = Keyward::start(
+        &ns.name,
+        &[
+            "--esc-url",
+            &esc.server.base_url(),
+            "--esc-token-file",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    managed
+        .create(&PostParams::default(), &esc_msec("auth", env, "db.password", "1h"))
+        .await
+        .unwrap();
+    let c = wait_reason(&managed, "auth", "Ready", "SourceUnauthorized").await;
+    assert!(c.message.contains("not authorized by ESC"), "{}", c.message);
+    assert!(!keyward.logs().contains("not-the-token"), "the token reached the log");
+    keyward.kill();
+
+    // The token from a Kubernetes Secret reference instead.
+    let token = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("esc-token".into()),
+            ..Default::default()
+        },
+        string_data: Some([("token".to_string(), TOKEN.to_string())].into()),
+        ..Default::default()
+    };
+    secrets.create(&PostParams::default(), &token).await.unwrap();
+    let reference = format!("{}/esc-token", ns.name);
+    let _keyward = Keyward::start(
+        &ns.name,
+        &["--esc-url", &esc.server.base_url(), "--esc-token-secret", &reference],
+    );
+    annotate(&managed, "auth", "keyward.dev/refresh-now", "after-fix").await;
+    wait_value(
+        &secrets,
+        "auth",
+        "authorized",
+        30,
+        "synced with the token from a Secret",
+    )
+    .await;
+}
