@@ -138,30 +138,24 @@ fn up_to_date(current: &Secret, desired: &Secret) -> bool {
             .flatten()
             .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
     };
-    let owners_match = {
-        let want: Vec<_> = desired
-            .metadata
+    let owner_uids = |s: &Secret| -> Vec<String> {
+        s.metadata
             .owner_references
             .iter()
             .flatten()
-            .map(|o| &o.uid)
-            .collect();
-        let have: Vec<_> = current
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|o| &o.uid)
-            .collect();
-        want.iter().all(|u| have.contains(u))
-            && (!want.is_empty()
-                || !current
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| o.kind == "ManagedSecret"))
+            .map(|o| o.uid.clone())
+            .collect()
     };
+    let (want, have) = (owner_uids(desired), owner_uids(current));
+    // Our owner reference is there when wanted, and gone when not (deletionPolicy: Retain).
+    let owners_match = want.iter().all(|u| have.contains(u))
+        && (!want.is_empty()
+            || !current
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "ManagedSecret"));
     let data_match = desired.data.iter().flatten().all(|(k, v)| {
         current
             .data

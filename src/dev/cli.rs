@@ -96,8 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => tempfile::Builder::new().prefix("keyward-cp-").tempdir()?.keep(),
             };
             // Listen for signals before starting, so none is missed during start-up.
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
+            let stop = StopSignals::install()?;
             let cp = ControlPlane::start(Options {
                 dir,
                 with_controllers,
@@ -107,17 +106,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // The ready line comes last: whoever waits for it may stop reading then. A closed stdout must
             // not stop the control plane, so write errors are ignored.
             let kubeconfig = std::fs::read_to_string(cp.kubeconfig_path())?;
-            let mut out = std::io::stdout().lock();
-            let _ = write!(out, "{kubeconfig}");
-            let _ = writeln!(out, "# export KUBECONFIG={}", cp.kubeconfig_path().display());
-            let _ = writeln!(out, "# keyward-dev: control plane ready at {}", cp.server());
-            let _ = out.flush();
-            drop(out);
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-                () = stdin_closed(stop_on_stdin_eof) => {}
-            }
+            announce(&format!(
+                "{kubeconfig}# export KUBECONFIG={}\n# keyward-dev: control plane ready at {}",
+                cp.kubeconfig_path().display(),
+                cp.server()
+            ));
+            stop.wait(stop_on_stdin_eof).await;
             eprintln!("keyward-dev: stopping the control plane");
             cp.stop().await;
             Ok(())
@@ -129,8 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             stop_on_stdin_eof,
         } => {
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
+            let stop = StopSignals::install()?;
             let server = EscServer::start(EscServerOptions { listen, data, token }).await?;
             if let Some(seed) = seed {
                 match server.seed(&seed) {
@@ -141,15 +134,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "# keyward-dev: esc server ready at {}", server.base_url());
-            let _ = out.flush();
-            drop(out);
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-                () = stdin_closed(stop_on_stdin_eof) => {}
-            }
+            announce(&format!("# keyward-dev: esc server ready at {}", server.base_url()));
+            stop.wait(stop_on_stdin_eof).await;
             eprintln!("keyward-dev: stopping the esc server");
             server.stop().await;
             Ok(())
@@ -159,6 +145,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Resolves when standard input closes, if asked to watch it (the test harness uses this so that a dying
 /// parent never leaves a server behind); otherwise never.
+/// Prints `text` and a newline. A closed stdout must not stop a running server, so errors are ignored.
+fn announce(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// SIGTERM and SIGINT, installed before start-up so that none is missed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on a signal, or when stdin closes if `stdin` is set.
+    async fn wait(mut self, stdin: bool) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            () = stdin_closed(stdin) => {}
+        }
+    }
+}
+
 async fn stdin_closed(watch: bool) {
     if !watch {
         return std::future::pending::<()>().await;
