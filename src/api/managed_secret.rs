@@ -48,6 +48,59 @@ pub struct ManagedSecretSpec {
     /// What happens to the target Secret when this ManagedSecret is deleted. Default Delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Which workloads are restarted when the value changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<Consumers>,
+}
+
+/// The workloads that consume the target Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.policy) || self.policy != 'Explicit' || (has(self.workloads) && size(self.workloads) > 0)"
+)
+    .message("consumers.workloads must list at least one workload when policy is Explicit"))]
+pub struct Consumers {
+    /// Auto: every Deployment, StatefulSet and DaemonSet whose pod template references the Secret. Explicit:
+    /// only `workloads`. None: nothing is restarted.
+    #[serde(default)]
+    pub policy: ConsumerPolicy,
+
+    /// The workloads to restart under policy Explicit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub workloads: Vec<WorkloadSelector>,
+
+    /// If a rollout after a value change fails, put the previous value back and roll again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_on_failure: bool,
+}
+
+/// How consumers are found.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConsumerPolicy {
+    #[default]
+    Auto,
+    Explicit,
+    None,
+}
+
+/// A workload in the ManagedSecret's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSelector {
+    pub kind: WorkloadKindName,
+    #[schemars(length(max = 253))]
+    pub name: String,
+}
+
+/// The kinds of workload keyward restarts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkloadKindName {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
 }
 
 /// The one place a value is read from.
