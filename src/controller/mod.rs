@@ -2,6 +2,7 @@
 
 pub mod conditions;
 mod reconcile;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

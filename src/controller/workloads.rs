@@ -1,0 +1,238 @@
+//! The workloads keyward restarts — Deployments, StatefulSets, DaemonSets — seen through one small view: their
+//! pod template, the restart hash on it, and how their rollout is going.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::WorkloadKindName;
+
+/// The pod-template annotation whose change restarts a workload: a hash over the versions of every
+/// keyward-managed Secret it consumes.
+pub const SECRETS_HASH_ANNOTATION: &str = "keyward.dev/secrets-hash";
+/// Workload annotation that opts it out of restarts.
+pub const RESTART_ANNOTATION: &str = "keyward.dev/restart";
+
+/// How a rollout is going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// The controller has not caught up, or Pods are still being replaced.
+    InProgress,
+    /// Every replica runs the current template and is available.
+    Complete,
+    /// The workload's controller gave up (e.g. ProgressDeadlineExceeded).
+    Failed(String),
+}
+
+/// One workload, reduced to what restarts need.
+#[derive(Debug, Clone)]
+pub struct WorkloadView {
+    pub kind: WorkloadKindName,
+    pub namespace: String,
+    pub name: String,
+    pub template: PodTemplateSpec,
+    pub opted_out: bool,
+    pub rollout: Rollout,
+}
+
+impl WorkloadView {
+    /// The restart hash the pod template carries now.
+    pub fn current_hash(&self) -> Option<&str> {
+        self.template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(SECRETS_HASH_ANNOTATION)
+            .map(String::as_str)
+    }
+}
+
+fn opted_out(meta: &kube::api::ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(RESTART_ANNOTATION))
+        .map(String::as_str)
+        == Some("false")
+}
+
+fn caught_up(generation: Option<i64>, observed: Option<i64>) -> bool {
+    matches!((generation, observed), (Some(g), Some(o)) if o >= g)
+}
+
+impl From<&Deployment> for WorkloadView {
+    fn from(d: &Deployment) -> Self {
+        let spec = d.spec.clone().unwrap_or_default();
+        let want = spec.replicas.unwrap_or(1);
+        let st = d.status.clone().unwrap_or_default();
+        let deadline = st.conditions.iter().flatten().find(|c| {
+            c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
+        let rollout = if let Some(c) = deadline {
+            Rollout::Failed(c.message.clone().unwrap_or_else(|| "ProgressDeadlineExceeded".into()))
+        } else if caught_up(d.metadata.generation, st.observed_generation)
+            && st.updated_replicas.unwrap_or(0) == want
+            && st.available_replicas.unwrap_or(0) == want
+            && st.replicas.unwrap_or(0) == want
+        {
+            Rollout::Complete
+        } else {
+            Rollout::InProgress
+        };
+        WorkloadView {
+            kind: WorkloadKindName::Deployment,
+            namespace: d.namespace().unwrap_or_default(),
+            name: d.name_any(),
+            template: spec.template,
+            opted_out: opted_out(&d.metadata),
+            rollout,
+        }
+    }
+}
+
+impl From<&StatefulSet> for WorkloadView {
+    fn from(s: &StatefulSet) -> Self {
+        let spec = s.spec.clone().unwrap_or_default();
+        let want = spec.replicas.unwrap_or(1);
+        let st = s.status.clone().unwrap_or_default();
+        let rollout = if caught_up(s.metadata.generation, st.observed_generation)
+            && st.update_revision.is_some()
+            && st.current_revision == st.update_revision
+            && st.updated_replicas.unwrap_or(0) == want
+            && st.ready_replicas.unwrap_or(0) == want
+        {
+            Rollout::Complete
+        } else {
+            Rollout::InProgress
+        };
+        WorkloadView {
+            kind: WorkloadKindName::StatefulSet,
+            namespace: s.namespace().unwrap_or_default(),
+            name: s.name_any(),
+            template: spec.template,
+            opted_out: opted_out(&s.metadata),
+            rollout,
+        }
+    }
+}
+
+impl From<&DaemonSet> for WorkloadView {
+    fn from(d: &DaemonSet) -> Self {
+        let spec = d.spec.clone().unwrap_or_default();
+        let st = d.status.clone().unwrap_or_default();
+        let rollout = if caught_up(d.metadata.generation, st.observed_generation)
+            && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
+            && st.number_available.unwrap_or(0) == st.desired_number_scheduled
+        {
+            Rollout::Complete
+        } else {
+            Rollout::InProgress
+        };
+        WorkloadView {
+            kind: WorkloadKindName::DaemonSet,
+            namespace: d.namespace().unwrap_or_default(),
+            name: d.name_any(),
+            template: spec.template,
+            opted_out: opted_out(&d.metadata),
+            rollout,
+        }
+    }
+}
+
+/// Sets the restart hash on a workload's pod template with server-side apply under keyward's field manager.
+/// Only this one annotation is in the apply configuration, so nothing else of the workload is claimed.
+pub async fn apply_hash(
+    client: &Client,
+    kind: WorkloadKindName,
+    namespace: &str,
+    name: &str,
+    hash: &str,
+) -> Result<(), kube::Error> {
+    let (api_version, kind_name) = match kind {
+        WorkloadKindName::Deployment => ("apps/v1", "Deployment"),
+        WorkloadKindName::StatefulSet => ("apps/v1", "StatefulSet"),
+        WorkloadKindName::DaemonSet => ("apps/v1", "DaemonSet"),
+    };
+    let patch = serde_json::json!({
+        "apiVersion": api_version, "kind": kind_name,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"template": {"metadata": {"annotations": {SECRETS_HASH_ANNOTATION: hash}}}}
+    });
+    let params = PatchParams::apply(super::FIELD_MANAGER).force();
+    match kind {
+        WorkloadKindName::Deployment => {
+            Api::<Deployment>::namespaced(client.clone(), namespace)
+                .patch(name, &params, &Patch::Apply(&patch))
+                .await?;
+        }
+        WorkloadKindName::StatefulSet => {
+            Api::<StatefulSet>::namespaced(client.clone(), namespace)
+                .patch(name, &params, &Patch::Apply(&patch))
+                .await?;
+        }
+        WorkloadKindName::DaemonSet => {
+            Api::<DaemonSet>::namespaced(client.clone(), namespace)
+                .patch(name, &params, &Patch::Apply(&patch))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "namespace": "n", "generation": 2, "annotations": {"keyward.dev/restart": "false"}},
+            "spec": {"replicas": 2, "selector": {}, "template": {"metadata": {"annotations": {SECRETS_HASH_ANNOTATION: "h1"}}}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn deployment_rollout_states() {
+        let done = deployment(
+            serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        let v = WorkloadView::from(&done);
+        assert_eq!(v.rollout, Rollout::Complete);
+        assert_eq!(v.current_hash(), Some("h1"));
+        assert!(v.opted_out);
+        let stale = deployment(
+            serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        assert_eq!(WorkloadView::from(&stale).rollout, Rollout::InProgress);
+        let surge = deployment(
+            serde_json::json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        assert_eq!(WorkloadView::from(&surge).rollout, Rollout::InProgress);
+        let failed = deployment(serde_json::json!({"observedGeneration": 2, "conditions": [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}));
+        assert_eq!(WorkloadView::from(&failed).rollout, Rollout::Failed("too slow".into()));
+    }
+
+    #[test]
+    fn statefulset_and_daemonset_rollout_states() {
+        let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "generation": 1},
+            "spec": {"replicas": 1, "selector": {}, "serviceName": "s", "template": {}},
+            "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                       "currentRevision": "s-1", "updateRevision": "s-1"}
+        }))
+        .unwrap();
+        assert_eq!(WorkloadView::from(&sts).rollout, Rollout::Complete);
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ds", "generation": 3},
+            "spec": {"selector": {}, "template": {}},
+            "status": {"observedGeneration": 3, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
+                       "numberMisscheduled": 0, "numberReady": 1, "updatedNumberScheduled": 0, "numberAvailable": 1}
+        }))
+        .unwrap();
+        assert_eq!(WorkloadView::from(&ds).rollout, Rollout::InProgress);
+        assert!(!WorkloadView::from(&ds).opted_out);
+    }
+}
