@@ -1,0 +1,11 @@
+//! Consumers: which workloads use which Secrets, the hash that restarts them, and the planner that decides
+//! when. Pure logic; the controller does the watching and patching.
+
+pub mod discovery;
+pub mod hash;
+
+pub use discovery::{
+    KeyRefs, RESTART_ANNOTATION, UnknownKind, WorkloadKind, WorkloadRef, referenced_secrets, restart_opted_out,
+    secret_references,
+};
+pub use hash::{SECRETS_HASH_ANNOTATION, secrets_hash};
