@@ -3,9 +3,11 @@
 
 pub mod discovery;
 pub mod hash;
+pub mod index;
 
 pub use discovery::{
     KeyRefs, RESTART_ANNOTATION, UnknownKind, WorkloadKind, WorkloadRef, referenced_secrets, restart_opted_out,
     secret_references,
 };
 pub use hash::{SECRETS_HASH_ANNOTATION, secrets_hash};
+pub use index::ConsumerIndex;
