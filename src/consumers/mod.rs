@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod hash;
 pub mod index;
+pub mod window;
 
 pub use discovery::{
     KeyRefs, RESTART_ANNOTATION, UnknownKind, WorkloadKind, WorkloadRef, referenced_secrets, restart_opted_out,
@@ -11,3 +12,4 @@ pub use discovery::{
 };
 pub use hash::{SECRETS_HASH_ANNOTATION, secrets_hash};
 pub use index::ConsumerIndex;
+pub use window::{RestartWindow, RestartWindowSpec, WindowError};
