@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod hash;
 pub mod index;
+pub mod planner;
 pub mod window;
 
 pub use discovery::{
@@ -12,4 +13,7 @@ pub use discovery::{
 };
 pub use hash::{SECRETS_HASH_ANNOTATION, secrets_hash};
 pub use index::ConsumerIndex;
+pub use planner::{
+    Desired, InFlightRestart, PendingRestart, Plan, Planner, PlannerConfig, PlannerError, WorkloadStatus, parse_windows,
+};
 pub use window::{RestartWindow, RestartWindowSpec, WindowError};
