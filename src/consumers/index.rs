@@ -111,6 +111,11 @@ impl ConsumerIndex {
         for s in entry.secrets.iter() {
             let edges = secrets.entry(s.name.clone()).or_default();
             if let Err(at) = edges.binary_search(&edge) {
+                // Most Secrets have one or two consumers: grow those exactly rather than to Vec's minimum of
+                // four; popular ones grow as usual, to keep inserts amortized.
+                if edges.len() < 4 {
+                    edges.reserve_exact(1);
+                }
                 edges.insert(at, edge.clone());
             }
         }
