@@ -163,7 +163,8 @@ struct InFlight {
     started: Timestamp,
 }
 
-/// FIFO key: when it became pending, then arrival order among equal times.
+/// FIFO key: when the debounce ends (the time it became pending plus a constant, so the same order), then
+/// arrival order among equal times. Keeping the end in the key lets `next` decide without other lookups.
 type QueueKey = (Timestamp, u64, WorkloadRef);
 
 /// The restart planner. See the module documentation.
@@ -213,7 +214,7 @@ impl Planner {
         if let Some(outcome) = held {
             // The latest wish is what is rolling (or held), so an older pending one is moot.
             if let Some(p) = state.pending.take() {
-                self.queue.remove(&(p.since, p.seq, workload.clone()));
+                self.queue.remove(&(p.ready_at, p.seq, workload.clone()));
             }
             return outcome;
         }
@@ -232,7 +233,7 @@ impl Planner {
                     seq: self.seq,
                     ready_at,
                 });
-                self.queue.insert((now, self.seq, workload.clone()));
+                self.queue.insert((ready_at, self.seq, workload.clone()));
                 Desired::Queued
             }
         }
@@ -264,7 +265,7 @@ impl Planner {
             return false;
         };
         if let Some(p) = state.pending {
-            self.queue.remove(&(p.since, p.seq, workload.clone()));
+            self.queue.remove(&(p.ready_at, p.seq, workload.clone()));
         }
         if state.in_flight.is_some() {
             self.release_slot(&workload.namespace);
@@ -280,17 +281,12 @@ impl Planner {
     /// limit or at the first restart still in its debounce, since every later one became pending later.
     pub fn next(&mut self, now: Timestamp) -> Plan {
         let mut plan = Plan::default();
-        let Some((front_since, _, front)) = self.queue.first() else {
+        let Some(&(first_ready_at, _, _)) = self.queue.first() else {
             return plan;
         };
         let windows = &self.config.windows;
         if !any_open(windows, now) {
-            let ready_at = self
-                .states
-                .get(front)
-                .and_then(|s| s.pending.as_ref())
-                .map_or(*front_since, |p| p.ready_at);
-            plan.wake_at = next_opening(windows, ready_at.max(now));
+            plan.wake_at = next_opening(windows, first_ready_at.max(now));
             return plan;
         }
         let mut starting: Vec<QueueKey> = Vec::new();
@@ -298,28 +294,27 @@ impl Planner {
             if self.in_flight + starting.len() >= self.config.max_in_flight {
                 break;
             }
-            let (_, _, workload) = key;
-            let Some(state) = self.states.get(workload) else {
-                continue;
-            };
-            let Some(pending) = &state.pending else {
-                continue;
-            };
-            if pending.ready_at > now {
-                plan.wake_at = next_opening(windows, pending.ready_at);
+            let (ready_at, _, workload) = key;
+            if *ready_at > now {
+                plan.wake_at = next_opening(windows, *ready_at);
                 break;
             }
-            if state.in_flight.is_some() {
-                continue;
-            }
+            // Cheapest test first: a crowded namespace makes this loop walk past many of its restarts.
             let rolling = self
                 .in_flight_by_namespace
-                .entry(workload.namespace.clone())
-                .or_default();
-            if *rolling >= self.config.max_in_flight_per_namespace {
+                .get(&*workload.namespace)
+                .copied()
+                .unwrap_or(0);
+            if rolling >= self.config.max_in_flight_per_namespace {
                 continue;
             }
-            *rolling += 1;
+            if self.states.get(workload).is_none_or(|s| s.in_flight.is_some()) {
+                continue;
+            }
+            *self
+                .in_flight_by_namespace
+                .entry(workload.namespace.clone())
+                .or_default() += 1;
             starting.push(key.clone());
         }
         for key in starting {
@@ -336,8 +331,6 @@ impl Planner {
                 plan.start.push((workload, p.hash));
             }
         }
-        // Namespaces looked at but not started in keep no zero entries.
-        self.in_flight_by_namespace.retain(|_, n| *n > 0);
         plan
     }
 
