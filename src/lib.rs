@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod consumers;
 pub mod controller;
 #[cfg(feature = "dev")]
 pub mod dev;

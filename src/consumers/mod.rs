@@ -1,0 +1,19 @@
+//! Consumers: which workloads use which Secrets, the hash that restarts them, and the planner that decides
+//! when. Pure logic; the controller does the watching and patching.
+
+pub mod discovery;
+pub mod hash;
+pub mod index;
+pub mod planner;
+pub mod window;
+
+pub use discovery::{
+    KeyRefs, RESTART_ANNOTATION, UnknownKind, WorkloadKind, WorkloadRef, referenced_secrets, restart_opted_out,
+    secret_references,
+};
+pub use hash::{SECRETS_HASH_ANNOTATION, secrets_hash};
+pub use index::ConsumerIndex;
+pub use planner::{
+    Desired, InFlightRestart, PendingRestart, Plan, Planner, PlannerConfig, PlannerError, WorkloadStatus, parse_windows,
+};
+pub use window::{RestartWindow, RestartWindowSpec, WindowError};
