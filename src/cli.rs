@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::consumers::{Planner, PlannerConfig, RestartWindowSpec, parse_windows};
 use crate::controller::{self, Settings};
 use crate::http::HttpState;
 use crate::source::ValueHasher;
@@ -37,7 +38,7 @@ pub enum Command {
     /// Print the CustomResourceDefinitions keyward serves, as YAML.
     Crd,
     /// Run the operator (current kubeconfig, or in-cluster configuration).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +71,20 @@ pub struct RunArgs {
     /// Watch ManagedSecrets and Secrets in this namespace only (namespaced mode).
     #[arg(long, env = "KEYWARD_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// Seconds after a Secret change before its consumers restart, so that changes arriving together restart
+    /// each workload once.
+    #[arg(long, env = "KEYWARD_RESTART_DEBOUNCE_SECONDS", default_value_t = 10)]
+    pub restart_debounce_seconds: u64,
+    /// Workloads keyward lets roll at once, cluster-wide.
+    #[arg(long, env = "KEYWARD_MAX_CONCURRENT_RESTARTS", default_value_t = 5)]
+    pub max_concurrent_restarts: usize,
+    /// Workloads keyward lets roll at once in one namespace.
+    #[arg(long, env = "KEYWARD_MAX_CONCURRENT_RESTARTS_PER_NAMESPACE", default_value_t = 2)]
+    pub max_concurrent_restarts_per_namespace: usize,
+    /// Restart windows as JSON: `[{"days": ["Mon-Fri"], "start": "02:00", "end": "05:00", "timeZone":
+    /// "Europe/Berlin"}]`. Restarts start only inside one; none means at any time.
+    #[arg(long, env = "KEYWARD_RESTART_WINDOWS")]
+    pub restart_windows: Option<String>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "KEYWARD_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: std::net::SocketAddr,
@@ -86,7 +101,7 @@ pub fn main() -> ExitCode {
         Command::Crd => print_crds(),
         Command::Run(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run(args))),
+            .and_then(|rt| rt.block_on(run(*args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,6 +193,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let windows: Vec<RestartWindowSpec> = match &args.restart_windows {
+        Some(json) => serde_json::from_str(json).map_err(|e| anyhow::anyhow!("--restart-windows: {e}"))?,
+        None => Vec::new(),
+    };
+    let planner = Planner::new(PlannerConfig {
+        debounce: Duration::from_secs(args.restart_debounce_seconds),
+        max_in_flight: args.max_concurrent_restarts,
+        max_in_flight_per_namespace: args.max_concurrent_restarts_per_namespace,
+        windows: parse_windows(&windows)?,
+    })?;
     let hasher = ValueHasher::new(hash_key(&client, &args).await?);
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -199,6 +224,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch_namespace: args.watch_namespace.clone(),
         metrics,
         ready,
+        planner: Some(planner),
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id())),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");

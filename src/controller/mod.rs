@@ -2,6 +2,7 @@
 
 pub mod conditions;
 mod reconcile;
+mod restarts;
 pub mod workloads;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
 use crate::api::{MANAGED_SECRET_ANNOTATION, ManagedSecret};
+use crate::consumers::Planner;
 use crate::source::esc::EscSource;
 use crate::source::{SourceError, ValueHasher};
 use crate::telemetry::metrics::Metrics;
@@ -66,6 +68,8 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// Set once the ManagedSecret cache has synced.
     pub ready: Arc<AtomicBool>,
+    /// Consumer restarts (debounce, budgets, windows); None turns restarts off.
+    pub planner: Option<Planner>,
 }
 
 /// Shared state of all reconciles.
@@ -130,7 +134,7 @@ impl Context {
 /// Runs the ManagedSecret controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
-    settings: Settings,
+    mut settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), ControllerError> {
     let concurrency = settings.concurrency;
@@ -139,6 +143,19 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let ready = settings.ready.clone();
+    let reporter = Reporter {
+        controller: "keyward".into(),
+        instance: Some(settings.instance.clone()),
+    };
+    if let Some(planner) = settings.planner.take() {
+        let recorder = Recorder::new(client.clone(), reporter);
+        tokio::spawn(restarts::run(
+            client.clone(),
+            recorder,
+            planner,
+            settings.watch_namespace.clone(),
+        ));
+    }
     let ctx = Arc::new(Context::new(client.clone(), settings));
 
     let controller = Controller::new(managed, watcher::Config::default().any_semantic())

@@ -7,12 +7,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::WorkloadKindName;
-
-/// The pod-template annotation whose change restarts a workload: a hash over the versions of every
-/// keyward-managed Secret it consumes.
-pub const SECRETS_HASH_ANNOTATION: &str = "keyward.dev/secrets-hash";
-/// Workload annotation that opts it out of restarts.
-pub const RESTART_ANNOTATION: &str = "keyward.dev/restart";
+use crate::consumers::{SECRETS_HASH_ANNOTATION, restart_opted_out as opted_out};
 
 /// How a rollout is going.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +27,8 @@ pub struct WorkloadView {
     pub namespace: String,
     pub name: String,
     pub template: PodTemplateSpec,
+    /// The restart hash recorded on the workload's metadata when keyward adopted it without a restart.
+    pub adopted_hash: Option<String>,
     pub opted_out: bool,
     pub rollout: Rollout,
 }
@@ -49,12 +46,8 @@ impl WorkloadView {
     }
 }
 
-fn opted_out(meta: &kube::api::ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(RESTART_ANNOTATION))
-        .map(String::as_str)
-        == Some("false")
+fn adopted(meta: &kube::api::ObjectMeta) -> Option<String> {
+    meta.annotations.as_ref()?.get(SECRETS_HASH_ANNOTATION).cloned()
 }
 
 fn caught_up(generation: Option<i64>, observed: Option<i64>) -> bool {
@@ -85,6 +78,7 @@ impl From<&Deployment> for WorkloadView {
             namespace: d.namespace().unwrap_or_default(),
             name: d.name_any(),
             template: spec.template,
+            adopted_hash: adopted(&d.metadata),
             opted_out: opted_out(&d.metadata),
             rollout,
         }
@@ -111,6 +105,7 @@ impl From<&StatefulSet> for WorkloadView {
             namespace: s.namespace().unwrap_or_default(),
             name: s.name_any(),
             template: spec.template,
+            adopted_hash: adopted(&s.metadata),
             opted_out: opted_out(&s.metadata),
             rollout,
         }
@@ -134,6 +129,7 @@ impl From<&DaemonSet> for WorkloadView {
             namespace: d.namespace().unwrap_or_default(),
             name: d.name_any(),
             template: spec.template,
+            adopted_hash: adopted(&d.metadata),
             opted_out: opted_out(&d.metadata),
             rollout,
         }
@@ -149,16 +145,43 @@ pub async fn apply_hash(
     name: &str,
     hash: &str,
 ) -> Result<(), kube::Error> {
+    let template = serde_json::json!({"template": {"metadata": {"annotations": {SECRETS_HASH_ANNOTATION: hash}}}});
+    apply(client, kind, namespace, name, serde_json::json!({}), template).await
+}
+
+/// Records the restart hash on the workload's own metadata, which rolls nothing out (adoption).
+pub async fn adopt_hash(
+    client: &Client,
+    kind: WorkloadKindName,
+    namespace: &str,
+    name: &str,
+    hash: &str,
+) -> Result<(), kube::Error> {
+    let meta = serde_json::json!({"annotations": {SECRETS_HASH_ANNOTATION: hash}});
+    apply(client, kind, namespace, name, meta, serde_json::json!({})).await
+}
+
+async fn apply(
+    client: &Client,
+    kind: WorkloadKindName,
+    namespace: &str,
+    name: &str,
+    extra_meta: serde_json::Value,
+    spec: serde_json::Value,
+) -> Result<(), kube::Error> {
     let (api_version, kind_name) = match kind {
         WorkloadKindName::Deployment => ("apps/v1", "Deployment"),
         WorkloadKindName::StatefulSet => ("apps/v1", "StatefulSet"),
         WorkloadKindName::DaemonSet => ("apps/v1", "DaemonSet"),
     };
-    let patch = serde_json::json!({
-        "apiVersion": api_version, "kind": kind_name,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"template": {"metadata": {"annotations": {SECRETS_HASH_ANNOTATION: hash}}}}
-    });
+    let mut metadata = serde_json::json!({"name": name, "namespace": namespace});
+    if let (Some(m), Some(extra)) = (metadata.as_object_mut(), extra_meta.as_object()) {
+        m.extend(extra.clone());
+    }
+    let mut patch = serde_json::json!({"apiVersion": api_version, "kind": kind_name, "metadata": metadata});
+    if spec.as_object().is_some_and(|o| !o.is_empty()) {
+        patch["spec"] = spec;
+    }
     let params = PatchParams::apply(super::FIELD_MANAGER).force();
     match kind {
         WorkloadKindName::Deployment => {

@@ -1,0 +1,400 @@
+//! Consumer restarts: one task that keeps the consumer index from workload watches, learns Secret versions from
+//! the managed Secrets' metadata, and sets each consuming workload's restart hash through the planner
+//! (debounced, budgeted, in restart windows), then follows the rollout.
+//!
+//! Idempotent by content: the hash on a pod template names the versions it runs, so a restart happens only when
+//! the hash keyward wants differs from the one there. Nothing is remembered across restarts of keyward: pending
+//! restarts are hash mismatches, found again on start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
+
+use super::workloads::{Rollout, WorkloadView, adopt_hash, apply_hash};
+use crate::api::{
+    ConsumerPolicy, Consumers, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, VALUE_HASH_ANNOTATION,
+    WorkloadKindName,
+};
+use crate::consumers::discovery::{WorkloadKind, WorkloadRef};
+use crate::consumers::hash::secrets_hash;
+use crate::consumers::index::ConsumerIndex;
+use crate::consumers::planner::Planner;
+
+/// What the restart task hears about.
+enum Change {
+    Workload(Box<WorkloadView>),
+    WorkloadGone(WorkloadRef),
+    Secret {
+        namespace: String,
+        name: String,
+        managed: Option<Managed>,
+    },
+    Policy {
+        namespace: String,
+        name: String,
+        consumers: Option<Consumers>,
+    },
+}
+
+/// A Secret keyward manages: which ManagedSecret wrote it and the hash of the value it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Managed {
+    managed_secret: String,
+    value_hash: String,
+}
+
+fn kind_of(k: WorkloadKindName) -> WorkloadKind {
+    match k {
+        WorkloadKindName::Deployment => WorkloadKind::Deployment,
+        WorkloadKindName::StatefulSet => WorkloadKind::StatefulSet,
+        WorkloadKindName::DaemonSet => WorkloadKind::DaemonSet,
+    }
+}
+
+fn kind_name(k: WorkloadKind) -> WorkloadKindName {
+    match k {
+        WorkloadKind::Deployment => WorkloadKindName::Deployment,
+        WorkloadKind::StatefulSet => WorkloadKindName::StatefulSet,
+        WorkloadKind::DaemonSet => WorkloadKindName::DaemonSet,
+    }
+}
+
+/// What the task knows of one workload besides its references.
+struct Known {
+    current: Option<String>,
+}
+
+struct State {
+    client: Client,
+    recorder: Recorder,
+    index: ConsumerIndex,
+    planner: Planner,
+    known: HashMap<WorkloadRef, Known>,
+    managed: HashMap<(String, String), Managed>,
+    policies: HashMap<(String, String), Consumers>,
+    /// Restarts started and not yet seen finished: the hash they set.
+    rolling: BTreeMap<WorkloadRef, String>,
+}
+
+impl State {
+    /// The restart hash keyward wants on `w`, or None when it consumes no Secret whose policy restarts it.
+    fn desired(&self, w: &WorkloadRef) -> Option<String> {
+        let ns = w.namespace.to_string();
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for secret in self.index.secrets_of(w) {
+            let Some(m) = self.managed.get(&(ns.clone(), secret.to_string())) else {
+                continue;
+            };
+            let policy = self.policies.get(&(ns.clone(), m.managed_secret.clone()));
+            let included = match policy.map(|p| p.policy).unwrap_or_default() {
+                ConsumerPolicy::Auto => true,
+                ConsumerPolicy::None => false,
+                ConsumerPolicy::Explicit => policy.is_some_and(|p| {
+                    p.workloads
+                        .iter()
+                        .any(|s| kind_of(s.kind) == w.kind && s.name == *w.name)
+                }),
+            };
+            let explicit = policy.is_some_and(|p| p.policy == ConsumerPolicy::Explicit);
+            // An explicit list overrides the workload's own opt-out; discovery honours it.
+            if included && (explicit || self.index.is_opted_out(w) != Some(true)) {
+                entries.push((secret.to_string(), m.value_hash.clone()));
+            }
+        }
+        if entries.is_empty() {
+            return None;
+        }
+        Some(secrets_hash(entries.iter().map(|(a, b)| (a.as_str(), b.as_str()))))
+    }
+
+    async fn reconsider(&mut self, w: &WorkloadRef, now: Timestamp) {
+        let Some(known) = self.known.get(w) else { return };
+        let Some(want) = self.desired(w) else { return };
+        if known.current.as_deref() == Some(want.as_str()) || self.rolling.get(w) == Some(&want) {
+            return;
+        }
+        if known.current.is_none() {
+            // Never restarted by keyward: its Pods started with today's values. Record that on the workload's
+            // own metadata (no rollout), so that only later changes restart it — installing keyward must not
+            // restart every consumer in the cluster.
+            match adopt_hash(&self.client, kind_name(w.kind), &w.namespace, &w.name, &want).await {
+                Ok(()) => tracing::info!(workload = %w, "consumer adopted"),
+                Err(e) => tracing::warn!(workload = %w, error = %e, "adopting a consumer failed"),
+            }
+            return;
+        }
+        self.planner.desire(w, &want, now);
+    }
+
+    async fn apply(&mut self, change: Change, now: Timestamp) {
+        match change {
+            Change::Workload(view) => {
+                let w = WorkloadRef::new(kind_of(view.kind), view.namespace.as_str(), view.name.as_str());
+                self.index.upsert(w.clone(), &view.template, view.opted_out);
+                let current = view.current_hash().or(view.adopted_hash.as_deref()).map(str::to_string);
+                if let Some(started) = self.rolling.get(&w).cloned()
+                    && current.as_deref() == Some(started.as_str())
+                {
+                    match &view.rollout {
+                        Rollout::Complete => self.finished(&w, true, "rollout complete").await,
+                        Rollout::Failed(why) => self.finished(&w, false, why).await,
+                        Rollout::InProgress => {}
+                    }
+                }
+                self.known.insert(w.clone(), Known { current });
+                self.reconsider(&w, now).await;
+            }
+            Change::WorkloadGone(w) => {
+                self.index.remove(&w);
+                self.known.remove(&w);
+                if self.rolling.remove(&w).is_some() {
+                    self.planner.rollout_finished(&w, false);
+                }
+                self.planner.cancel(&w);
+            }
+            Change::Secret {
+                namespace,
+                name,
+                managed,
+            } => {
+                let key = (namespace.clone(), name.clone());
+                let changed = match managed {
+                    Some(m) => self.managed.insert(key, m.clone()).as_ref() != Some(&m),
+                    None => self.managed.remove(&key).is_some(),
+                };
+                if changed {
+                    for w in self.index.consumers_of(&namespace, &name) {
+                        self.reconsider(&w, now).await;
+                    }
+                }
+            }
+            Change::Policy {
+                namespace,
+                name,
+                consumers,
+            } => {
+                let key = (namespace.clone(), name.clone());
+                match consumers {
+                    Some(c) => self.policies.insert(key, c),
+                    None => self.policies.remove(&key),
+                };
+                let secrets: Vec<String> = self
+                    .managed
+                    .iter()
+                    .filter(|((ns, _), m)| *ns == namespace && m.managed_secret == name)
+                    .map(|((_, s), _)| s.clone())
+                    .collect();
+                for s in secrets {
+                    for w in self.index.consumers_of(&namespace, &s) {
+                        self.reconsider(&w, now).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finished(&mut self, w: &WorkloadRef, ok: bool, note: &str) {
+        self.rolling.remove(w);
+        self.planner.rollout_finished(w, ok);
+        let (type_, reason) = if ok {
+            (EventType::Normal, "RestartFinished")
+        } else {
+            (EventType::Warning, "RestartFailed")
+        };
+        tracing::info!(workload = %w, ok, "restart finished");
+        self.event(w, type_, reason, format!("{w}: {note}")).await;
+    }
+
+    async fn event(&self, w: &WorkloadRef, type_: EventType, reason: &str, note: String) {
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some(w.kind.to_string()),
+            name: Some(w.name.to_string()),
+            namespace: Some(w.namespace.to_string()),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Restart".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, "publishing an Event failed");
+        }
+    }
+
+    /// Starts what the planner allows now; returns when to look again.
+    async fn start_due(&mut self, now: Timestamp) -> Option<Timestamp> {
+        let plan = self.planner.next(now);
+        for (w, hash) in plan.start {
+            match apply_hash(&self.client, kind_name(w.kind), &w.namespace, &w.name, &hash).await {
+                Ok(()) => {
+                    tracing::info!(workload = %w, hash = %hash, "restart triggered");
+                    self.rolling.insert(w.clone(), hash.clone());
+                    self.event(
+                        &w,
+                        EventType::Normal,
+                        "RestartTriggered",
+                        format!("{w}: Secrets it consumes changed"),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    tracing::warn!(workload = %w, error = %e, "setting the restart hash failed");
+                    self.planner.rollout_finished(&w, false);
+                    self.event(
+                        &w,
+                        EventType::Warning,
+                        "RestartFailed",
+                        format!("{w}: could not set the restart hash"),
+                    )
+                    .await;
+                }
+            }
+        }
+        plan.wake_at
+    }
+}
+
+fn workload_changes<K>(api: Api<K>) -> impl Stream<Item = Change> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    for<'a> WorkloadView: From<&'a K>,
+{
+    watcher(api, watcher::Config::default().any_semantic()).filter_map(|ev| async move {
+        match ev {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                Some(Change::Workload(Box::new(WorkloadView::from(&o))))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                let v = WorkloadView::from(&o);
+                Some(Change::WorkloadGone(WorkloadRef::new(
+                    kind_of(v.kind),
+                    v.namespace.as_str(),
+                    v.name.as_str(),
+                )))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "workload watch error");
+                None
+            }
+        }
+    })
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the restart task until the process ends.
+pub async fn run(client: Client, recorder: Recorder, planner: Planner, namespace: Option<String>) {
+    let ns = namespace.as_deref();
+    let (secrets, managed) = (
+        scoped::<PartialObjectMeta<Secret>>(&client, ns),
+        scoped::<ManagedSecret>(&client, ns),
+    );
+    let secret_changes = watcher(
+        secrets,
+        watcher::Config::default()
+            .labels(&format!("{}={}", MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1))
+            .any_semantic(),
+    )
+    .filter_map(|ev| async move {
+        let (meta, gone) = match ev {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o.metadata, false),
+            Ok(watcher::Event::Delete(o)) => (o.metadata, true),
+            _ => return None,
+        };
+        let ann = meta.annotations.unwrap_or_default();
+        let managed = match (gone, ann.get(MANAGED_SECRET_ANNOTATION), ann.get(VALUE_HASH_ANNOTATION)) {
+            (false, Some(ms), Some(h)) => Some(Managed {
+                managed_secret: ms.clone(),
+                value_hash: h.clone(),
+            }),
+            _ => None,
+        };
+        Some(Change::Secret {
+            namespace: meta.namespace.unwrap_or_default(),
+            name: meta.name.unwrap_or_default(),
+            managed,
+        })
+    });
+    let policy_changes = watcher(managed, watcher::Config::default().any_semantic()).filter_map(|ev| async move {
+        let (ms, gone) = match ev {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+            Ok(watcher::Event::Delete(o)) => (o, true),
+            _ => return None,
+        };
+        let consumers = if gone {
+            None
+        } else {
+            Some(ms.spec.consumers.clone().unwrap_or_default())
+        };
+        Some(Change::Policy {
+            namespace: ms.namespace().unwrap_or_default(),
+            name: ms.name_any(),
+            consumers,
+        })
+    });
+
+    let (tx, mut rx) = mpsc::channel::<Change>(1024);
+    let streams: Vec<futures::stream::BoxStream<'static, Change>> = vec![
+        workload_changes(scoped::<Deployment>(&client, ns)).boxed(),
+        workload_changes(scoped::<StatefulSet>(&client, ns)).boxed(),
+        workload_changes(scoped::<DaemonSet>(&client, ns)).boxed(),
+        secret_changes.boxed(),
+        policy_changes.boxed(),
+    ];
+    tokio::spawn(async move {
+        let mut all = futures::stream::select_all(streams);
+        while let Some(change) = all.next().await {
+            if tx.send(change).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut state = State {
+        client,
+        recorder,
+        index: ConsumerIndex::new(),
+        planner,
+        known: HashMap::new(),
+        managed: HashMap::new(),
+        policies: HashMap::new(),
+        rolling: BTreeMap::new(),
+    };
+    let mut wake: Option<Timestamp> = None;
+    loop {
+        let sleep = wake
+            .and_then(|t| Duration::try_from(t.duration_since(Timestamp::now())).ok())
+            .unwrap_or(Duration::from_secs(if wake.is_some() { 0 } else { 3600 }));
+        tokio::select! {
+            change = rx.recv() => {
+                let Some(change) = change else { break };
+                state.apply(change, Timestamp::now()).await;
+            }
+            () = tokio::time::sleep(sleep) => {}
+        }
+        wake = state.start_due(Timestamp::now()).await;
+    }
+}

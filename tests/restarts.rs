@@ -1,0 +1,475 @@
+//! Consumer restarts against a real control plane with kube-controller-manager, kube-scheduler and kwok: a
+//! changed Secret rolls exactly the workloads that consume it, once, coalesced and within budget.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use keyward::api::ManagedSecret;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use support::{Keyward, TestNs, cluster_with_controllers, eventually, install_crd};
+
+async fn ns(prefix: &str) -> TestNs {
+    let client = cluster_with_controllers().client().await;
+    let ns = TestNs::with_client(prefix, client).await;
+    install_crd(&ns.client).await;
+    ns
+}
+
+/// keyward with a short debounce, so tests run quickly.
+fn keyward(ns: &TestNs, extra: &[&str]) -> Keyward {
+    let mut args: Vec<&str> = extra.to_vec();
+    if !extra.contains(&"--restart-debounce-seconds") {
+        args.extend(["--restart-debounce-seconds", "2"]);
+    }
+    Keyward::start(&ns.name, &args)
+}
+
+/// A source Secret `src-NAME` and a ManagedSecret NAME writing Secret NAME (key VALUE) from it.
+async fn managed(ns: &TestNs, name: &str, value: &str, consumers: serde_json::Value) {
+    let secrets: Api<Secret> = ns.api();
+    let src = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("src-{name}")),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "value".to_string(),
+            ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    secrets.create(&PostParams::default(), &src).await.unwrap();
+    let ms: ManagedSecret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"kubernetesSecret": {"name": format!("src-{name}"), "key": "value"}},
+            "target": {"key": "VALUE"},
+            "refreshInterval": "1h",
+            "consumers": consumers
+        }
+    }))
+    .unwrap();
+    ns.api::<ManagedSecret>()
+        .create(&PostParams::default(), &ms)
+        .await
+        .unwrap();
+    eventually(30, "target Secret written", || async {
+        let s = secrets.get_opt(name).await.ok()??;
+        (s.data?.get("VALUE")?.0 == value.as_bytes()).then_some(())
+    })
+    .await;
+}
+
+async fn set_source(ns: &TestNs, name: &str, value: &str) {
+    let patch = serde_json::json!({"data": {"value": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, value)}});
+    ns.api::<Secret>()
+        .patch(&format!("src-{name}"), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+fn container(uses: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({"name": "app", "image": "registry.invalid/app:1"});
+    if let (Some(c), Some(u)) = (c.as_object_mut(), uses.as_object()) {
+        c.extend(u.clone());
+    }
+    c
+}
+
+fn pod_spec(uses: serde_json::Value, volumes: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"containers": [container(uses)], "volumes": volumes})
+}
+
+async fn deployment(ns: &TestNs, name: &str, spec: serde_json::Value, annotations: serde_json::Value) {
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}
+    }))
+    .unwrap();
+    ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
+}
+
+fn env_ref(secret: &str) -> serde_json::Value {
+    serde_json::json!({"env": [{"name": "V", "valueFrom": {"secretKeyRef": {"name": secret, "key": "VALUE"}}}]})
+}
+
+async fn replica_sets(ns: &TestNs, app: &str) -> usize {
+    let rs: Api<ReplicaSet> = ns.api();
+    rs.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+async fn revisions(ns: &TestNs, app: &str) -> usize {
+    let cr: Api<ControllerRevision> = ns.api();
+    cr.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+async fn adopted(ns: &TestNs, name: &str) -> bool {
+    let d = ns.api::<Deployment>().get(name).await.unwrap();
+    let meta = d
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key("keyward.dev/secrets-hash");
+    let template = d
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .and_then(|m| m.annotations)
+        .unwrap_or_default()
+        .contains_key("keyward.dev/secrets-hash");
+    meta || template
+}
+
+async fn rolled_out(ns: &TestNs, name: &str) -> bool {
+    let d = ns.api::<Deployment>().get(name).await.unwrap();
+    let st = d.status.unwrap_or_default();
+    st.observed_generation == d.metadata.generation
+        && st.updated_replicas == Some(1)
+        && st.ready_replicas == Some(1)
+        && st.replicas == Some(1)
+}
+
+#[tokio::test]
+async fn a_change_restarts_every_kind_of_consumer_once_and_nothing_else() {
+    let ns = ns("restart-kinds").await;
+    let _keyward = keyward(&ns, &[]);
+    managed(&ns, "db", "v1", serde_json::json!({"policy": "Auto"})).await;
+    managed(&ns, "other", "o1", serde_json::json!({"policy": "Auto"})).await;
+
+    deployment(
+        &ns,
+        "by-env",
+        pod_spec(env_ref("db"), serde_json::json!([])),
+        serde_json::json!({}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "by-envfrom",
+        pod_spec(
+            serde_json::json!({"envFrom": [{"secretRef": {"name": "db"}}]}),
+            serde_json::json!([]),
+        ),
+        serde_json::json!({}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "by-volume",
+        pod_spec(
+            serde_json::json!({"volumeMounts": [{"name": "s", "mountPath": "/s"}]}),
+            serde_json::json!([{"name": "s", "secret": {"secretName": "db"}}]),
+        ),
+        serde_json::json!({}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "bystander",
+        pod_spec(env_ref("other"), serde_json::json!([])),
+        serde_json::json!({}),
+    )
+    .await;
+    let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "by-sts"},
+        "spec": {"replicas": 1, "serviceName": "by-sts", "selector": {"matchLabels": {"app": "by-sts"}},
+                 "template": {"metadata": {"labels": {"app": "by-sts"}}, "spec": pod_spec(serde_json::json!({}), serde_json::json!([
+                    {"name": "p", "projected": {"sources": [{"secret": {"name": "db"}}]}}]))}}
+    }))
+    .unwrap();
+    ns.api::<StatefulSet>()
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "by-ds"},
+        "spec": {"selector": {"matchLabels": {"app": "by-ds"}},
+                 "template": {"metadata": {"labels": {"app": "by-ds"}}, "spec": {
+                    "initContainers": [{"name": "init", "image": "registry.invalid/init:1", "env": env_ref("db")["env"]}], "containers": [container(serde_json::json!({}))]}}}
+    }))
+    .unwrap();
+    ns.api::<DaemonSet>().create(&PostParams::default(), &ds).await.unwrap();
+
+    let deployments = ["by-env", "by-envfrom", "by-volume", "bystander"];
+    eventually(
+        90,
+        "every workload rolled out and adopted without a restart",
+        || async {
+            for d in deployments {
+                if !rolled_out(&ns, d).await || !adopted(&ns, d).await {
+                    return None;
+                }
+            }
+            (revisions(&ns, "by-sts").await == 1 && revisions(&ns, "by-ds").await == 1).then_some(())
+        },
+    )
+    .await;
+    for d in deployments {
+        assert_eq!(replica_sets(&ns, d).await, 1, "{d} was restarted on adoption");
+    }
+
+    set_source(&ns, "db", "v2").await;
+    eventually(90, "each consumer rolled once", || async {
+        for d in ["by-env", "by-envfrom", "by-volume"] {
+            if replica_sets(&ns, d).await != 2 || !rolled_out(&ns, d).await {
+                return None;
+            }
+        }
+        (revisions(&ns, "by-sts").await == 2 && revisions(&ns, "by-ds").await == 2).then_some(())
+    })
+    .await;
+    // Settle, then nothing more happens: no second restart, and the bystander was never touched.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for d in ["by-env", "by-envfrom", "by-volume"] {
+        assert_eq!(replica_sets(&ns, d).await, 2, "{d}");
+    }
+    assert_eq!(revisions(&ns, "by-sts").await, 2);
+    assert_eq!(revisions(&ns, "by-ds").await, 2);
+    assert_eq!(
+        replica_sets(&ns, "bystander").await,
+        1,
+        "a workload that does not consume db was restarted"
+    );
+}
+
+#[tokio::test]
+async fn three_secrets_changed_together_give_one_restart() {
+    let ns = ns("restart-coalesce").await;
+    let _keyward = keyward(&ns, &["--restart-debounce-seconds", "6"]);
+    for s in ["a", "b", "c"] {
+        managed(&ns, s, "1", serde_json::json!({})).await;
+    }
+    let uses = serde_json::json!({"envFrom": [{"secretRef": {"name": "a"}}, {"secretRef": {"name": "b"}}, {"secretRef": {"name": "c"}}]});
+    deployment(&ns, "app", pod_spec(uses, serde_json::json!([])), serde_json::json!({})).await;
+    eventually(60, "rolled out and adopted", || async {
+        (rolled_out(&ns, "app").await && adopted(&ns, "app").await).then_some(())
+    })
+    .await;
+    for s in ["a", "b", "c"] {
+        set_source(&ns, s, "2").await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    eventually(60, "one new ReplicaSet, rolled out", || async {
+        (replica_sets(&ns, "app").await == 2 && rolled_out(&ns, "app").await).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        replica_sets(&ns, "app").await,
+        2,
+        "three changes within the debounce window gave more than one restart"
+    );
+}
+
+#[tokio::test]
+async fn opt_out_explicit_list_and_policy_none_are_honoured() {
+    let ns = ns("restart-policy").await;
+    let _keyward = keyward(&ns, &[]);
+    managed(&ns, "auto", "1", serde_json::json!({"policy": "Auto"})).await;
+    managed(&ns, "none", "1", serde_json::json!({"policy": "None"})).await;
+    managed(
+        &ns,
+        "explicit",
+        "1",
+        serde_json::json!({"policy": "Explicit", "workloads": [{"kind": "Deployment", "name": "listed"}]}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "opted-out",
+        pod_spec(env_ref("auto"), serde_json::json!([])),
+        serde_json::json!({"keyward.dev/restart": "false"}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "auto-consumer",
+        pod_spec(env_ref("auto"), serde_json::json!([])),
+        serde_json::json!({}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "none-consumer",
+        pod_spec(env_ref("none"), serde_json::json!([])),
+        serde_json::json!({}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "listed",
+        pod_spec(env_ref("explicit"), serde_json::json!([])),
+        serde_json::json!({}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "unlisted",
+        pod_spec(env_ref("explicit"), serde_json::json!([])),
+        serde_json::json!({}),
+    )
+    .await;
+    let all = ["opted-out", "auto-consumer", "none-consumer", "listed", "unlisted"];
+    eventually(60, "all rolled out", || async {
+        for d in all {
+            if !rolled_out(&ns, d).await {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    eventually(30, "consumers keyward restarts are adopted", || async {
+        (adopted(&ns, "auto-consumer").await && adopted(&ns, "listed").await).then_some(())
+    })
+    .await;
+    for s in ["auto", "none", "explicit"] {
+        set_source(&ns, s, "2").await;
+    }
+    eventually(60, "restarted: auto-consumer and listed", || async {
+        (replica_sets(&ns, "auto-consumer").await == 2 && replica_sets(&ns, "listed").await == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for d in ["opted-out", "none-consumer", "unlisted"] {
+        assert_eq!(replica_sets(&ns, d).await, 1, "{d} was restarted");
+    }
+}
+
+#[tokio::test]
+async fn global_budget_caps_concurrent_rollouts() {
+    let ns = ns("restart-budget").await;
+    // One namespace here, so the per-namespace cap is raised to let the global cap bind.
+    let _keyward = keyward(
+        &ns,
+        &[
+            "--max-concurrent-restarts",
+            "5",
+            "--max-concurrent-restarts-per-namespace",
+            "20",
+        ],
+    );
+    managed(&ns, "shared", "1", serde_json::json!({})).await;
+    let names: Vec<String> = (0..20).map(|i| format!("app-{i}")).collect();
+    for n in &names {
+        // Slow enough rollouts to overlap: the new Pod must stay Ready for 3s to count as available.
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": n},
+            "spec": {"replicas": 1, "minReadySeconds": 3, "selector": {"matchLabels": {"app": n}},
+                     "template": {"metadata": {"labels": {"app": n}}, "spec": pod_spec(env_ref("shared"), serde_json::json!([]))}}
+        }))
+        .unwrap();
+        ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
+    }
+    eventually(120, "all 20 rolled out and adopted", || async {
+        for n in &names {
+            if !rolled_out(&ns, n).await || !adopted(&ns, n).await {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    set_source(&ns, "shared", "2").await;
+    let deployments: Api<Deployment> = ns.api();
+    let mut max_rolling = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let list = deployments.list(&ListParams::default()).await.unwrap().items;
+        let (mut rolling, mut done) = (0, 0);
+        for d in &list {
+            let template_hash = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get("keyward.dev/secrets-hash"))
+                .is_some();
+            let st = d.status.clone().unwrap_or_default();
+            let complete = st.observed_generation == d.metadata.generation
+                && st.updated_replicas == Some(1)
+                && st.available_replicas == Some(1)
+                && st.replicas == Some(1);
+            if template_hash && complete {
+                done += 1;
+            } else if template_hash {
+                rolling += 1;
+            }
+        }
+        max_rolling = max_rolling.max(rolling);
+        if done == 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all restarted in time: {done} done, {rolling} rolling"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    println!("most Deployments seen rolling at once: {max_rolling} (cap 5)");
+    assert!(max_rolling <= 5, "saw {max_rolling} rolling at once with a cap of 5");
+    assert!(
+        max_rolling >= 2,
+        "the rollouts never overlapped ({max_rolling}); the test proves nothing"
+    );
+    for n in &names {
+        assert_eq!(replica_sets(&ns, n).await, 2, "{n}");
+    }
+}
+
+#[tokio::test]
+async fn killing_keyward_during_and_after_a_rollout_restarts_nothing_again() {
+    let ns = ns("restart-crash").await;
+    let mut first = keyward(&ns, &[]);
+    managed(&ns, "db", "1", serde_json::json!({})).await;
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "app"},
+        "spec": {"replicas": 1, "minReadySeconds": 4, "selector": {"matchLabels": {"app": "app"}},
+                 "template": {"metadata": {"labels": {"app": "app"}}, "spec": pod_spec(env_ref("db"), serde_json::json!([]))}}
+    }))
+    .unwrap();
+    ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
+    eventually(60, "rolled out and adopted", || async {
+        (rolled_out(&ns, "app").await && adopted(&ns, "app").await).then_some(())
+    })
+    .await;
+    set_source(&ns, "db", "2").await;
+    // Kill it as soon as the restart has begun (the rollout takes at least 4s).
+    eventually(30, "restart begun", || async {
+        (replica_sets(&ns, "app").await == 2).then_some(())
+    })
+    .await;
+    first.kill();
+    let mut second = keyward(&ns, &[]);
+    eventually(60, "rollout finished", || async {
+        rolled_out(&ns, "app").await.then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    second.kill();
+    let _third = keyward(&ns, &[]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        replica_sets(&ns, "app").await,
+        2,
+        "a keyward restart restarted the workload again"
+    );
+}
