@@ -4,7 +4,7 @@
 //! objects, so that its memory per workload stays in the hundreds of bytes (see `benches/consumers.rs`).
 //! Every view is sorted, so what the controller does with it is deterministic.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::mem::size_of;
 use std::sync::Arc;
 
@@ -21,8 +21,10 @@ pub struct ConsumerIndex {
     sweep_at: usize,
     workloads: BTreeMap<WorkloadRef, Entry>,
     /// namespace -> Secret name -> consumers, sorted. A workload only references Secrets in its own
-    /// namespace, so edges leave the namespace out.
-    by_secret: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Vec<Edge>>>,
+    /// namespace, so edges leave the namespace out. Hash maps, because this is only looked up, never iterated
+    /// into a result, so their order cannot leak; a B-tree of `Arc<str>` keys costs a pointer chase per
+    /// comparison.
+    by_secret: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Edge>>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -203,13 +205,13 @@ impl ConsumerIndex {
 
     /// Number of distinct (namespace, Secret) pairs referenced.
     pub fn secret_count(&self) -> usize {
-        self.by_secret.values().map(BTreeMap::len).sum()
+        self.by_secret.values().map(HashMap::len).sum()
     }
 
     /// An estimate of the heap bytes the index holds: the sizes it allocated (capacities, not lengths), with
     /// B-tree nodes counted at two-thirds full and no allocator overhead. For the benchmark and for sizing.
     pub fn heap_size(&self) -> usize {
-        let strings = hash_set_bytes::<Arc<str>>(self.strings.capacity())
+        let strings = hash_table_bytes::<Arc<str>>(self.strings.capacity())
             + self.strings.iter().map(|s| arc_str_bytes(s)).sum::<usize>();
         let workloads = btree_bytes::<WorkloadRef, Entry>(self.workloads.len())
             + self
@@ -226,12 +228,12 @@ impl ConsumerIndex {
                             .sum::<usize>()
                 })
                 .sum::<usize>();
-        let by_secret = btree_bytes::<Arc<str>, BTreeMap<Arc<str>, Vec<Edge>>>(self.by_secret.len())
+        let by_secret = hash_table_bytes::<(Arc<str>, HashMap<Arc<str>, Vec<Edge>>)>(self.by_secret.capacity())
             + self
                 .by_secret
                 .values()
                 .map(|m| {
-                    btree_bytes::<Arc<str>, Vec<Edge>>(m.len())
+                    hash_table_bytes::<(Arc<str>, Vec<Edge>)>(m.capacity())
                         + m.values().map(|v| v.capacity() * size_of::<Edge>()).sum::<usize>()
                 })
                 .sum::<usize>();
@@ -329,9 +331,14 @@ fn arc_str_bytes(s: &str) -> usize {
     2 * size_of::<usize>() + s.len()
 }
 
-/// A hashbrown table: one slot and one control byte per bucket (buckets ~ capacity * 8 / 7).
-fn hash_set_bytes<T>(capacity: usize) -> usize {
-    capacity * 8 / 7 * (size_of::<T>() + 1)
+/// A hashbrown table: one slot and one control byte per bucket; buckets are a power of two holding
+/// `capacity` at 7/8 load.
+fn hash_table_bytes<T>(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * (size_of::<T>() + 1)
 }
 
 /// std's B-tree keeps up to 11 entries per node; count nodes at two-thirds full, plus a parent pointer and
