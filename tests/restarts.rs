@@ -473,3 +473,105 @@ async fn killing_keyward_during_and_after_a_rollout_restarts_nothing_again() {
         "a keyward restart restarted the workload again"
     );
 }
+
+#[tokio::test]
+async fn a_failed_rollout_puts_the_previous_value_back() {
+    let ns = ns("restart-rollback").await;
+    let _keyward = keyward(&ns, &[]);
+    managed(&ns, "db", "v1", serde_json::json!({"rollbackOnFailure": true})).await;
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "app"},
+        "spec": {"replicas": 1, "progressDeadlineSeconds": 10, "selector": {"matchLabels": {"app": "app"}},
+                 "template": {"metadata": {"labels": {"app": "app"}}, "spec": pod_spec(env_ref("db"), serde_json::json!([]))}}
+    }))
+    .unwrap();
+    ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
+    eventually(60, "rolled out and adopted", || async {
+        (rolled_out(&ns, "app").await && adopted(&ns, "app").await).then_some(())
+    })
+    .await;
+
+    // A good change rolls out.
+    set_source(&ns, "db", "v2").await;
+    eventually(60, "v2 rolled out", || async {
+        (replica_sets(&ns, "app").await == 2 && rolled_out(&ns, "app").await).then_some(())
+    })
+    .await;
+    let good_hash = template_hash(&ns, "app").await;
+
+    // From now on no new Pod is admitted in this namespace (Pod Security "restricted", which these Pods do
+    // not meet), so the next rollout cannot progress; the running Pod stays.
+    label_namespace(&ns, Some("restricted")).await;
+    set_source(&ns, "db", "v3").await;
+
+    let managed_api: Api<ManagedSecret> = ns.api();
+    let degraded = eventually(90, "Degraded: RolloutFailed", || async {
+        let ms = managed_api.get("db").await.ok()?;
+        ms.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "RolloutFailed")
+    })
+    .await;
+    assert!(
+        degraded.message.contains("Deployment/") && degraded.message.contains("/app"),
+        "{}",
+        degraded.message
+    );
+    let secrets: Api<Secret> = ns.api();
+    let value = || async { secrets.get("db").await.unwrap().data.unwrap()["VALUE"].0.clone() };
+    eventually(30, "the Secret holds v2 again", || async {
+        (value().await == b"v2").then_some(())
+    })
+    .await;
+    eventually(60, "the workload rolled back to the v2 template", || async {
+        (template_hash(&ns, "app").await == good_hash && rolled_out(&ns, "app").await).then_some(())
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("RolledBack")),
+        "no RolledBack Event"
+    );
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("RestartFailed")),
+        "no RestartFailed Event"
+    );
+
+    // While the source still holds v3, the Secret stays on v2.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(value().await, b"v2");
+
+    // The source moves on: followed again, Degraded clears.
+    label_namespace(&ns, None).await;
+    set_source(&ns, "db", "v4").await;
+    eventually(30, "v4 synced", || async { (value().await == b"v4").then_some(()) }).await;
+    eventually(30, "Degraded False", || async {
+        let ms = managed_api.get("db").await.ok()?;
+        ms.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "False")
+    })
+    .await;
+}
+
+async fn label_namespace(ns: &TestNs, enforce: Option<&str>) {
+    let patch = serde_json::json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": enforce}}});
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ns.client.clone());
+    namespaces
+        .patch(&ns.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+async fn template_hash(ns: &TestNs, name: &str) -> Option<String> {
+    let d = ns.api::<Deployment>().get(name).await.unwrap();
+    d.spec?
+        .template
+        .metadata?
+        .annotations?
+        .get("keyward.dev/secrets-hash")
+        .cloned()
+}

@@ -226,6 +226,16 @@ pub struct ManagedSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_request: Option<String>,
 
+    /// The last change of the value, while it is being verified by its consumers' rollouts
+    /// (`consumers.rollbackOnFailure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<ValueChange>,
+
+    /// Set when a consumer's rollout failed after a change: the Secret holds the previous value until the
+    /// source moves past the value that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+
     /// When the value was last rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
@@ -233,6 +243,26 @@ pub struct ManagedSecretStatus {
     /// When the next rotation is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
+}
+
+/// A change of the value, by keyed hashes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueChange {
+    pub previous_value_hash: String,
+    pub value_hash: String,
+}
+
+/// A value held back because a rollout with it failed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    /// The hash of the value whose rollout failed; the source is not followed while it still holds it.
+    pub failed_value_hash: String,
+    /// The workload whose rollout failed, `Kind/namespace/name`.
+    pub workload: String,
+    /// What its controller said.
+    pub message: String,
 }
 
 /// What keyward knows of the source without knowing the value.
@@ -256,6 +286,8 @@ pub const MANAGED_SECRET_ANNOTATION: &str = "keyward.dev/managed-secret";
 pub const VALUE_HASH_ANNOTATION: &str = "keyward.dev/value-hash";
 /// Annotation on a target Secret with the source revision keyward wrote.
 pub const SOURCE_REVISION_ANNOTATION: &str = "keyward.dev/source-revision";
+/// Annotation on the Secret that keeps a ManagedSecret's previous value (for rollbacks), naming it.
+pub const PREVIOUS_OF_ANNOTATION: &str = "keyward.dev/previous-of";
 /// The label keyward puts on every Secret it manages.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "keyward");
 /// The default refresh interval.

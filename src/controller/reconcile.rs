@@ -14,13 +14,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 
-use super::conditions::{self, READY, SYNCED};
+use super::conditions::{self, DEGRADED, READY, SYNCED};
 use super::{Context, ControllerError, FIELD_MANAGER, backoff};
 use crate::api::{
     DeletionPolicy, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus,
-    REFRESH_NOW_ANNOTATION, SOURCE_REVISION_ANNOTATION, SourceStatus, VALUE_HASH_ANNOTATION,
+    PREVIOUS_OF_ANNOTATION, REFRESH_NOW_ANNOTATION, Rollback, SOURCE_REVISION_ANNOTATION, SourceStatus,
+    VALUE_HASH_ANNOTATION, ValueChange,
 };
-use crate::source::{SourceError, SourceValue, kubernetes};
+use crate::source::{SecretBytes, SourceError, SourceValue, kubernetes};
 use crate::telemetry::metrics::{AccessLabels, ReasonLabels};
 
 /// Why a sync did not happen, as a condition reason and a message that holds no value.
@@ -171,16 +172,109 @@ fn up_to_date(current: &Secret, desired: &Secret) -> bool {
         && current.type_ == desired.type_
 }
 
-/// Makes the target Secret match; returns whether it wrote.
-async fn ensure_secret(ms: &ManagedSecret, ctx: &Context, value: &SourceValue, hash: &str) -> Result<bool, Failure> {
+/// What `ensure_secret` did.
+struct Written {
+    wrote: bool,
+    /// The rollback in force, when the Secret holds the previous value instead of the source's.
+    holding: Option<Rollback>,
+    /// The hash of the value the Secret now holds.
+    hash: String,
+}
+
+/// The Secret that keeps the value before the last change, for `consumers.rollbackOnFailure`.
+fn previous_name(ms: &ManagedSecret) -> String {
+    let mut name = format!("keyward-previous-{}", ms.target_name());
+    name.truncate(253);
+    name
+}
+
+async fn read_previous(api: &Api<Secret>, ms: &ManagedSecret) -> Result<Option<SecretBytes>, Failure> {
+    let name = previous_name(ms);
+    let secret = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
+    Ok(secret
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove("value"))
+        .map(|b| SecretBytes::new(b.0)))
+}
+
+async fn save_previous(api: &Api<Secret>, ms: &ManagedSecret, value: &[u8], hash: &str) -> Result<(), Failure> {
+    let name = previous_name(ms);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: ms.namespace(),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.0.to_string(),
+                MANAGED_BY_LABEL.1.to_string(),
+            )])),
+            annotations: Some(BTreeMap::from([
+                (PREVIOUS_OF_ANNOTATION.to_string(), ms.name_any()),
+                (VALUE_HASH_ANNOTATION.to_string(), hash.to_string()),
+            ])),
+            owner_references: ms.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([("value".to_string(), ByteString(value.to_vec()))])),
+        ..Secret::default()
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
+    Ok(())
+}
+
+/// Makes the target Secret match the source — or, while a rollback is in force, the previous value.
+async fn ensure_secret(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    source: &SourceValue,
+    source_hash: &str,
+    status: &mut ManagedSecretStatus,
+) -> Result<Written, Failure> {
     let ns = ms.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let name = ms.target_name();
+    let rollback_on = ms.spec.consumers.as_ref().is_some_and(|c| c.rollback_on_failure);
+    let mut holding = None;
+    let mut held_value = None;
+    if let Some(rb) = status.rollback.clone() {
+        if rollback_on && rb.failed_value_hash == source_hash {
+            let previous = read_previous(&api, ms).await?.ok_or_else(|| Failure {
+                reason: "RollbackUnavailable",
+                message: format!(
+                    "rollout of {} failed, but no previous value of Secret {name} was kept",
+                    rb.workload
+                ),
+                retry_after: None,
+            })?;
+            held_value = Some(SourceValue {
+                value: previous,
+                revision: source.revision,
+            });
+            holding = Some(rb);
+        } else {
+            // The source moved past the value that failed (or rollback was turned off): follow it again.
+            status.rollback = None;
+        }
+    }
+    let value = held_value.as_ref().unwrap_or(source);
+    let hash = match &held_value {
+        Some(v) => ctx.hasher.hash(v.value.expose()),
+        None => source_hash.to_string(),
+    };
     let current = api
         .get_opt(name)
         .await
         .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
-    let desired = desired_secret(ms, value, hash);
+    let desired = desired_secret(ms, value, &hash);
     if let Some(current) = &current {
         let ours = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
             && current.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any());
@@ -199,14 +293,37 @@ async fn ensure_secret(ms: &ManagedSecret, ctx: &Context, value: &SourceValue, h
             });
         }
         if up_to_date(current, &desired) {
-            return Ok(false);
+            return Ok(Written {
+                wrote: false,
+                holding,
+                hash,
+            });
+        }
+        // Keep the value being replaced, so that a failed rollout can go back to it. Written before the
+        // change, so it is never only in memory.
+        let old = current.data.as_ref().and_then(|d| d.get(&ms.spec.target.key));
+        if rollback_on
+            && holding.is_none()
+            && let Some(old) = old
+            && old.0 != value.value.expose()
+        {
+            let old_hash = ctx.hasher.hash(&old.0);
+            save_previous(&api, ms, &old.0, &old_hash).await?;
+            status.last_change = Some(ValueChange {
+                previous_value_hash: old_hash,
+                value_hash: hash.clone(),
+            });
         }
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(name, &params, &Patch::Apply(&desired))
         .await
         .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
-    Ok(true)
+    Ok(Written {
+        wrote: true,
+        holding,
+        hash,
+    })
 }
 
 fn access(ms: &ManagedSecret, status: &'static str) -> AccessLabels {
@@ -235,7 +352,17 @@ async fn write_status(ms: &ManagedSecret, ctx: &Context, status: &ManagedSecretS
     }
     let ns = ms.namespace().ok_or(ControllerError::MissingField("namespace"))?;
     let api: Api<ManagedSecret> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({"status": status});
+    // A merge patch leaves out what is absent: clear fields that were set before and are not now.
+    let mut new = serde_json::to_value(status).unwrap_or_default();
+    if let (Some(new), Some(serde_json::Value::Object(old))) = (
+        new.as_object_mut(),
+        ms.status.as_ref().map(serde_json::to_value).and_then(Result::ok),
+    ) {
+        for key in old.keys() {
+            new.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({"status": new});
     api.patch_status(&ms.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
@@ -285,8 +412,8 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
     let outcome = match read_source(ms, ctx, fresh_since).await {
         Ok(value) => {
             let hash = ctx.hasher.hash(value.value.expose());
-            match ensure_secret(ms, ctx, &value, &hash).await {
-                Ok(wrote) => Ok((value.revision, hash, wrote)),
+            match ensure_secret(ms, ctx, &value, &hash, &mut status).await {
+                Ok(w) => Ok((value.revision, w)),
                 Err(f) => Err(f),
             }
         }
@@ -294,7 +421,7 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
     };
 
     match outcome {
-        Ok((revision, hash, wrote)) => {
+        Ok((revision, Written { wrote, holding, hash })) => {
             ctx.succeeded(&uid);
             ctx.metrics.secret_access.get_or_create(&access(ms, "success")).inc();
             if wrote {
@@ -316,6 +443,53 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
                 revision,
                 value_hash: Some(hash),
             });
+            if let Some(rb) = &holding {
+                let message = format!(
+                    "rollout of {} failed ({}); Secret {target} holds the previous value until the source changes",
+                    rb.workload, rb.message
+                );
+                conditions::set(
+                    &mut status.conditions,
+                    SYNCED,
+                    false,
+                    "RolloutFailed",
+                    message.clone(),
+                    generation,
+                    &now,
+                );
+                conditions::set(
+                    &mut status.conditions,
+                    READY,
+                    false,
+                    "RolloutFailed",
+                    message.clone(),
+                    generation,
+                    &now,
+                );
+                conditions::set(
+                    &mut status.conditions,
+                    DEGRADED,
+                    true,
+                    "RolloutFailed",
+                    message.clone(),
+                    generation,
+                    &now,
+                );
+                if wrote {
+                    publish(ctx, ms, EventType::Warning, "RolledBack", "Rollback", message).await;
+                }
+            } else if conditions::get(&status.conditions, DEGRADED).is_some() {
+                let message = "the source moved past the value whose rollout failed".to_string();
+                conditions::set(
+                    &mut status.conditions,
+                    DEGRADED,
+                    false,
+                    "SourceChanged",
+                    message,
+                    generation,
+                    &now,
+                );
+            }
             if wrote || status.last_sync_time.is_none() {
                 status.last_sync_time = Some(now.clone());
             }

@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
@@ -43,6 +44,8 @@ enum Change {
         namespace: String,
         name: String,
         consumers: Option<Consumers>,
+        /// The hash of the value the ManagedSecret last changed to (status.lastChange).
+        last_change: Option<String>,
     },
 }
 
@@ -82,6 +85,8 @@ struct State {
     known: HashMap<WorkloadRef, Known>,
     managed: HashMap<(String, String), Managed>,
     policies: HashMap<(String, String), Consumers>,
+    /// Per ManagedSecret, the hash of the value it last changed to (while rollbackOnFailure verifies it).
+    last_changes: HashMap<(String, String), String>,
     /// Restarts started and not yet seen finished: the hash they set.
     rolling: BTreeMap<WorkloadRef, String>,
 }
@@ -182,8 +187,13 @@ impl State {
                 namespace,
                 name,
                 consumers,
+                last_change,
             } => {
                 let key = (namespace.clone(), name.clone());
+                match last_change {
+                    Some(h) => self.last_changes.insert(key.clone(), h),
+                    None => self.last_changes.remove(&key),
+                };
                 match consumers {
                     Some(c) => self.policies.insert(key, c),
                     None => self.policies.remove(&key),
@@ -213,6 +223,40 @@ impl State {
         };
         tracing::info!(workload = %w, ok, "restart finished");
         self.event(w, type_, reason, format!("{w}: {note}")).await;
+        if !ok {
+            self.roll_back(w, note).await;
+        }
+    }
+
+    /// After a failed rollout, asks each ManagedSecret with rollbackOnFailure whose latest change this workload
+    /// was rolling to, to put its previous value back (its reconcile does it; the changed Secret then restarts
+    /// the workload again, to the last good hash).
+    async fn roll_back(&self, w: &WorkloadRef, note: &str) {
+        let ns = w.namespace.to_string();
+        for secret in self.index.secrets_of(w) {
+            let Some(m) = self.managed.get(&(ns.clone(), secret.to_string())) else {
+                continue;
+            };
+            let key = (ns.clone(), m.managed_secret.clone());
+            let rollback_on = self.policies.get(&key).is_some_and(|p| p.rollback_on_failure);
+            if !rollback_on || self.last_changes.get(&key) != Some(&m.value_hash) {
+                tracing::debug!(workload = %w, secret, rollback_on, last_change = ?self.last_changes.get(&key), value_hash = %m.value_hash, "no rollback for this Secret");
+                continue;
+            }
+            let message: String = note.chars().take(300).collect();
+            let patch = serde_json::json!({"status": {"rollback": {
+                "failedValueHash": m.value_hash, "workload": w.to_string(), "message": message}}});
+            let api: Api<ManagedSecret> = Api::namespaced(self.client.clone(), &ns);
+            match api
+                .patch_status(&m.managed_secret, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(workload = %w, managed_secret = %m.managed_secret, "rollout failed; rolling the Secret back")
+                }
+                Err(e) => tracing::warn!(workload = %w, error = %e, "marking a rollback failed"),
+            }
+        }
     }
 
     async fn event(&self, w: &WorkloadRef, type_: EventType, reason: &str, note: String) {
@@ -349,10 +393,16 @@ pub async fn run(client: Client, recorder: Recorder, planner: Planner, namespace
         } else {
             Some(ms.spec.consumers.clone().unwrap_or_default())
         };
+        let last_change = ms
+            .status
+            .as_ref()
+            .and_then(|s| s.last_change.as_ref())
+            .map(|c| c.value_hash.clone());
         Some(Change::Policy {
             namespace: ms.namespace().unwrap_or_default(),
             name: ms.name_any(),
             consumers,
+            last_change,
         })
     });
 
@@ -381,6 +431,7 @@ pub async fn run(client: Client, recorder: Recorder, planner: Planner, namespace
         known: HashMap::new(),
         managed: HashMap::new(),
         policies: HashMap::new(),
+        last_changes: HashMap::new(),
         rolling: BTreeMap::new(),
     };
     let mut wake: Option<Timestamp> = None;

@@ -62,9 +62,11 @@ impl From<&Deployment> for WorkloadView {
         let deadline = st.conditions.iter().flatten().find(|c| {
             c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
         });
-        let rollout = if let Some(c) = deadline {
+        // A deadline counts only for the generation the controller has seen (a new template resets it).
+        let current = caught_up(d.metadata.generation, st.observed_generation);
+        let rollout = if let Some(c) = deadline.filter(|_| current) {
             Rollout::Failed(c.message.clone().unwrap_or_else(|| "ProgressDeadlineExceeded".into()))
-        } else if caught_up(d.metadata.generation, st.observed_generation)
+        } else if current
             && st.updated_replicas.unwrap_or(0) == want
             && st.available_replicas.unwrap_or(0) == want
             && st.replicas.unwrap_or(0) == want
@@ -236,6 +238,10 @@ mod tests {
         let failed = deployment(serde_json::json!({"observedGeneration": 2, "conditions": [
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}));
         assert_eq!(WorkloadView::from(&failed).rollout, Rollout::Failed("too slow".into()));
+        // The deadline of an older generation does not fail the new template's rollout.
+        let reverted = deployment(serde_json::json!({"observedGeneration": 1, "conditions": [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}));
+        assert_eq!(WorkloadView::from(&reverted).rollout, Rollout::InProgress);
     }
 
     #[test]
