@@ -248,6 +248,40 @@ async fn a_change_restarts_every_kind_of_consumer_once_and_nothing_else() {
         1,
         "a workload that does not consume db was restarted"
     );
+
+    // Status lists each consumer, with the hash it runs, and says they all run the current value.
+    let managed_api: Api<ManagedSecret> = ns.api();
+    let status = eventually(30, "ConsumersUpdated True", || async {
+        let st = managed_api.get("db").await.ok()?.status?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "ConsumersUpdated" && c.status == "True")
+            .then_some(st)
+    })
+    .await;
+    let mut listed: Vec<(String, String, String)> = status
+        .consumers
+        .iter()
+        .map(|c| (c.kind.clone(), c.name.clone(), c.state.clone()))
+        .collect();
+    listed.sort();
+    let expected: Vec<(String, String, String)> = [
+        ("DaemonSet", "by-ds"),
+        ("Deployment", "by-env"),
+        ("Deployment", "by-envfrom"),
+        ("Deployment", "by-volume"),
+        ("StatefulSet", "by-sts"),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string(), "Restarted".to_string()))
+    .collect();
+    assert_eq!(listed, expected);
+    assert!(
+        status
+            .consumers
+            .iter()
+            .all(|c| c.secrets_hash.as_deref().is_some_and(|h| h.starts_with("sha256:")))
+    );
 }
 
 #[tokio::test]

@@ -236,6 +236,10 @@ pub struct ManagedSecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
 
+    /// The workloads that consume the target Secret and whether they run its current value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerStatus>,
+
     /// When the value was last rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
@@ -243,6 +247,19 @@ pub struct ManagedSecretStatus {
     /// When the next rotation is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
+}
+
+/// One consuming workload, as keyward last saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerStatus {
+    pub kind: String,
+    pub name: String,
+    /// The restart hash its pod template carries (`keyward.dev/secrets-hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_hash: Option<String>,
+    /// Restarted (runs the current versions), Waiting (restart pending), Rolling, or Failed.
+    pub state: String,
 }
 
 /// A change of the value, by keyed hashes.

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 pub const DEGRADED: &str = "Degraded";
+pub const CONSUMERS_UPDATED: &str = "ConsumersUpdated";
 
 /// Sets condition `type_` in `conditions`. The transition time moves only when the status flips, so that
 /// writing the same state again changes nothing.

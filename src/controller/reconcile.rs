@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 
-use super::conditions::{self, DEGRADED, READY, SYNCED};
+use super::conditions::{self, CONSUMERS_UPDATED, DEGRADED, READY, SYNCED};
 use super::{Context, ControllerError, FIELD_MANAGER, backoff};
 use crate::api::{
     DeletionPolicy, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus,
@@ -326,6 +326,44 @@ async fn ensure_secret(
     })
 }
 
+/// ConsumersUpdated, from the consumer list the restart task keeps in status.
+fn consumers_condition(status: &mut ManagedSecretStatus, generation: Option<i64>, now: &Time) {
+    if status.consumers.is_empty() && conditions::get(&status.conditions, CONSUMERS_UPDATED).is_none() {
+        return;
+    }
+    let total = status.consumers.len();
+    let failed = status.consumers.iter().filter(|c| c.state == "Failed").count();
+    let behind = status.consumers.iter().filter(|c| c.state != "Restarted").count();
+    let (ok, reason, message) = if failed > 0 {
+        (
+            false,
+            "RolloutFailed",
+            format!("{failed} of {total} consumer(s) failed to roll out"),
+        )
+    } else if behind > 0 {
+        (
+            false,
+            "RestartsInProgress",
+            format!("{behind} of {total} consumer(s) not yet running the current value"),
+        )
+    } else {
+        (
+            true,
+            "AllRestarted",
+            format!("{total} consumer(s) run the current value"),
+        )
+    };
+    conditions::set(
+        &mut status.conditions,
+        CONSUMERS_UPDATED,
+        ok,
+        reason,
+        message,
+        generation,
+        now,
+    );
+}
+
 fn access(ms: &ManagedSecret, status: &'static str) -> AccessLabels {
     AccessLabels {
         secret_name: format!("{}/{}", ms.namespace().unwrap_or_default(), ms.name_any()),
@@ -443,6 +481,7 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
                 revision,
                 value_hash: Some(hash),
             });
+            consumers_condition(&mut status, generation, &now);
             if let Some(rb) = &holding {
                 let message = format!(
                     "rollout of {} failed ({}); Secret {target} holds the previous value until the source changes",

@@ -6,7 +6,7 @@
 //! the hash keyward wants differs from the one there. Nothing is remembered across restarts of keyward: pending
 //! restarts are hash mismatches, found again on start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 
 use super::workloads::{Rollout, WorkloadView, adopt_hash, apply_hash};
 use crate::api::{
-    ConsumerPolicy, Consumers, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, VALUE_HASH_ANNOTATION,
-    WorkloadKindName,
+    ConsumerPolicy, ConsumerStatus, Consumers, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret,
+    VALUE_HASH_ANNOTATION, WorkloadKindName,
 };
 use crate::consumers::discovery::{WorkloadKind, WorkloadRef};
 use crate::consumers::hash::secrets_hash;
@@ -89,9 +89,37 @@ struct State {
     last_changes: HashMap<(String, String), String>,
     /// Restarts started and not yet seen finished: the hash they set.
     rolling: BTreeMap<WorkloadRef, String>,
+    /// Managed Secrets (namespace, name) whose consumers' status may have changed.
+    dirty: BTreeSet<(String, String)>,
+    /// The consumer status last written per ManagedSecret, so that nothing is written twice.
+    written: HashMap<(String, String), serde_json::Value>,
 }
 
 impl State {
+    /// Marks the managed Secrets `w` consumes, so their ManagedSecrets' consumer status is brought up to date.
+    fn touch(&mut self, w: &WorkloadRef) {
+        let ns = w.namespace.to_string();
+        let secrets: Vec<String> = self.index.secrets_of(w).into_iter().map(str::to_string).collect();
+        for secret in secrets {
+            self.dirty.insert((ns.clone(), secret));
+        }
+    }
+
+    /// Whether `w` is restarted for changes of the managed Secret `m` (policy, explicit list, opt-out).
+    fn included(&self, w: &WorkloadRef, m: &Managed) -> bool {
+        let policy = self.policies.get(&(w.namespace.to_string(), m.managed_secret.clone()));
+        match policy.map(|p| p.policy).unwrap_or_default() {
+            ConsumerPolicy::Auto => self.index.is_opted_out(w) != Some(true),
+            ConsumerPolicy::None => false,
+            // An explicit list overrides the workload's own opt-out.
+            ConsumerPolicy::Explicit => policy.is_some_and(|p| {
+                p.workloads
+                    .iter()
+                    .any(|s| kind_of(s.kind) == w.kind && s.name == *w.name)
+            }),
+        }
+    }
+
     /// The restart hash keyward wants on `w`, or None when it consumes no Secret whose policy restarts it.
     fn desired(&self, w: &WorkloadRef) -> Option<String> {
         let ns = w.namespace.to_string();
@@ -100,19 +128,7 @@ impl State {
             let Some(m) = self.managed.get(&(ns.clone(), secret.to_string())) else {
                 continue;
             };
-            let policy = self.policies.get(&(ns.clone(), m.managed_secret.clone()));
-            let included = match policy.map(|p| p.policy).unwrap_or_default() {
-                ConsumerPolicy::Auto => true,
-                ConsumerPolicy::None => false,
-                ConsumerPolicy::Explicit => policy.is_some_and(|p| {
-                    p.workloads
-                        .iter()
-                        .any(|s| kind_of(s.kind) == w.kind && s.name == *w.name)
-                }),
-            };
-            let explicit = policy.is_some_and(|p| p.policy == ConsumerPolicy::Explicit);
-            // An explicit list overrides the workload's own opt-out; discovery honours it.
-            if included && (explicit || self.index.is_opted_out(w) != Some(true)) {
+            if self.included(w, m) {
                 entries.push((secret.to_string(), m.value_hash.clone()));
             }
         }
@@ -120,6 +136,58 @@ impl State {
             return None;
         }
         Some(secrets_hash(entries.iter().map(|(a, b)| (a.as_str(), b.as_str()))))
+    }
+
+    /// Writes `status.consumers` of the ManagedSecrets whose consumers changed, when it differs from what was
+    /// last written.
+    async fn publish_status(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for (ns, secret) in dirty {
+            let Some(m) = self.managed.get(&(ns.clone(), secret.clone())).cloned() else {
+                continue;
+            };
+            let mut consumers = Vec::new();
+            for w in self.index.consumers_of(&ns, &secret) {
+                if !self.included(&w, &m) {
+                    continue;
+                }
+                let current = self.known.get(&w).and_then(|k| k.current.clone());
+                let planned = self.planner.status(&w);
+                let state = if self.rolling.contains_key(&w) {
+                    "Rolling"
+                } else if planned.failed.is_some() {
+                    "Failed"
+                } else if planned.pending.is_some() || current != self.desired(&w) {
+                    "Waiting"
+                } else {
+                    "Restarted"
+                };
+                consumers.push(ConsumerStatus {
+                    kind: w.kind.to_string(),
+                    name: w.name.to_string(),
+                    secrets_hash: current,
+                    state: state.into(),
+                });
+            }
+            let value = serde_json::json!({"consumers": consumers});
+            let key = (ns.clone(), m.managed_secret.clone());
+            if self.written.get(&key) == Some(&value) {
+                continue;
+            }
+            let api: Api<ManagedSecret> = Api::namespaced(self.client.clone(), &ns);
+            let patch = serde_json::json!({"status": value});
+            match api
+                .patch_status(&m.managed_secret, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.written.insert(key, value);
+                }
+                Err(e) => {
+                    tracing::warn!(managed_secret = %m.managed_secret, error = %e, "writing consumer status failed")
+                }
+            }
+        }
     }
 
     async fn reconsider(&mut self, w: &WorkloadRef, now: Timestamp) {
@@ -157,6 +225,7 @@ impl State {
                     }
                 }
                 self.known.insert(w.clone(), Known { current });
+                self.touch(&w);
                 self.reconsider(&w, now).await;
             }
             Change::WorkloadGone(w) => {
@@ -178,6 +247,7 @@ impl State {
                     None => self.managed.remove(&key).is_some(),
                 };
                 if changed {
+                    self.dirty.insert((namespace.clone(), name.clone()));
                     for w in self.index.consumers_of(&namespace, &name) {
                         self.reconsider(&w, now).await;
                     }
@@ -205,6 +275,7 @@ impl State {
                     .map(|((_, s), _)| s.clone())
                     .collect();
                 for s in secrets {
+                    self.dirty.insert((namespace.clone(), s.clone()));
                     for w in self.index.consumers_of(&namespace, &s) {
                         self.reconsider(&w, now).await;
                     }
@@ -215,6 +286,7 @@ impl State {
 
     async fn finished(&mut self, w: &WorkloadRef, ok: bool, note: &str) {
         self.rolling.remove(w);
+        self.touch(w);
         self.planner.rollout_finished(w, ok);
         let (type_, reason) = if ok {
             (EventType::Normal, "RestartFinished")
@@ -287,6 +359,7 @@ impl State {
                 Ok(()) => {
                     tracing::info!(workload = %w, hash = %hash, "restart triggered");
                     self.rolling.insert(w.clone(), hash.clone());
+                    self.touch(&w);
                     self.event(
                         &w,
                         EventType::Normal,
@@ -433,6 +506,8 @@ pub async fn run(client: Client, recorder: Recorder, planner: Planner, namespace
         policies: HashMap::new(),
         last_changes: HashMap::new(),
         rolling: BTreeMap::new(),
+        dirty: BTreeSet::new(),
+        written: HashMap::new(),
     };
     let mut wake: Option<Timestamp> = None;
     loop {
@@ -447,5 +522,6 @@ pub async fn run(client: Client, recorder: Recorder, planner: Planner, namespace
             () = tokio::time::sleep(sleep) => {}
         }
         wake = state.start_due(Timestamp::now()).await;
+        state.publish_status().await;
     }
 }
