@@ -85,6 +85,9 @@ pub struct RunArgs {
     /// "Europe/Berlin"}]`. Restarts start only inside one; none means at any time.
     #[arg(long, env = "KEYWARD_RESTART_WINDOWS")]
     pub restart_windows: Option<String>,
+    /// Seconds a restart's rollout may take before keyward counts it as failed.
+    #[arg(long, env = "KEYWARD_ROLLOUT_DEADLINE_SECONDS", default_value_t = 600)]
+    pub rollout_deadline_seconds: u64,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "KEYWARD_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: std::net::SocketAddr,
@@ -225,6 +228,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         ready,
         planner: Some(planner),
+        rollout_deadline: Duration::from_secs(args.rollout_deadline_seconds),
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id())),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");

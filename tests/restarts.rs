@@ -609,3 +609,46 @@ async fn template_hash(ns: &TestNs, name: &str) -> Option<String> {
         .get("keyward.dev/secrets-hash")
         .cloned()
 }
+
+#[tokio::test]
+async fn a_rollout_past_keywards_deadline_counts_as_failed() {
+    let ns = ns("restart-deadline").await;
+    let _keyward = keyward(&ns, &["--rollout-deadline-seconds", "6"]);
+    managed(&ns, "db", "v1", serde_json::json!({})).await;
+    // The Deployment's own deadline is far away: only keyward's can end this rollout.
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "slow"},
+        "spec": {"replicas": 1, "progressDeadlineSeconds": 3600, "selector": {"matchLabels": {"app": "slow"}},
+                 "template": {"metadata": {"labels": {"app": "slow"}}, "spec": pod_spec(env_ref("db"), serde_json::json!([]))}}
+    }))
+    .unwrap();
+    ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
+    eventually(60, "rolled out and adopted", || async {
+        (rolled_out(&ns, "slow").await && adopted(&ns, "slow").await).then_some(())
+    })
+    .await;
+    label_namespace(&ns, Some("restricted")).await;
+    set_source(&ns, "db", "v2").await;
+    let managed_api: Api<ManagedSecret> = ns.api();
+    eventually(40, "consumer state Failed", || async {
+        let st = managed_api.get("db").await.ok()?.status?;
+        st.consumers
+            .iter()
+            .any(|c| c.name == "slow" && c.state == "Failed")
+            .then_some(())
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let failed = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("RestartFailed"));
+    assert!(
+        failed
+            .and_then(|e| e.note)
+            .is_some_and(|n| n.contains("no complete rollout within 6s"))
+    );
+}

@@ -70,6 +70,8 @@ pub struct Settings {
     pub ready: Arc<AtomicBool>,
     /// Consumer restarts (debounce, budgets, windows); None turns restarts off.
     pub planner: Option<Planner>,
+    /// How long a restart's rollout may take before it counts as failed.
+    pub rollout_deadline: Duration,
 }
 
 /// Shared state of all reconciles.
@@ -154,6 +156,7 @@ pub async fn run(
             recorder,
             planner,
             settings.watch_namespace.clone(),
+            settings.rollout_deadline,
         ));
     }
     let ctx = Arc::new(Context::new(client.clone(), settings));

@@ -93,6 +93,9 @@ struct State {
     dirty: BTreeSet<(String, String)>,
     /// The consumer status last written per ManagedSecret, so that nothing is written twice.
     written: HashMap<(String, String), serde_json::Value>,
+    /// How long a rollout may take before keyward counts it as failed (StatefulSets and DaemonSets have no
+    /// deadline of their own; a stuck one must not hold a restart slot forever).
+    rollout_deadline: Duration,
 }
 
 impl State {
@@ -351,9 +354,36 @@ impl State {
         }
     }
 
+    /// Fails rollouts that ran past the deadline; returns when the next one would.
+    async fn expire(&mut self, now: Timestamp) -> Option<Timestamp> {
+        let deadline = jiff::SignedDuration::try_from(self.rollout_deadline).unwrap_or(jiff::SignedDuration::MAX);
+        let mut expired = Vec::new();
+        let mut next: Option<Timestamp> = None;
+        for r in self.planner.in_flight() {
+            let Ok(at) = r.started.checked_add(deadline) else {
+                continue;
+            };
+            if at <= now {
+                expired.push(r.workload.clone());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        for w in expired {
+            let note = format!("no complete rollout within {}s", self.rollout_deadline.as_secs());
+            self.finished(&w, false, &note).await;
+        }
+        next
+    }
+
     /// Starts what the planner allows now; returns when to look again.
     async fn start_due(&mut self, now: Timestamp) -> Option<Timestamp> {
-        let plan = self.planner.next(now);
+        let deadline = self.expire(now).await;
+        let mut plan = self.planner.next(now);
+        plan.wake_at = match (plan.wake_at, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         for (w, hash) in plan.start {
             match apply_hash(&self.client, kind_name(w.kind), &w.namespace, &w.name, &hash).await {
                 Ok(()) => {
@@ -423,7 +453,13 @@ where
 }
 
 /// Runs the restart task until the process ends.
-pub async fn run(client: Client, recorder: Recorder, planner: Planner, namespace: Option<String>) {
+pub async fn run(
+    client: Client,
+    recorder: Recorder,
+    planner: Planner,
+    namespace: Option<String>,
+    rollout_deadline: Duration,
+) {
     let ns = namespace.as_deref();
     let (secrets, managed) = (
         scoped::<PartialObjectMeta<Secret>>(&client, ns),
@@ -508,6 +544,7 @@ pub async fn run(client: Client, recorder: Recorder, planner: Planner, namespace
         rolling: BTreeMap::new(),
         dirty: BTreeSet::new(),
         written: HashMap::new(),
+        rollout_deadline,
     };
     let mut wake: Option<Timestamp> = None;
     loop {
