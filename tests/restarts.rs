@@ -326,41 +326,16 @@ async fn opt_out_explicit_list_and_policy_none_are_honoured() {
         serde_json::json!({"policy": "Explicit", "workloads": [{"kind": "Deployment", "name": "listed"}]}),
     )
     .await;
-    deployment(
-        &ns,
-        "opted-out",
-        pod_spec(env_ref("auto"), serde_json::json!([])),
-        serde_json::json!({"keyward.dev/restart": "false"}),
-    )
-    .await;
-    deployment(
-        &ns,
-        "auto-consumer",
-        pod_spec(env_ref("auto"), serde_json::json!([])),
-        serde_json::json!({}),
-    )
-    .await;
-    deployment(
-        &ns,
-        "none-consumer",
-        pod_spec(env_ref("none"), serde_json::json!([])),
-        serde_json::json!({}),
-    )
-    .await;
-    deployment(
-        &ns,
-        "listed",
-        pod_spec(env_ref("explicit"), serde_json::json!([])),
-        serde_json::json!({}),
-    )
-    .await;
-    deployment(
-        &ns,
-        "unlisted",
-        pod_spec(env_ref("explicit"), serde_json::json!([])),
-        serde_json::json!({}),
-    )
-    .await;
+    let workloads = [
+        ("opted-out", "auto", serde_json::json!({"keyward.dev/restart": "false"})),
+        ("auto-consumer", "auto", serde_json::json!({})),
+        ("none-consumer", "none", serde_json::json!({})),
+        ("listed", "explicit", serde_json::json!({})),
+        ("unlisted", "explicit", serde_json::json!({})),
+    ];
+    for (name, secret, annotations) in workloads {
+        deployment(&ns, name, pod_spec(env_ref(secret), serde_json::json!([])), annotations).await;
+    }
     let all = ["opted-out", "auto-consumer", "none-consumer", "listed", "unlisted"];
     eventually(60, "all rolled out", || async {
         for d in all {

@@ -487,33 +487,17 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
                     "rollout of {} failed ({}); Secret {target} holds the previous value until the source changes",
                     rb.workload, rb.message
                 );
-                conditions::set(
-                    &mut status.conditions,
-                    SYNCED,
-                    false,
-                    "RolloutFailed",
-                    message.clone(),
-                    generation,
-                    &now,
-                );
-                conditions::set(
-                    &mut status.conditions,
-                    READY,
-                    false,
-                    "RolloutFailed",
-                    message.clone(),
-                    generation,
-                    &now,
-                );
-                conditions::set(
-                    &mut status.conditions,
-                    DEGRADED,
-                    true,
-                    "RolloutFailed",
-                    message.clone(),
-                    generation,
-                    &now,
-                );
+                for (type_, ok) in [(SYNCED, false), (READY, false), (DEGRADED, true)] {
+                    conditions::set(
+                        &mut status.conditions,
+                        type_,
+                        ok,
+                        "RolloutFailed",
+                        message.clone(),
+                        generation,
+                        &now,
+                    );
+                }
                 if wrote {
                     publish(ctx, ms, EventType::Warning, "RolledBack", "Rollback", message).await;
                 }
