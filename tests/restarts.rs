@@ -282,6 +282,23 @@ async fn a_change_restarts_every_kind_of_consumer_once_and_nothing_else() {
             .iter()
             .all(|c| c.secrets_hash.as_deref().is_some_and(|h| h.starts_with("sha256:")))
     );
+
+    // Each restart was announced and its end reported, on the workload.
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    for reason in ["RestartTriggered", "RestartFinished"] {
+        let regarding: Vec<String> = events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.regarding.as_ref()?.name.clone())
+            .collect();
+        for w in ["by-env", "by-envfrom", "by-volume", "by-sts", "by-ds"] {
+            assert!(
+                regarding.iter().any(|n| n == w),
+                "no {reason} Event for {w}: {regarding:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -400,6 +400,11 @@ async fn write_status(ms: &ManagedSecret, ctx: &Context, status: &ManagedSecretS
             new.entry(key.clone()).or_insert(serde_json::Value::Null);
         }
     }
+    // status.consumers belongs to the restart task: a copy from this (possibly stale) cache must not
+    // overwrite what it wrote.
+    if let Some(new) = new.as_object_mut() {
+        new.remove("consumers");
+    }
     let patch = serde_json::json!({"status": new});
     api.patch_status(&ms.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
