@@ -4,7 +4,7 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
 use crate::api::WorkloadKindName;
 use crate::consumers::{SECRETS_HASH_ANNOTATION, restart_opted_out as opted_out};
@@ -34,6 +34,18 @@ pub struct WorkloadView {
 }
 
 impl WorkloadView {
+    fn new(kind: WorkloadKindName, meta: &kube::api::ObjectMeta, template: PodTemplateSpec, rollout: Rollout) -> Self {
+        WorkloadView {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            template,
+            adopted_hash: adopted(meta),
+            opted_out: opted_out(meta),
+            rollout,
+        }
+    }
+
     /// The restart hash the pod template carries now.
     pub fn current_hash(&self) -> Option<&str> {
         self.template
@@ -75,15 +87,7 @@ impl From<&Deployment> for WorkloadView {
         } else {
             Rollout::InProgress
         };
-        WorkloadView {
-            kind: WorkloadKindName::Deployment,
-            namespace: d.namespace().unwrap_or_default(),
-            name: d.name_any(),
-            template: spec.template,
-            adopted_hash: adopted(&d.metadata),
-            opted_out: opted_out(&d.metadata),
-            rollout,
-        }
+        WorkloadView::new(WorkloadKindName::Deployment, &d.metadata, spec.template, rollout)
     }
 }
 
@@ -102,15 +106,7 @@ impl From<&StatefulSet> for WorkloadView {
         } else {
             Rollout::InProgress
         };
-        WorkloadView {
-            kind: WorkloadKindName::StatefulSet,
-            namespace: s.namespace().unwrap_or_default(),
-            name: s.name_any(),
-            template: spec.template,
-            adopted_hash: adopted(&s.metadata),
-            opted_out: opted_out(&s.metadata),
-            rollout,
-        }
+        WorkloadView::new(WorkloadKindName::StatefulSet, &s.metadata, spec.template, rollout)
     }
 }
 
@@ -126,15 +122,7 @@ impl From<&DaemonSet> for WorkloadView {
         } else {
             Rollout::InProgress
         };
-        WorkloadView {
-            kind: WorkloadKindName::DaemonSet,
-            namespace: d.namespace().unwrap_or_default(),
-            name: d.name_any(),
-            template: spec.template,
-            adopted_hash: adopted(&d.metadata),
-            opted_out: opted_out(&d.metadata),
-            rollout,
-        }
+        WorkloadView::new(WorkloadKindName::DaemonSet, &d.metadata, spec.template, rollout)
     }
 }
 
