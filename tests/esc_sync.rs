@@ -121,6 +121,10 @@ async fn create_follow_refresh_now_and_pin() {
     let esc = Esc::start().await;
     let env = "acme/app/prod";
     let first = esc.put(env, &definition("v1"));
+    // The 1h one reads an environment of its own: on a shared one it would take the 10s one's newer snapshot
+    // (snapshots are shared per cycle, and a newer one always counts as fresh).
+    let slow_env = "acme/app/prod-slow";
+    esc.put(slow_env, &definition("v1"));
     let ns = ns("esc-follow").await;
     let secrets: Api<Secret> = ns.api();
     let managed: Api<ManagedSecret> = ns.api();
@@ -139,7 +143,7 @@ async fn create_follow_refresh_now_and_pin() {
         .await
         .unwrap();
     managed
-        .create(&PostParams::default(), &esc_msec("slow", env, "db.password", "1h"))
+        .create(&PostParams::default(), &esc_msec("slow", slow_env, "db.password", "1h"))
         .await
         .unwrap();
     let mut pinned = esc_msec("pinned", env, "db.password", "10s");
@@ -155,6 +159,7 @@ async fn create_follow_refresh_now_and_pin() {
 
     // ESC moves on: the 10s one follows within one refresh; the 1h one only when asked; the pin stays.
     let second = esc.put(env, &definition("v2"));
+    let slow_second = esc.put(slow_env, &definition("v2"));
     wait_value(&secrets, "fast", "v2", 25, "fast follows within one refresh").await;
     assert_eq!(
         value(&secrets, "slow").await.as_deref(),
@@ -172,7 +177,7 @@ async fn create_follow_refresh_now_and_pin() {
         .source
         .unwrap()
         .revision;
-    assert_eq!(rev, Some(second as i64));
+    assert_eq!(rev, Some(slow_second as i64));
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(
         value(&secrets, "pinned").await.as_deref(),
