@@ -98,6 +98,25 @@ async fn deployment(ns: &TestNs, name: &str, spec: serde_json::Value, annotation
     ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
 }
 
+/// A one-replica Deployment reading Secret `secret` through env, with `extra` merged into its spec.
+async fn env_consumer(ns: &TestNs, name: &str, secret: &str, extra: serde_json::Value) {
+    let mut spec = serde_json::json!({"replicas": 1, "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec(env_ref(secret), serde_json::json!([]))}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let d: Deployment = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+    ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
+}
+
+/// Waits until `name` has rolled out and keyward has adopted it (without a restart).
+async fn wait_adopted(ns: &TestNs, name: &str) {
+    eventually(60, &format!("{name} rolled out and adopted"), || async {
+        (rolled_out(ns, name).await && adopted(ns, name).await).then_some(())
+    })
+    .await;
+}
+
 fn env_ref(secret: &str) -> serde_json::Value {
     serde_json::json!({"env": [{"name": "V", "valueFrom": {"secretKeyRef": {"name": secret, "key": "VALUE"}}}]})
 }
@@ -310,10 +329,7 @@ async fn three_secrets_changed_together_give_one_restart() {
     }
     let uses = serde_json::json!({"envFrom": [{"secretRef": {"name": "a"}}, {"secretRef": {"name": "b"}}, {"secretRef": {"name": "c"}}]});
     deployment(&ns, "app", pod_spec(uses, serde_json::json!([])), serde_json::json!({})).await;
-    eventually(60, "rolled out and adopted", || async {
-        (rolled_out(&ns, "app").await && adopted(&ns, "app").await).then_some(())
-    })
-    .await;
+    wait_adopted(&ns, "app").await;
     for s in ["a", "b", "c"] {
         set_source(&ns, s, "2").await;
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -397,13 +413,7 @@ async fn global_budget_caps_concurrent_rollouts() {
     let names: Vec<String> = (0..20).map(|i| format!("app-{i}")).collect();
     for n in &names {
         // Slow enough rollouts to overlap: the new Pod must stay Ready for 3s to count as available.
-        let d: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": n},
-            "spec": {"replicas": 1, "minReadySeconds": 3, "selector": {"matchLabels": {"app": n}},
-                     "template": {"metadata": {"labels": {"app": n}}, "spec": pod_spec(env_ref("shared"), serde_json::json!([]))}}
-        }))
-        .unwrap();
-        ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
+        env_consumer(&ns, n, "shared", serde_json::json!({"minReadySeconds": 3})).await;
     }
     eventually(120, "all 20 rolled out and adopted", || async {
         for n in &names {
@@ -466,17 +476,8 @@ async fn killing_keyward_during_and_after_a_rollout_restarts_nothing_again() {
     let ns = ns("restart-crash").await;
     let mut first = keyward(&ns, &[]);
     managed(&ns, "db", "1", serde_json::json!({})).await;
-    let d: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "app"},
-        "spec": {"replicas": 1, "minReadySeconds": 4, "selector": {"matchLabels": {"app": "app"}},
-                 "template": {"metadata": {"labels": {"app": "app"}}, "spec": pod_spec(env_ref("db"), serde_json::json!([]))}}
-    }))
-    .unwrap();
-    ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
-    eventually(60, "rolled out and adopted", || async {
-        (rolled_out(&ns, "app").await && adopted(&ns, "app").await).then_some(())
-    })
-    .await;
+    env_consumer(&ns, "app", "db", serde_json::json!({"minReadySeconds": 4})).await;
+    wait_adopted(&ns, "app").await;
     set_source(&ns, "db", "2").await;
     // Kill it as soon as the restart has begun (the rollout takes at least 4s).
     eventually(30, "restart begun", || async {
@@ -505,17 +506,8 @@ async fn a_failed_rollout_puts_the_previous_value_back() {
     let ns = ns("restart-rollback").await;
     let _keyward = keyward(&ns, &[]);
     managed(&ns, "db", "v1", serde_json::json!({"rollbackOnFailure": true})).await;
-    let d: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "app"},
-        "spec": {"replicas": 1, "progressDeadlineSeconds": 10, "selector": {"matchLabels": {"app": "app"}},
-                 "template": {"metadata": {"labels": {"app": "app"}}, "spec": pod_spec(env_ref("db"), serde_json::json!([]))}}
-    }))
-    .unwrap();
-    ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
-    eventually(60, "rolled out and adopted", || async {
-        (rolled_out(&ns, "app").await && adopted(&ns, "app").await).then_some(())
-    })
-    .await;
+    env_consumer(&ns, "app", "db", serde_json::json!({"progressDeadlineSeconds": 10})).await;
+    wait_adopted(&ns, "app").await;
 
     // A good change rolls out.
     set_source(&ns, "db", "v2").await;
@@ -608,17 +600,8 @@ async fn a_rollout_past_keywards_deadline_counts_as_failed() {
     let _keyward = keyward(&ns, &["--rollout-deadline-seconds", "6"]);
     managed(&ns, "db", "v1", serde_json::json!({})).await;
     // The Deployment's own deadline is far away: only keyward's can end this rollout.
-    let d: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "slow"},
-        "spec": {"replicas": 1, "progressDeadlineSeconds": 3600, "selector": {"matchLabels": {"app": "slow"}},
-                 "template": {"metadata": {"labels": {"app": "slow"}}, "spec": pod_spec(env_ref("db"), serde_json::json!([]))}}
-    }))
-    .unwrap();
-    ns.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
-    eventually(60, "rolled out and adopted", || async {
-        (rolled_out(&ns, "slow").await && adopted(&ns, "slow").await).then_some(())
-    })
-    .await;
+    env_consumer(&ns, "slow", "db", serde_json::json!({"progressDeadlineSeconds": 3600})).await;
+    wait_adopted(&ns, "slow").await;
     label_namespace(&ns, Some("restricted")).await;
     set_source(&ns, "db", "v2").await;
     let managed_api: Api<ManagedSecret> = ns.api();
