@@ -390,21 +390,35 @@ async fn write_status(ms: &ManagedSecret, ctx: &Context, status: &ManagedSecretS
     }
     let ns = ms.namespace().ok_or(ControllerError::MissingField("namespace"))?;
     let api: Api<ManagedSecret> = Api::namespaced(ctx.client.clone(), &ns);
-    // A merge patch leaves out what is absent: clear fields that were set before and are not now.
-    let mut new = serde_json::to_value(status).unwrap_or_default();
-    if let (Some(new), Some(serde_json::Value::Object(old))) = (
-        new.as_object_mut(),
-        ms.status.as_ref().map(serde_json::to_value).and_then(Result::ok),
-    ) {
-        for key in old.keys() {
-            new.entry(key.clone()).or_insert(serde_json::Value::Null);
+    // Send only the fields this reconcile changed (null for those it cleared). The object may come from a
+    // stale cache: copying its other fields back would undo newer writes (ours, or the restart task's).
+    let new = serde_json::to_value(status).unwrap_or_default();
+    let old = ms
+        .status
+        .as_ref()
+        .map(serde_json::to_value)
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let (Some(new), old) = (new.as_object(), old.as_object().cloned().unwrap_or_default()) else {
+        return Ok(());
+    };
+    let mut changed = serde_json::Map::new();
+    for (key, value) in new {
+        if old.get(key) != Some(value) {
+            changed.insert(key.clone(), value.clone());
         }
     }
-    // status.consumers belongs to the restart task: a copy from this (possibly stale) cache must not
-    // overwrite what it wrote.
-    if let Some(new) = new.as_object_mut() {
-        new.remove("consumers");
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            changed.insert(key.clone(), serde_json::Value::Null);
+        }
     }
+    // status.consumers belongs to the restart task alone.
+    changed.remove("consumers");
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let new = serde_json::Value::Object(changed);
     let patch = serde_json::json!({"status": new});
     api.patch_status(&ms.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
