@@ -10,6 +10,8 @@ pub mod controller;
 pub mod dev;
 pub mod duration;
 pub mod http;
+pub mod push;
+pub mod rotation;
 pub mod source;
 pub mod telemetry;
 

@@ -30,6 +30,14 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(
+        "!has(self.rotation) || !has(self.rotation.strategy) || self.rotation.strategy == 'Notify' || (has(self.source.esc) && (!has(self.source.esc.version) || self.source.esc.version == ''))"
+    ).message("rotation strategies Generate and Esc need source.esc following the latest revision (no version pin)"),
+    validation = Rule::new(
+        "!has(self.rotation) || !has(self.rotation.previousKey) || self.rotation.previousKey != self.target.key"
+    ).message("rotation.previousKey must differ from target.key"),
+)]
 pub struct ManagedSecretSpec {
     /// Where the value comes from. Exactly one source must be set.
     pub source: SecretSource,
@@ -52,6 +60,186 @@ pub struct ManagedSecretSpec {
     /// Which workloads are restarted when the value changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers: Option<Consumers>,
+
+    /// When and how the value is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+}
+
+/// A rotation policy: how old the value may get, who makes the new one, and where it is pushed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.period) != has(self.category)")
+    .message("rotation needs exactly one of period (e.g. 90d) or category"))]
+pub struct Rotation {
+    /// The longest a value may live, e.g. 90d, 12h, 30m (units d, h, m, s; at least 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(d|h|m|s))+$')")
+        .message("rotation.period must be a duration such as 90d, 12h or 30m (units d, h, m, s)"))]
+    #[schemars(length(max = 32))]
+    pub period: Option<String>,
+
+    /// A named period from the team's policy: highRisk 30d, database 60d, apiKey 90d, lowRisk 180d,
+    /// infrastructure 365d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<RotationCategory>,
+
+    /// Generate: keyward makes a random value and writes it to ESC. Esc: ESC's own rotator makes it. Notify:
+    /// nothing changes; keyward reports the age (RotationDue, RotationOverdue, an Event). Default Notify.
+    #[serde(default)]
+    pub strategy: RotationStrategy,
+
+    /// How long the replaced value stays in the Secret under `previousKey` after a change. Default 0 (not
+    /// kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(d|h|m|s))+$')")
+        .message("rotation.gracePeriod must be a duration such as 1h or 7d (units d, h, m, s)"))]
+    #[schemars(length(max = 32))]
+    pub grace_period: Option<String>,
+
+    /// The data key that holds the replaced value during the grace period. Default `<target.key>_PREVIOUS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')")
+        .message("rotation.previousKey must be a valid Secret data key: letters, digits, '-', '_' or '.'"))]
+    #[schemars(length(max = 253))]
+    pub previous_key: Option<String>,
+
+    /// The shape of generated values (strategy Generate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<Generator>,
+
+    /// Where the value is pushed whenever it changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub push_to: Vec<PushTarget>,
+}
+
+/// The team's rotation categories.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum RotationCategory {
+    /// 30 days.
+    HighRisk,
+    /// 60 days.
+    Database,
+    /// 90 days.
+    ApiKey,
+    /// 180 days.
+    LowRisk,
+    /// 365 days.
+    Infrastructure,
+}
+
+/// Who makes the new value.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RotationStrategy {
+    Generate,
+    Esc,
+    #[default]
+    Notify,
+}
+
+/// A generated value: `length` characters drawn uniformly from the union of `classes`, with at least one of
+/// each.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Generator {
+    /// Default 32, at least 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 1024))]
+    pub length: Option<u32>,
+
+    /// Default all four.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y == x))")
+        .message("rotation.generator.classes must not repeat a class"))]
+    pub classes: Vec<CharClass>,
+
+    /// The symbols class, when `classes` includes Symbols. Default `!#$%&()*+,-./:;<=>?@[]^_{|}~`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[!-/:-@\\\\[-`{-~]+$')")
+        .message("rotation.generator.symbols must be printable ASCII punctuation"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub symbols: Option<String>,
+}
+
+/// A class of characters for generated values.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CharClass {
+    Lowercase,
+    Uppercase,
+    Digits,
+    Symbols,
+}
+
+/// One place the value is pushed to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.github)").message("pushTo entries need a target: github"))]
+pub struct PushTarget {
+    /// A GitHub Actions secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubTarget>,
+}
+
+/// A GitHub Actions secret at organization, repository or environment level.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.organization) != has(self.repository)")
+        .message("github push needs exactly one of organization or repository (owner/name)"),
+    validation = Rule::new("!has(self.environment) || has(self.repository)")
+        .message("github.environment needs github.repository"),
+    validation = Rule::new("!has(self.visibility) || has(self.organization)")
+        .message("github.visibility applies to organization secrets only"),
+    validation = Rule::new("!has(self.selectedRepositoryIds) || (has(self.visibility) && self.visibility == 'selected')")
+        .message("github.selectedRepositoryIds needs visibility selected"),
+)]
+pub struct GithubTarget {
+    /// Organization login, for an organization secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$')")
+        .message("github.organization must be a GitHub login"))]
+    #[schemars(length(max = 39))]
+    pub organization: Option<String>,
+
+    /// `owner/name`, for a repository or environment secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9-]+/[A-Za-z0-9_.-]+$')")
+        .message("github.repository must be owner/name"))]
+    #[schemars(length(max = 140))]
+    pub repository: Option<String>,
+
+    /// A deployment environment of `repository`, for an environment secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub environment: Option<String>,
+
+    /// The Actions secret name.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_]*$') && !self.upperAscii().startsWith('GITHUB_')")
+        .message("github.secretName must be letters, digits and '_', not start with a digit or GITHUB_"))]
+    #[schemars(length(max = 255))]
+    pub secret_name: String,
+
+    /// Which repositories of the organization may use it. Default private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<GithubVisibility>,
+
+    /// The repositories, for visibility selected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000))]
+    pub selected_repository_ids: Option<Vec<i64>>,
+}
+
+/// GitHub's organization secret visibility.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GithubVisibility {
+    All,
+    #[default]
+    Private,
+    Selected,
 }
 
 /// The workloads that consume the target Secret.
@@ -247,6 +435,62 @@ pub struct ManagedSecretStatus {
     /// When the next rotation is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
+
+    /// The rotation keyward is carrying out, and the last emergency request it honored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+
+    /// What was last pushed to each `rotation.pushTo` target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<PushStatus>,
+}
+
+/// Rotation bookkeeping. The authoritative copy of `inProgress` and of the last rotation time is kept on the
+/// target Secret's annotations too, so that it survives the loss of this status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// The reason of the last rotation: `scheduled`, or the text of a `keyward.dev/rotate-now` request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<String>,
+
+    /// The `keyward.dev/rotate-now` value last honored, so that each distinct reason rotates once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
+
+    /// A rotation that has started and not yet reached the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<RotationIntent>,
+}
+
+/// A started rotation, recorded before ESC is written so that a restart finishes it instead of starting another.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationIntent {
+    /// `scheduled`, or the rotate-now reason.
+    pub reason: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// The ESC revision the rotation started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_revision: Option<i64>,
+    /// The keyed hash of the generated value (strategy Generate): ESC holding it means ESC was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_hash: Option<String>,
+}
+
+/// The last push to one target.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushStatus {
+    /// e.g. `github:org/acme/NAME`, `github:repo/acme/app/NAME`, `github:env/acme/app/production/NAME`.
+    pub target: String,
+    /// The keyed hash of the value the target holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_hash: Option<String>,
+    /// When it was pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_time: Option<Time>,
 }
 
 /// One consuming workload, as keyward last saw it.
@@ -305,6 +549,18 @@ pub const VALUE_HASH_ANNOTATION: &str = "keyward.dev/value-hash";
 pub const SOURCE_REVISION_ANNOTATION: &str = "keyward.dev/source-revision";
 /// Annotation on the Secret that keeps a ManagedSecret's previous value (for rollbacks), naming it.
 pub const PREVIOUS_OF_ANNOTATION: &str = "keyward.dev/previous-of";
+/// Annotation that asks for an emergency rotation; its value is the reason. Each distinct reason rotates once.
+pub const ROTATE_NOW_ANNOTATION: &str = "keyward.dev/rotate-now";
+/// Annotation on a target Secret: when its value was last rotated (RFC 3339).
+pub const LAST_ROTATION_ANNOTATION: &str = "keyward.dev/last-rotation";
+/// Annotation on a target Secret: the started rotation ([`RotationIntent`] as JSON).
+pub const ROTATION_INTENT_ANNOTATION: &str = "keyward.dev/rotation-intent";
+/// Annotation on a target Secret: the rotate-now request last honored.
+pub const ROTATED_FOR_ANNOTATION: &str = "keyward.dev/rotated-for";
+/// Annotation on a target Secret: the data key that holds the replaced value during the grace period.
+pub const PREVIOUS_KEY_ANNOTATION: &str = "keyward.dev/previous-key";
+/// Annotation on a target Secret: when the replaced value is removed (RFC 3339).
+pub const PREVIOUS_UNTIL_ANNOTATION: &str = "keyward.dev/previous-until";
 /// The label keyward puts on every Secret it manages.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "keyward");
 /// The default refresh interval.
