@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::control_plane::{ControlPlane, Options};
 use super::esc_server::{EscServer, EscServerOptions};
+use super::github_server::{GithubServer, GithubServerOptions, read_token_file, repositories_from_flags};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,6 +58,27 @@ enum Command {
         /// environment that already has exactly that definition gets no new revision.
         #[arg(long)]
         seed: Option<PathBuf>,
+        /// Also stop when standard input closes.
+        #[arg(long)]
+        stop_on_stdin_eof: bool,
+    },
+    /// Serve GitHub's Actions secrets API (organization, repository and environment secrets) until
+    /// SIGINT/SIGTERM.
+    GithubServer {
+        /// Address to listen on; port 0 picks a free port (the ready line shows it).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// File holding the token to require as `Authorization: Bearer <T>` or `token <T>` (by default any or
+        /// none is accepted).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// A repository that exists, `owner/name` (repeatable). With no --repository or --environment, every
+        /// organization, repository and environment exists.
+        #[arg(long = "repository")]
+        repositories: Vec<String>,
+        /// A deployment environment that exists, `owner/name/environment` (repeatable; implies the repository).
+        #[arg(long = "environment")]
+        environments: Vec<String>,
         /// Also stop when standard input closes.
         #[arg(long)]
         stop_on_stdin_eof: bool,
@@ -137,6 +159,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             announce(&format!("# keyward-dev: esc server ready at {}", server.base_url()));
             stop.wait(stop_on_stdin_eof).await;
             eprintln!("keyward-dev: stopping the esc server");
+            server.stop().await;
+            Ok(())
+        }
+        Command::GithubServer {
+            listen,
+            token_file,
+            repositories,
+            environments,
+            stop_on_stdin_eof,
+        } => {
+            let stop = StopSignals::install()?;
+            let token = token_file.as_deref().map(read_token_file).transpose()?;
+            let repositories = repositories_from_flags(&repositories, &environments)?;
+            let server = GithubServer::start(GithubServerOptions {
+                listen,
+                token,
+                repositories,
+            })
+            .await?;
+            announce(&format!("# keyward-dev: github server ready at {}", server.base_url()));
+            stop.wait(stop_on_stdin_eof).await;
+            eprintln!("keyward-dev: stopping the github server");
             server.stop().await;
             Ok(())
         }
