@@ -12,7 +12,7 @@ use serde_json::{Map, Number, Value as Json, json};
 
 use super::crypto::SecretKey;
 use super::path::{Accessor, PropertyPath, parse_path};
-use super::yaml::{self, Kind, Node, Range};
+use crate::yaml::{self, Kind, Node, Range};
 
 /// A range in a named environment, as the ESC API's `Range` schema.
 #[derive(Debug, Clone, PartialEq)]

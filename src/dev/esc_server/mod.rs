@@ -12,7 +12,6 @@ mod path;
 mod routes;
 mod secrets;
 mod store;
-mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

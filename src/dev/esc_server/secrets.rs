@@ -4,7 +4,7 @@
 
 use super::crypto::SecretKey;
 use super::eval::Diagnostic;
-use super::yaml::{self, Kind, Node, Range};
+use crate::yaml::{self, Kind, Node, Range};
 
 /// One `fn::secret: value` site.
 struct Site<'a> {
