@@ -225,17 +225,27 @@ fn import_names(imports: &Node) -> Vec<String> {
 /// The byte range to replace and its new text.
 fn replacement(text: &str, node: &Node, value: &str) -> (usize, usize, String) {
     let quoted = double_quoted(value);
-    let flow = format!("{{fn::secret: {quoted}}}");
+    node_replacement(
+        text,
+        node,
+        &format!("{{fn::secret: {quoted}}}"),
+        &format!("fn::secret: {quoted}"),
+    )
+}
+
+/// Where a node's text is and what replaces it: `flow` (a one-line flow node, valid wherever a node is) or,
+/// for a block mapping, `block` (one `key: value` line, put where its first key was, so at its indentation).
+pub(crate) fn node_replacement(text: &str, node: &Node, flow: &str, block: &str) -> (usize, usize, String) {
     let begin = node.range.begin.byte;
     let end = node.range.end.byte;
     if let Some(tag) = node.tag_begin {
         // A tag sits before the node's own range; it goes with the node.
-        return (tag.byte, end, flow);
+        return (tag.byte, end, flow.to_owned());
     }
     if matches!(node.kind, Kind::Map(_)) && !node.flow {
         // A block mapping (ESC's own `fn::secret:\n  ciphertext: ...`): its first key sits where the new
         // single key goes, at the same indentation, so the block form is valid in its place.
-        return (begin, end, format!("fn::secret: {quoted}"));
+        return (begin, end, block.to_owned());
     }
     if begin == end {
         // An empty value has no text; the parser places it at the end of its key (or its `-`). It goes after
@@ -248,7 +258,7 @@ fn replacement(text: &str, node: &Node, value: &str) -> (usize, usize, String) {
         let at = if bytes.get(i) == Some(&b':') { i + 1 } else { begin };
         return (at, at, format!(" {flow}"));
     }
-    (begin, end, flow)
+    (begin, end, flow.to_owned())
 }
 
 /// A YAML double-quoted scalar that reads back as exactly `s`, on one line: escapes for `"`, `\`, line breaks
