@@ -256,6 +256,27 @@ async fn refuses_paths_that_are_not_literals_here() {
     assert!(err.to_string().contains("not UTF-8"), "{err}");
     assert_eq!(f.server.counters().requests("update"), 0);
     assert_eq!(f.client.latest_revision(&f.env).await.unwrap(), rev);
+
+    // A definition ESC refuses comes back with its diagnostics, not the YAML; a stale ETag is a conflict.
+    let current = f.client.get_definition(&f.env).await.unwrap();
+    let bad = "values:\n  a: ${nope}\n  b: {fn::secret: canary-never-shown}\n";
+    let err = f
+        .client
+        .update_definition(&f.env, bad, &current.etag)
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "invalid");
+    assert!(err.to_string().contains("unknown property \"nope\""), "{err}");
+    assert!(!err.to_string().contains("canary"), "{err}");
+    let ok = f.client.update_definition(&f.env, PROD, &current.etag).await.unwrap();
+    assert_eq!(ok, rev + 1);
+    let err = f
+        .client
+        .update_definition(&f.env, PROD, &current.etag)
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "conflict");
+    assert_eq!(f.client.latest_revision(&f.env).await.unwrap(), rev + 1);
 }
 
 #[tokio::test]

@@ -730,6 +730,20 @@ mod tests {
     }
 
     #[test]
+    fn definitions_do_not_show_their_text() {
+        let d = Definition {
+            yaml: Zeroizing::new("values: {a: canary-123}".into()),
+            etag: "\"e1\"".into(),
+            revision: 4,
+        };
+        let shown = format!("{d:?}");
+        assert!(
+            !shown.contains("canary") && shown.contains("e1") && shown.contains('4'),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn backoff_grows_with_jitter() {
         for a in 0..5 {
             let d = backoff(a).as_millis() as u64;
