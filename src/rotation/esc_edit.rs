@@ -21,7 +21,7 @@ pub enum EditError {
         /// What was found there, e.g. "comes from fn::open::aws-login".
         what: String,
     },
-    #[error("path {path} holds {kind}, not a single value; keyward does not replace whole {kind}s")]
+    #[error("path {path} holds {kind}, not a single value; keyward replaces single values only")]
     NotAValue { path: String, kind: &'static str },
     #[error("the definition is not valid YAML: {message} (line {line}, column {column})")]
     Malformed {
@@ -112,7 +112,7 @@ fn prefix(path: &PropertyPath, n: usize) -> String {
     PropertyPath(path.0[..n].to_vec()).to_string()
 }
 
-/// Why a node cannot be written through or over, if it cannot: `(what, …)` for [`EditError::NotLiteral`].
+/// What makes a node more than a literal to write through or over, if anything (`what` of a NotLiteral).
 fn not_literal(node: &Node) -> Option<String> {
     if node.alias {
         return Some("is a YAML alias (*)".into());
