@@ -14,6 +14,9 @@ pub mod push;
 pub mod rotation;
 pub mod source;
 pub mod telemetry;
+// Parts only the dev ESC server uses are unused in the operator-only build.
+#[cfg_attr(not(feature = "dev"), allow(dead_code))]
+mod yaml;
 
 /// Installs ring as rustls' process-wide crypto provider. kube and reqwest must agree on one provider; call
 /// this first thing in every binary and test.

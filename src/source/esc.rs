@@ -1,11 +1,13 @@
-//! The Pulumi ESC client, and the shared snapshot cache that makes ESC calls per refresh cycle bounded by the
-//! number of environments, not of ManagedSecrets: every reconcile that reads an environment in the same cycle
-//! awaits the same open (concurrent callers coalesce onto one in-flight request).
+//! The Pulumi ESC client (reads, and the definition writes and rotations that rotation needs), and the shared
+//! snapshot cache that makes ESC calls per refresh cycle bounded by the number of environments, not of
+//! ManagedSecrets: every reconcile that reads an environment in the same cycle awaits the same open (concurrent
+//! callers coalesce onto one in-flight request).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::RngExt;
 use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
@@ -13,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::path::{PropertyPath, Segment};
 use super::{SecretBytes, SourceError, SourceValue};
+use crate::rotation::esc_edit::{self, EditError};
 
 const SERVICE: &str = "ESC";
 /// Retry-After values up to this are waited out inside one call; longer ones go back to the controller.
@@ -99,9 +102,17 @@ pub struct EscClient {
     config: EscConfig,
 }
 
+/// The spec's `Error`, or `EnvironmentErrorResponse` when it carries diagnostics (a refused definition).
 #[derive(serde::Deserialize)]
 struct ErrorBody {
     message: Option<String>,
+    #[serde(default)]
+    diagnostics: Vec<DiagnosticBody>,
+}
+
+#[derive(serde::Deserialize)]
+struct DiagnosticBody {
+    summary: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -149,6 +160,19 @@ impl EscClient {
 
     /// Sends one request with retries on transient failures; `what` names the object for NotFound.
     async fn send(&self, method: Method, url: &str, what: &str) -> Result<reqwest::Response, SourceError> {
+        self.send_with(method, url, what, None, &[]).await
+    }
+
+    /// [`Self::send`] with a body (content type and bytes, shared by every attempt without copying) and extra
+    /// request headers.
+    async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        what: &str,
+        body: Option<(&'static str, &Bytes)>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<reqwest::Response, SourceError> {
         let attempts = self.config.attempts.max(1);
         let mut last = SourceError::Unavailable {
             service: SERVICE,
@@ -163,6 +187,12 @@ impl EscClient {
             if let Some(token) = &self.config.token {
                 req = req.header("Authorization", format!("token {}", token.as_str()));
             }
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            if let Some((content_type, bytes)) = body {
+                req = req.header("Content-Type", content_type).body(bytes.clone());
+            }
             tracing::debug!(method = %method, url, attempt, "ESC request");
             let (err, wait) = match req.send().await {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
@@ -172,6 +202,7 @@ impl EscClient {
                     let message = error_message(resp).await;
                     match status {
                         StatusCode::NOT_FOUND => return Err(SourceError::NotFound { what: what.to_string() }),
+                        StatusCode::CONFLICT => return Err(SourceError::Conflict { what: what.to_string() }),
                         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                             return Err(SourceError::Unauthorized {
                                 service: SERVICE,
@@ -231,11 +262,7 @@ impl EscClient {
     pub async fn latest_revision(&self, env: &EnvRef) -> Result<i64, SourceError> {
         let what = format!("ESC environment {env}");
         let resp = self.send(Method::HEAD, &self.url(env, ""), &what).await?;
-        let header = resp
-            .headers()
-            .get("Pulumi-ESC-Revision")
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        if let Some(rev) = header {
+        if let Some(rev) = revision_header(&resp) {
             return Ok(rev);
         }
         // Services that send no revision header on HEAD: ask the versions list for the newest one.
@@ -283,6 +310,182 @@ impl EscClient {
             body,
         })
     }
+
+    /// The definition (YAML, secrets as ciphertext) of an environment's newest revision, with the ETag an
+    /// update must present.
+    pub async fn get_definition(&self, env: &EnvRef) -> Result<Definition, SourceError> {
+        let what = format!("ESC environment {env}");
+        let resp = self.send(Method::GET, &self.url(env, ""), &what).await?;
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            // Without an ETag an update could silently undo someone else's; refuse rather than write blind.
+            .ok_or_else(|| SourceError::Invalid(format!("ESC sent no ETag with the definition of {env}")))?;
+        let revision = revision_header(&resp)
+            .ok_or_else(|| SourceError::Invalid(format!("ESC sent no revision number with the definition of {env}")))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|_| unavailable("reading the definition failed"))?;
+        let yaml = String::from_utf8(bytes.to_vec())
+            .map_err(|_| SourceError::Invalid(format!("the definition of {env} is not UTF-8")))?;
+        Ok(Definition {
+            yaml: Zeroizing::new(yaml),
+            etag,
+            revision,
+        })
+    }
+
+    /// Replaces an environment's definition if it is still at `etag`, returning the new revision number.
+    /// Someone else's write since then is [`SourceError::Conflict`]; a definition ESC refuses is
+    /// [`SourceError::Invalid`] with the diagnostics' summaries.
+    pub async fn update_definition(&self, env: &EnvRef, yaml: &str, etag: &str) -> Result<i64, SourceError> {
+        let what = format!("ESC environment {env}");
+        // The body may hold plaintext (`fn::secret: value` before ESC encrypts it): wiped when sent.
+        let body = Bytes::from_owner(Zeroizing::new(yaml.as_bytes().to_vec()));
+        // The ESC CLI sends the ETag it read as a request header named `ETag` (not If-Match).
+        let resp = self
+            .send_with(
+                Method::PATCH,
+                &self.url(env, ""),
+                &what,
+                Some(("application/x-yaml", &body)),
+                &[("ETag", etag)],
+            )
+            .await
+            .map_err(|e| match e {
+                SourceError::Invalid(m) => SourceError::Invalid(format!("updating {what}: {m}")),
+                other => other,
+            })?;
+        revision_header(&resp)
+            .ok_or_else(|| SourceError::Invalid(format!("ESC sent no revision number after updating {env}")))
+    }
+
+    /// Asks ESC to run the environment's rotators (`fn::rotate::*`) at or under `paths` (all when empty). The
+    /// outcome's status is ESC's (`succeeded`, `failed`, `in_progress`); a failed rotation is not an `Err`.
+    pub async fn rotate(&self, env: &EnvRef, paths: &[String]) -> Result<RotateOutcome, SourceError> {
+        let what = format!("ESC environment {env}");
+        let body = serde_json::to_vec(&serde_json::json!({ "paths": paths }))
+            .map_err(|_| SourceError::Invalid("rotation paths do not serialize".into()))?;
+        let resp = self
+            .send_with(
+                Method::POST,
+                &self.url(env, "/rotate"),
+                &what,
+                Some(("application/json", &Bytes::from(body))),
+                &[],
+            )
+            .await
+            .map_err(|e| match e {
+                SourceError::Invalid(m) => SourceError::Invalid(format!("rotating {what}: {m}")),
+                other => other,
+            })?;
+        let answer: RotateResponse = resp.json().await.map_err(|e| invalid_body("rotate", e))?;
+        let event = answer.secret_rotation_event;
+        Ok(RotateOutcome {
+            pre_revision: event.pre_rotation_revision,
+            post_revision: event.post_rotation_revision,
+            status: event.status,
+        })
+    }
+
+    /// Writes `value` at `path` of `env`'s definition as `fn::secret`, changing nothing else, and returns the
+    /// new revision. A concurrent write makes it read the definition again and retry (a few times).
+    pub async fn write_secret_value(
+        &self,
+        env: &EnvRef,
+        path: &PropertyPath,
+        value: &SecretBytes,
+    ) -> Result<i64, SourceError> {
+        let text = std::str::from_utf8(value.expose()).map_err(|_| {
+            SourceError::Invalid(format!(
+                "the new value for path {path} in {env} is not UTF-8 text; ESC stores strings"
+            ))
+        })?;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let current = self.get_definition(env).await?;
+            let edited =
+                Zeroizing::new(esc_edit::set_secret(&current.yaml, path, text).map_err(|e| edit_error(env, e))?);
+            match self.update_definition(env, &edited, &current.etag).await {
+                Ok(revision) => {
+                    tracing::debug!(environment = %env, path = %path, attempts = attempt, revision, "ESC value written");
+                    return Ok(revision);
+                }
+                Err(SourceError::Conflict { .. }) if attempt <= MAX_CONFLICT_RETRIES => {
+                    tracing::debug!(environment = %env, path = %path, attempt, "ESC definition changed meanwhile; re-reading");
+                    tokio::time::sleep(conflict_pause()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How many times a write re-reads and retries after someone else's concurrent write.
+const MAX_CONFLICT_RETRIES: u32 = 5;
+
+/// A short pause before retrying after a conflict, jittered so that competing writers do not collide again.
+fn conflict_pause() -> Duration {
+    Duration::from_millis(rand::rng().random_range(20..=120))
+}
+
+fn revision_header(resp: &reqwest::Response) -> Option<i64> {
+    resp.headers()
+        .get("Pulumi-ESC-Revision")
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+}
+
+fn edit_error(env: &EnvRef, e: EditError) -> SourceError {
+    SourceError::Invalid(format!("ESC environment {env}: {e}"))
+}
+
+/// An environment's definition as stored (secrets as ciphertext), with what an update must present.
+pub struct Definition {
+    /// The YAML text. Usually secrets are ciphertext, but other values are plain: not shown in `Debug`.
+    pub yaml: Zeroizing<String>,
+    /// The ETag to send with an update, as ESC sent it.
+    pub etag: String,
+    pub revision: i64,
+}
+
+impl std::fmt::Debug for Definition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Definition")
+            .field("yaml", &format_args!("<{} bytes redacted>", self.yaml.len()))
+            .field("etag", &self.etag)
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
+/// What a rotation did, from ESC's `secretRotationEvent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateOutcome {
+    pub pre_revision: i64,
+    /// The revision holding the new values; none when nothing was written (a failed rotation).
+    pub post_revision: Option<i64>,
+    /// `succeeded`, `failed` or `in_progress`.
+    pub status: String,
+}
+
+/// The ESC CLI's `RotateEnvironmentResponse`, the fields keyward uses.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RotateResponse {
+    secret_rotation_event: RotationEvent,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RotationEvent {
+    pre_rotation_revision: i64,
+    #[serde(default)]
+    post_rotation_revision: Option<i64>,
+    status: String,
 }
 
 fn unavailable(message: &str) -> SourceError {
@@ -299,13 +502,20 @@ fn invalid_body(what: &str, e: reqwest::Error) -> SourceError {
     SourceError::Invalid(format!("ESC sent an unreadable {what} response"))
 }
 
+/// The error's message and its diagnostics' summaries (ESC's summaries name paths and problems, not values;
+/// the request body is never echoed).
 async fn error_message(resp: reqwest::Response) -> String {
     let body = resp.bytes().await.unwrap_or_default();
-    let msg = serde_json::from_slice::<ErrorBody>(&body)
-        .ok()
-        .and_then(|b| b.message)
-        .unwrap_or_default();
-    msg.chars().take(200).collect()
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(&body) else {
+        return String::new();
+    };
+    let summaries: Vec<String> = parsed.diagnostics.into_iter().filter_map(|d| d.summary).collect();
+    let msg = match (parsed.message.filter(|m| !m.is_empty()), summaries.is_empty()) {
+        (Some(m), true) => m,
+        (Some(m), false) => format!("{m}: {}", summaries.join("; ")),
+        (None, _) => summaries.join("; "),
+    };
+    msg.chars().take(500).collect()
 }
 
 /// One opened environment at one revision. The body holds values: it lives in zeroizing memory.
@@ -517,6 +727,20 @@ mod tests {
         assert!(e.to_string().contains("sophia.ai.nope"), "{e}");
         assert_eq!(get("unk").unwrap_err().reason(), "InvalidSource");
         assert_eq!(get("list[5]").unwrap_err().reason(), "SourceNotFound");
+    }
+
+    #[test]
+    fn definitions_do_not_show_their_text() {
+        let d = Definition {
+            yaml: Zeroizing::new("values: {a: canary-123}".into()),
+            etag: "\"e1\"".into(),
+            revision: 4,
+        };
+        let shown = format!("{d:?}");
+        assert!(
+            !shown.contains("canary") && shown.contains("e1") && shown.contains('4'),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub enum SourceError {
     },
     #[error("invalid source: {0}")]
     Invalid(String),
+    /// A conditional write found the object changed since it was read (HTTP 409).
+    #[error("{what} was changed by someone else since it was read")]
+    Conflict { what: String },
     #[error("no ESC endpoint configured (set --esc-url or KEYWARD_ESC_URL)")]
     NotConfigured,
 }
@@ -73,6 +76,7 @@ impl SourceError {
             SourceError::Throttled { .. } => "throttled",
             SourceError::Unavailable { .. } => "unavailable",
             SourceError::Invalid(_) => "invalid",
+            SourceError::Conflict { .. } => "conflict",
             SourceError::NotConfigured => "not_configured",
         }
     }
@@ -85,6 +89,7 @@ impl SourceError {
             SourceError::Throttled { .. } => "Throttled",
             SourceError::Unavailable { .. } => "SourceUnavailable",
             SourceError::Invalid(_) => "InvalidSource",
+            SourceError::Conflict { .. } => "Conflict",
             SourceError::NotConfigured => "SourceNotConfigured",
         }
     }
@@ -99,7 +104,10 @@ impl SourceError {
 
     /// Whether trying again later may help (as opposed to a spec or permission problem).
     pub fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Throttled { .. } | SourceError::Unavailable { .. })
+        matches!(
+            self,
+            SourceError::Throttled { .. } | SourceError::Unavailable { .. } | SourceError::Conflict { .. }
+        )
     }
 }
 

@@ -1,7 +1,8 @@
 //! Evaluation of an environment definition into the values an open session serves: `imports` merged in
 //! order (later wins, the importing environment wins over all), `${path}` interpolation against the merged
-//! result, `fn::secret` (decrypted, marked secret), a few pure builtins, and unknown values for builtins this
-//! server does not run (providers, rotators), the way ESC reports values it cannot compute.
+//! result, `fn::secret` (decrypted, marked secret), a few pure builtins, the dev rotator
+//! `fn::rotate::dev-random` (its state), and unknown values for builtins this server does not run (providers,
+//! other rotators), the way ESC reports values it cannot compute.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -12,7 +13,7 @@ use serde_json::{Map, Number, Value as Json, json};
 
 use super::crypto::SecretKey;
 use super::path::{Accessor, PropertyPath, parse_path};
-use super::yaml::{self, Kind, Node, Range};
+use crate::yaml::{self, Kind, Node, Range};
 
 /// A range in a named environment, as the ESC API's `Range` schema.
 #[derive(Debug, Clone, PartialEq)]
@@ -722,6 +723,9 @@ impl EnvEval<'_> {
     }
 
     fn builtin(&mut self, id: usize, name: &str, arg: usize) -> EValue {
+        if name == DEV_ROTATOR {
+            return self.dev_rotator(id, arg);
+        }
         let def = self.def(id);
         let known = matches!(
             name,
@@ -778,6 +782,58 @@ impl EnvEval<'_> {
                 EValue::unknown(def)
             }
         }
+    }
+}
+
+impl EnvEval<'_> {
+    /// `fn::rotate::dev-random: {inputs: {length: N}, state: S}` is its state, as a real rotator's value is the
+    /// credentials it last issued (null before the first rotation). Only `state` is evaluated for the value,
+    /// so inputs that cannot be known at open time do not hide it.
+    fn dev_rotator(&mut self, id: usize, arg: usize) -> EValue {
+        let def = self.def(id);
+        let entries = match self.exprs[arg].kind.clone() {
+            ExprKind::Object(entries) => entries,
+            ExprKind::Literal(Json::Null) => Vec::new(),
+            _ => {
+                self.diag(id, format!("{DEV_ROTATOR} takes {{inputs: {{length: N}}, state: ...}}"));
+                return EValue::unknown(def);
+            }
+        };
+        let field = |name: &str| entries.iter().rev().find(|(k, _)| k == name).map(|(_, i)| *i);
+        if let Some(inputs) = field("inputs") {
+            let inputs = self.eval(inputs);
+            if !inputs.deep_unknown()
+                && let Err(e) = rotator_length(inputs.plain().get("length"))
+            {
+                self.diag(id, e);
+            }
+        }
+        match field("state") {
+            Some(state) => {
+                let v = self.eval(state);
+                EValue { def, base: None, ..v }
+            }
+            None => EValue::new(V::Null, def),
+        }
+    }
+}
+
+/// The one rotator the dev server runs: new random alphanumeric state of `inputs.length` characters.
+pub(crate) const DEV_ROTATOR: &str = "fn::rotate::dev-random";
+const DEFAULT_ROTATOR_LENGTH: u64 = 32;
+const MAX_ROTATOR_LENGTH: u64 = 4096;
+
+/// The length a dev rotator's `inputs.length` asks for (32 when unset).
+pub(crate) fn rotator_length(length: Option<&Json>) -> Result<usize, String> {
+    match length {
+        None | Some(Json::Null) => Ok(DEFAULT_ROTATOR_LENGTH as usize),
+        Some(Json::Number(n)) => match n.as_u64() {
+            Some(l @ 1..=MAX_ROTATOR_LENGTH) => Ok(l as usize),
+            _ => Err(format!(
+                "{DEV_ROTATOR}: inputs.length must be a whole number from 1 to {MAX_ROTATOR_LENGTH}"
+            )),
+        },
+        Some(_) => Err(format!("{DEV_ROTATOR}: inputs.length must be a number")),
     }
 }
 
@@ -970,6 +1026,32 @@ mod tests {
         let aws = ev.properties.get(&Accessor::Key("aws".into())).unwrap();
         assert!(aws.unknown);
         assert_eq!(aws.to_json()["unknown"], json!(true));
+    }
+
+    #[test]
+    fn the_dev_rotator_is_its_state() {
+        let key = SecretKey::generate().unwrap();
+        let ct = key.encrypt("st4te").unwrap();
+        let text = format!(
+            "values:\n  r:\n    fn::rotate::dev-random:\n      inputs: {{length: 16}}\n      state:\n        fn::secret:\n          ciphertext: {ct}\n  fresh: {{fn::rotate::dev-random: {{inputs: {{length: 8}}}}}}\n  bare:\n    fn::rotate::dev-random:\n  other: {{fn::rotate::aws-iam: {{inputs: {{}}}}}}\n  use: x-${{r}}\n"
+        );
+        let ev = evaluate(&envs(&[]), &key, "p/e", &text);
+        assert!(ev.diagnostics.is_empty(), "{:?}", ev.diagnostics);
+        let get = |k: &str| ev.properties.get(&Accessor::Key(k.into())).unwrap().clone();
+        assert_eq!((get("r").plain(), get("r").secret), (json!("st4te"), true));
+        assert_eq!(get("fresh").plain(), json!(null));
+        assert_eq!(get("bare").plain(), json!(null));
+        assert!(get("other").unknown, "rotators the dev server cannot run stay unknown");
+        assert_eq!((get("use").plain(), get("use").secret), (json!("x-st4te"), true));
+
+        for bad in [
+            "values:\n  r: {fn::rotate::dev-random: {inputs: {length: 0}}}\n",
+            "values:\n  r: {fn::rotate::dev-random: {inputs: {length: x}}}\n",
+            "values:\n  r: {fn::rotate::dev-random: [1]}\n",
+        ] {
+            let ev = evaluate(&envs(&[]), &key, "p/e", bad);
+            assert!(!ev.diagnostics.is_empty(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,10 +9,10 @@
 mod crypto;
 mod eval;
 mod path;
+mod rotate;
 mod routes;
 mod secrets;
 mod store;
-mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -48,8 +48,8 @@ pub struct Counters {
     /// By endpoint name: `listEnvironments`, `createEnvironment`, `checkYaml`, `getDefinition`, `getETag`,
     /// `update`, `delete`, `clone`, `decrypt`, `open`, `openAtVersion`, `read`, `readProperty`, `versions`,
     /// `getAtVersion`, `listRevisionTags`, `createRevisionTag`, `getRevisionTag`, `updateRevisionTag`,
-    /// `deleteRevisionTag`, `listTags`, `createTag`, `getTag`, `updateTag`, `deleteTag`, and `notFound` for
-    /// paths outside the API.
+    /// `deleteRevisionTag`, `listTags`, `createTag`, `getTag`, `updateTag`, `deleteTag`, `rotate`, and
+    /// `notFound` for paths outside the API.
     pub requests: BTreeMap<String, u64>,
     /// Open requests (`open` and `openAtVersion`) by environment, `org/project/env`.
     pub opens: BTreeMap<String, u64>,
@@ -80,6 +80,9 @@ pub enum FaultMode {
     Unavailable,
     /// 429 Too Many Requests with `Retry-After` (1 second unless `retry_after_seconds` says otherwise).
     Throttled,
+    /// 409 Conflict for definition updates (`PATCH` of an environment) only, as if someone else had written
+    /// since the update's ETag was read; other requests are served normally and do not use up `fail_count`.
+    Conflict,
 }
 
 /// A fault to inject into ESC requests (the `/_dev/fault` body).
@@ -118,6 +121,15 @@ impl Fault {
         Fault {
             mode: FaultMode::Throttled,
             retry_after_seconds: Some(retry_after_seconds),
+            ..Fault::default()
+        }
+    }
+
+    /// The next `n` definition updates answer 409, as if someone else had written first.
+    pub fn conflict(n: u64) -> Self {
+        Fault {
+            mode: FaultMode::Conflict,
+            fail_count: Some(n),
             ..Fault::default()
         }
     }
@@ -473,6 +485,8 @@ mod tests {
                 .with_fail_count(2)
                 .with_latency(Duration::from_millis(5))
         );
+        let conflict: Fault = serde_json::from_str(r#"{"mode": "conflict", "failCount": 1}"#).unwrap();
+        assert_eq!(conflict, Fault::conflict(1));
         let none: Fault = serde_json::from_str(r#"{"mode": "none"}"#).unwrap();
         assert_eq!(none, Fault::none());
         assert!(serde_json::from_str::<Fault>(r#"{"mode": "broken"}"#).is_err());

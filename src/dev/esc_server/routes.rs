@@ -20,7 +20,7 @@ use super::crypto::random_bytes;
 use super::eval::{self, Diagnostic, EValue};
 use super::path::parse_path;
 use super::store::{EDITOR_LOGIN, EDITOR_NAME, EnvTag, LATEST, RevisionTag, Store, env_key, now};
-use super::{Counters, Fault, FaultMode, Session, State, lock, secrets, valid_env, valid_org, valid_project};
+use super::{Counters, Fault, FaultMode, Session, State, lock, rotate, secrets, valid_env, valid_org, valid_project};
 
 const YAML: &str = "application/x-yaml";
 const REVISION_HEADER: &str = "pulumi-esc-revision";
@@ -133,6 +133,7 @@ enum Op {
     GetTag(EnvRef, String),
     UpdateTag(EnvRef, String),
     DeleteTag(EnvRef, String),
+    Rotate(EnvRef),
     NotFound,
     MethodNotAllowed,
 }
@@ -187,6 +188,10 @@ fn route(method: &Method, rest: &str, query: &HashMap<String, String>) -> (&'sta
         },
         ["environments", o, p, e, "clone"] => match m {
             Method::POST => ("clone", Op::Clone(env(o, p, e))),
+            _ => na,
+        },
+        ["environments", o, p, e, "rotate"] => match m {
+            Method::POST => ("rotate", Op::Rotate(env(o, p, e))),
             _ => na,
         },
         ["environments", o, p, e, "decrypt"] => match m {
@@ -270,11 +275,12 @@ fn authorized(state: &State, headers: &HeaderMap) -> bool {
     same_secret(presented.trim().as_bytes(), token.as_bytes())
 }
 
-/// Decides whether this request fails by injection; heals a fault whose `failCount` runs out.
-fn injected_fault(state: &State) -> (Option<Response>, u64) {
+/// Decides whether this request (to `endpoint`) fails by injection; heals a fault whose `failCount` runs out.
+fn injected_fault(state: &State, endpoint: &str) -> (Option<Response>, u64) {
     let mut fault = lock(&state.fault);
     let latency = fault.latency_ms;
-    if fault.mode == FaultMode::None {
+    // A conflict is about definition updates only; other requests neither fail nor count against it.
+    if fault.mode == FaultMode::None || (fault.mode == FaultMode::Conflict && endpoint != "update") {
         return (None, latency);
     }
     if let Some(left) = fault.fail_count {
@@ -293,6 +299,11 @@ fn injected_fault(state: &State) -> (Option<Response>, u64) {
     }
     drop(fault);
     let (status, message, retry_after) = match mode {
+        FaultMode::Conflict => (
+            StatusCode::CONFLICT,
+            "the environment has changed since the given ETag (injected by keyward-dev)",
+            None,
+        ),
         FaultMode::Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
             "Service Unavailable (injected by keyward-dev)",
@@ -334,7 +345,7 @@ async fn esc(
             *c.opens.entry(env.full()).or_default() += 1;
         }
     }
-    let (fault, latency) = injected_fault(&state);
+    let (fault, latency) = injected_fault(&state, endpoint);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
@@ -373,7 +384,8 @@ fn handle(state: &State, op: Op, headers: &HeaderMap, query: &HashMap<String, St
         | Op::CreateTag(e)
         | Op::GetTag(e, _)
         | Op::UpdateTag(e, _)
-        | Op::DeleteTag(e, _) => Some(e.org.as_str()),
+        | Op::DeleteTag(e, _)
+        | Op::Rotate(e) => Some(e.org.as_str()),
     };
     if let Some(org) = org
         && !valid_org(org)
@@ -406,6 +418,7 @@ fn handle(state: &State, op: Op, headers: &HeaderMap, query: &HashMap<String, St
         Op::GetTag(e, t) => get_tag(state, &e, &t),
         Op::UpdateTag(e, t) => update_tag(state, &e, &t, body),
         Op::DeleteTag(e, t) => delete_tag(state, &e, &t),
+        Op::Rotate(e) => rotate_environment(state, &e, body),
     }
 }
 
@@ -534,14 +547,18 @@ fn get_definition(state: &State, e: &EnvRef, head_only: bool) -> Response {
     yaml_response(text, &headers)
 }
 
-/// The ETags an `If-Match` header lists (quotes and weak markers aside); `*` matches any.
+/// Whether an update's precondition holds: the ETags an `If-Match` header lists (quotes and weak markers
+/// aside; `*` matches any), and the `ETag` request header the ESC CLI sends instead, each when present.
 fn if_match_ok(headers: &HeaderMap, current: &str) -> bool {
-    let Some(value) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
     let bare = |s: &str| s.trim().trim_start_matches("W/").trim_matches('"').to_owned();
     let current = bare(current);
-    value.split(',').any(|t| t.trim() == "*" || bare(t) == current)
+    let matches = |name: header::HeaderName| match headers.get(name) {
+        None => true,
+        Some(v) => v
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim() == "*" || bare(t) == current)),
+    };
+    matches(header::IF_MATCH) && matches(header::ETAG)
 }
 
 fn update(state: &State, e: &EnvRef, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -651,6 +668,72 @@ fn decrypt(state: &State, e: &EnvRef) -> Response {
         Ok(plain) => yaml_response(plain, &[(REVISION_HEADER, env.head().to_string())]),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("decrypting: {err}")),
     }
+}
+
+#[derive(Deserialize, Default)]
+struct RotateRequest {
+    /// The ESC CLI marshals this field without a JSON tag, as `Paths`; both spellings are accepted.
+    #[serde(default, alias = "Paths")]
+    paths: Option<Vec<String>>,
+}
+
+/// `POST .../rotate`: new state for the selected `fn::rotate::dev-random` rotators, stored as a new revision,
+/// answered with the ESC CLI's `RotateEnvironmentResponse`.
+fn rotate_environment(state: &State, e: &EnvRef, body: &[u8]) -> Response {
+    let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        match parse_body(body) {
+            Ok(r) => r,
+            Err(res) => return res.into_response(),
+        }
+    };
+    let mut store = lock(&state.store);
+    let Some(env) = store.env(&e.org, &e.project, &e.name) else {
+        return env_not_found(e);
+    };
+    let (env_id, pre) = (env.id.clone(), env.head());
+    let text = env.current().map(|r| r.definition.clone()).unwrap_or_default();
+    let created = now();
+    let (rotated, paths) = match rotate::rotate_definition(&e.key(), &text, &req.paths.unwrap_or_default()) {
+        Ok(r) => r,
+        Err(diags) => return diagnostics(StatusCode::BAD_REQUEST, &diags),
+    };
+    let post = if paths.is_empty() {
+        None
+    } else {
+        let encrypted = match secrets::encrypt_definition(&store.key, &e.key(), &rotated) {
+            Ok(t) => t,
+            Err(diags) => return diagnostics(StatusCode::BAD_REQUEST, &diags),
+        };
+        let ev = eval::evaluate(&store.org_view(&e.org), &store.key, &e.key(), &encrypted);
+        if !ev.diagnostics.is_empty() {
+            return diagnostics(StatusCode::BAD_REQUEST, &ev.diagnostics);
+        }
+        let Some(env) = store.env_mut(&e.org, &e.project, &e.name) else {
+            return env_not_found(e);
+        };
+        Some(env.add_revision(encrypted))
+    };
+    let id = || new_session_id().unwrap_or_default();
+    let rotations: Vec<Json> = paths
+        .iter()
+        .map(|p| json!({"id": id(), "environmentPath": p, "status": "succeeded"}))
+        .collect();
+    let mut event = json!({
+        "id": id(), "environmentId": env_id, "created": created, "preRotationRevision": pre,
+        "userID": EDITOR_LOGIN, "completed": now(), "status": "succeeded", "rotations": rotations,
+    });
+    if let Some(post) = post {
+        event["postRotationRevision"] = json!(post);
+    }
+    let mut res = json_response(StatusCode::OK, json!({"secretRotationEvent": event}));
+    if let Some(post) = post
+        && let Ok(v) = HeaderValue::from_str(&post.to_string())
+    {
+        res.headers_mut().insert(REVISION_HEADER, v);
+    }
+    if post.is_some() { saved(&store, res) } else { res }
 }
 
 /// Go's `time.ParseDuration` syntax (what the real service accepts): `1h`, `1.5h`, `2h45m`, `300ms`.
@@ -1147,6 +1230,11 @@ mod tests {
         assert_eq!(name(Method::GET, "environments/acme/p/e/tags/t", &none), "getTag");
         assert_eq!(name(Method::PUT, "environments/acme/p/e", &none), "methodNotAllowed");
         assert_eq!(name(Method::GET, "nothing/here", &none), "notFound");
+        assert_eq!(name(Method::POST, "environments/acme/p/e/rotate", &none), "rotate");
+        assert_eq!(
+            name(Method::GET, "environments/acme/p/e/rotate", &none),
+            "methodNotAllowed"
+        );
         assert_eq!(name(Method::GET, "environments/acme/p/e/open/", &none), "notFound");
         match route(&Method::GET, "environments/acme/p/e/open//s1", &prop).1 {
             Op::Read(e, id, Some(p)) => assert_eq!((e.full(), id, p), ("acme/p/e".into(), "s1".into(), "a.b".into())),
@@ -1187,6 +1275,15 @@ mod tests {
         assert!(if_match_ok(&h, "\"abc\""));
         h.insert(header::IF_MATCH, HeaderValue::from_static("\"stale\""));
         assert!(!if_match_ok(&h, "\"abc\""));
+        // The ESC CLI's `ETag` request header, alone or beside If-Match: each present one must match.
+        let mut h = HeaderMap::new();
+        h.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        assert!(if_match_ok(&h, "\"abc\""));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"stale\""));
+        assert!(!if_match_ok(&h, "\"abc\""));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"abc\""));
+        h.insert(header::ETAG, HeaderValue::from_static("\"stale\""));
+        assert!(!if_match_ok(&h, "\"abc\""));
     }
 
     fn test_state() -> (tempfile::TempDir, State) {
@@ -1198,14 +1295,17 @@ mod tests {
     #[test]
     fn faults_fail_then_heal() {
         let (_dir, state) = test_state();
-        assert!(injected_fault(&state).0.is_none());
+        assert!(injected_fault(&state, "getDefinition").0.is_none());
         *lock(&state.fault) = Fault::unavailable(Some(7)).with_fail_count(2);
-        let (res, _) = injected_fault(&state);
+        let (res, _) = injected_fault(&state, "getDefinition");
         let res = res.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()[header::RETRY_AFTER], "7");
-        assert!(injected_fault(&state).0.is_some());
-        assert!(injected_fault(&state).0.is_none(), "healed after failCount requests");
+        assert!(injected_fault(&state, "getDefinition").0.is_some());
+        assert!(
+            injected_fault(&state, "getDefinition").0.is_none(),
+            "healed after failCount requests"
+        );
         assert_eq!(lock(&state.fault).mode, FaultMode::None);
         assert_eq!(lock(&state.counters).faults_injected, 2);
 
@@ -1214,14 +1314,24 @@ mod tests {
             ..Fault::default()
         };
         for _ in 0..3 {
-            let res = injected_fault(&state).0.unwrap();
+            let res = injected_fault(&state, "getDefinition").0.unwrap();
             assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(res.headers()[header::RETRY_AFTER], "1", "429 always says when to retry");
         }
         *lock(&state.fault) = Fault::unavailable(None).with_latency(Duration::from_millis(40));
-        let (res, latency) = injected_fault(&state);
+        let (res, latency) = injected_fault(&state, "getDefinition");
         assert!(res.unwrap().headers().get(header::RETRY_AFTER).is_none());
         assert_eq!(latency, 40);
+
+        // A conflict fails only definition updates, and only those count against failCount.
+        *lock(&state.fault) = Fault::conflict(1);
+        assert!(injected_fault(&state, "getDefinition").0.is_none());
+        assert!(injected_fault(&state, "rotate").0.is_none());
+        assert_eq!(
+            injected_fault(&state, "update").0.unwrap().status(),
+            StatusCode::CONFLICT
+        );
+        assert!(injected_fault(&state, "update").0.is_none(), "healed after one update");
     }
 
     #[test]

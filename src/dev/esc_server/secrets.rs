@@ -4,7 +4,7 @@
 
 use super::crypto::SecretKey;
 use super::eval::Diagnostic;
-use super::yaml::{self, Kind, Node, Range};
+use crate::yaml::{self, Kind, Node, Range};
 
 /// One `fn::secret: value` site.
 struct Site<'a> {
@@ -45,7 +45,7 @@ fn syntax_diagnostic(env: &str, e: yaml::SyntaxError) -> Diagnostic {
 }
 
 /// Applies non-overlapping byte-range replacements.
-fn splice(text: &str, mut edits: Vec<(usize, usize, String)>) -> Option<String> {
+pub(crate) fn splice(text: &str, mut edits: Vec<(usize, usize, String)>) -> Option<String> {
     edits.sort_by_key(|e| e.0);
     let mut out = String::with_capacity(text.len() + edits.len() * 64);
     let mut at = 0;

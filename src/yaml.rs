@@ -1,6 +1,7 @@
 //! A YAML document as a tree of nodes that remember where they came from (byte offsets, lines, columns).
-//! Positions serve two purposes: `trace.def` ranges in evaluated values, as real ESC reports them, and the
-//! text-level rewrite of `fn::secret` nodes, which must leave every other byte of a definition untouched.
+//! Positions serve the text-level rewrites of a definition, which must leave every other byte untouched (the
+//! operator's write of one value during rotation; the dev ESC server's `fn::secret` encryption), and the dev
+//! server's `trace.def` ranges in evaluated values, as real ESC reports them.
 
 use std::collections::HashMap;
 
@@ -49,6 +50,10 @@ pub(crate) struct Node {
     pub flow: bool,
     /// Where the node's tag begins when it has one (it precedes `range.begin`).
     pub tag_begin: Option<Pos>,
+    /// The node carries an anchor (`&name`): aliases elsewhere may share its text.
+    pub anchored: bool,
+    /// The node is an alias (`*name`): a copy of the anchored node, whose range it keeps.
+    pub alias: bool,
 }
 
 impl Node {
@@ -314,6 +319,8 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     range: here,
                     flow: false,
                     tag_begin,
+                    anchored: anchor != 0,
+                    alias: false,
                 };
                 if anchor != 0 {
                     anchors.insert(anchor, node.clone());
@@ -321,7 +328,10 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 Some(node)
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => Some(node.clone()),
+                Some(node) => Some(Node {
+                    alias: true,
+                    ..node.clone()
+                }),
                 None => {
                     return Err(SyntaxError {
                         message: "unknown anchor".into(),
@@ -391,6 +401,8 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     },
                     flow,
                     tag_begin,
+                    anchored: anchor != 0,
+                    alias: false,
                 };
                 if anchor != 0 {
                     anchors.insert(anchor, node.clone());
