@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 use crate::consumers::{Planner, PlannerConfig, RestartWindowSpec, parse_windows};
 use crate::controller::{self, Settings};
 use crate::http::HttpState;
+use crate::push::github::{GithubClient, GithubConfig};
 use crate::source::ValueHasher;
 use crate::source::esc::{EscClient, EscConfig, EscSource};
 use crate::telemetry::metrics::Metrics;
@@ -55,6 +56,15 @@ pub struct RunArgs {
     /// ESC request timeout in seconds.
     #[arg(long, default_value_t = 10)]
     pub esc_timeout_seconds: u64,
+    /// GitHub API base URL, for `rotation.pushTo` GitHub targets.
+    #[arg(long, env = "KEYWARD_GITHUB_URL", default_value = "https://api.github.com")]
+    pub github_url: String,
+    /// File holding the GitHub token (needs the Actions secrets write permission of the targets).
+    #[arg(long, env = "KEYWARD_GITHUB_TOKEN_FILE")]
+    pub github_token_file: Option<PathBuf>,
+    /// Secret holding the GitHub token, as NAMESPACE/NAME[:KEY] (key defaults to "token").
+    #[arg(long, env = "KEYWARD_GITHUB_TOKEN_SECRET", conflicts_with = "github_token_file")]
+    pub github_token_secret: Option<String>,
     /// File holding the key for value hashes (any bytes). Without it, keyward keeps one in the Secret
     /// `keyward-hash-key` of its namespace, created on first start.
     #[arg(long, env = "KEYWARD_HASH_KEY_FILE")]
@@ -126,19 +136,25 @@ fn read_secret_file(path: &PathBuf) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(bytes)
 }
 
-async fn esc_token(client: &Client, args: &RunArgs) -> anyhow::Result<Option<Zeroizing<String>>> {
-    if let Some(path) = &args.esc_token_file {
+/// A token from a file, or from a key of a Secret named `NAMESPACE/NAME[:KEY]` (`flag` names it in errors).
+async fn token(
+    client: &Client,
+    file: Option<&PathBuf>,
+    secret: Option<&String>,
+    flag: &str,
+) -> anyhow::Result<Option<Zeroizing<String>>> {
+    if let Some(path) = file {
         let bytes = read_secret_file(path)?;
         let text = std::str::from_utf8(&bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?;
         return Ok(Some(Zeroizing::new(text.trim().to_string())));
     }
-    let Some(reference) = &args.esc_token_secret else {
+    let Some(reference) = secret else {
         return Ok(None);
     };
     let (ns_name, key) = reference.split_once(':').unwrap_or((reference.as_str(), "token"));
     let (ns, name) = ns_name
         .split_once('/')
-        .ok_or_else(|| anyhow::anyhow!("--esc-token-secret must be NAMESPACE/NAME[:KEY]"))?;
+        .ok_or_else(|| anyhow::anyhow!("{flag} must be NAMESPACE/NAME[:KEY]"))?;
     let secret = Api::<Secret>::namespaced(client.clone(), ns).get(name).await?;
     let bytes = secret
         .data
@@ -187,7 +203,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let esc = match &args.esc_url {
         Some(url) => {
-            let mut config = EscConfig::new(url, esc_token(&client, &args).await?);
+            let token = token(
+                &client,
+                args.esc_token_file.as_ref(),
+                args.esc_token_secret.as_ref(),
+                "--esc-token-secret",
+            );
+            let mut config = EscConfig::new(url, token.await?);
             config.timeout = Duration::from_secs(args.esc_timeout_seconds);
             Some(EscSource::new(EscClient::new(config)?))
         }
@@ -207,6 +229,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         windows: parse_windows(&windows)?,
     })?;
     let hasher = ValueHasher::new(hash_key(&client, &args).await?);
+    let github_token = token(
+        &client,
+        args.github_token_file.as_ref(),
+        args.github_token_secret.as_ref(),
+        "--github-token-secret",
+    )
+    .await?;
+    let github = GithubClient::new(GithubConfig::new(&args.github_url, github_token))?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let http_state = HttpState {
@@ -229,6 +259,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready,
         planner: Some(planner),
         rollout_deadline: Duration::from_secs(args.rollout_deadline_seconds),
+        github: Some(github),
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id())),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");

@@ -22,6 +22,14 @@ fn base() -> serde_json::Value {
     })
 }
 
+trait Pipe: Sized {
+    fn pipe(self, f: impl FnOnce(Self) -> Self) -> Self {
+        f(self)
+    }
+}
+
+impl Pipe for serde_json::Value {}
+
 fn with(path: &[&str], value: serde_json::Value) -> serde_json::Value {
     let mut v = base();
     let mut node = &mut v;
@@ -118,6 +126,113 @@ async fn invalid_specs_are_refused_with_readable_messages() {
             with(&["spec", "deletionPolicy"], serde_json::json!("Keep")),
             "supported values: \"Delete\", \"Retain\"",
         ),
+        (
+            "rotation with period and category",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "category": "apiKey"}),
+            ),
+            "rotation needs exactly one of period (e.g. 90d) or category",
+        ),
+        (
+            "rotation without period or category",
+            with(&["spec", "rotation"], serde_json::json!({"strategy": "Notify"})),
+            "rotation needs exactly one of period (e.g. 90d) or category",
+        ),
+        (
+            "bad rotation period",
+            with(&["spec", "rotation"], serde_json::json!({"period": "3 months"})),
+            "rotation.period must be a duration such as 90d",
+        ),
+        (
+            "unknown category",
+            with(&["spec", "rotation"], serde_json::json!({"category": "quarterly"})),
+            "supported values: \"highRisk\"",
+        ),
+        (
+            "generated value too short",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "strategy": "Generate", "generator": {"length": 8}}),
+            ),
+            "should be greater than or equal to 16",
+        ),
+        (
+            "symbols without the Symbols class",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "generator": {"classes": ["Digits"], "symbols": "!"}}),
+            ),
+            "rotation.generator.symbols needs the Symbols class",
+        ),
+        (
+            "Generate on a pinned revision",
+            with(&["spec", "source", "esc", "version"], serde_json::json!("3")).pipe(|mut v| {
+                v["spec"]["rotation"] = serde_json::json!({"period": "30d", "strategy": "Generate"});
+                v
+            }),
+            "rotation strategies Generate and Esc need source.esc following the latest revision",
+        ),
+        (
+            "Generate from a Kubernetes Secret",
+            with(
+                &["spec", "source"],
+                serde_json::json!({"kubernetesSecret": {"name": "src", "key": "k"}}),
+            )
+            .pipe(|mut v| {
+                v["spec"]["rotation"] = serde_json::json!({"category": "apiKey", "strategy": "Generate"});
+                v
+            }),
+            "rotation strategies Generate and Esc need source.esc",
+        ),
+        (
+            "previous key equal to the key",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "previousKey": "PASSWORD"}),
+            ),
+            "rotation.previousKey must differ from target.key",
+        ),
+        (
+            "GitHub push with organization and repository",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "pushTo": [{"github": {"organization": "acme", "repository": "acme/app", "secretName": "X"}}]}),
+            ),
+            "github push needs exactly one of organization or repository",
+        ),
+        (
+            "GitHub environment without repository",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "pushTo": [{"github": {"organization": "acme", "environment": "prod", "secretName": "X"}}]}),
+            ),
+            "github.environment needs github.repository",
+        ),
+        (
+            "GitHub secret name with GITHUB_ prefix",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "pushTo": [{"github": {"repository": "acme/app", "secretName": "github_token"}}]}),
+            ),
+            "github.secretName must be letters, digits and '_'",
+        ),
+        (
+            "selected repositories without visibility selected",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "pushTo": [{"github": {"organization": "acme", "secretName": "X", "selectedRepositoryIds": [1]}}]}),
+            ),
+            "github.selectedRepositoryIds needs visibility selected",
+        ),
+        (
+            "empty pushTo entry",
+            with(
+                &["spec", "rotation"],
+                serde_json::json!({"period": "30d", "pushTo": [{}]}),
+            ),
+            "pushTo entries need a target: github",
+        ),
     ];
     assert!(cases.len() >= 8);
     for (what, obj, expected) in cases {
@@ -132,4 +247,17 @@ async fn invalid_specs_are_refused_with_readable_messages() {
     // The base object itself is fine.
     let ok: DynamicObject = serde_json::from_value(base()).unwrap();
     api.create(&PostParams::default(), &ok).await.unwrap();
+    // A full rotation policy is accepted too.
+    let mut full = base();
+    full["metadata"]["name"] = serde_json::json!("full");
+    full["spec"]["rotation"] = serde_json::json!({
+        "category": "database", "strategy": "Generate", "gracePeriod": "1h", "previousKey": "OLD",
+        "generator": {"length": 48, "classes": ["Lowercase", "Digits", "Symbols"], "symbols": "!#%"},
+        "pushTo": [
+            {"github": {"organization": "acme", "secretName": "DB", "visibility": "selected", "selectedRepositoryIds": [1, 2]}},
+            {"github": {"repository": "acme/app", "environment": "production", "secretName": "DB"}}
+        ]
+    });
+    let full: DynamicObject = serde_json::from_value(full).unwrap();
+    api.create(&PostParams::default(), &full).await.unwrap();
 }

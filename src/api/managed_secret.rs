@@ -143,6 +143,8 @@ pub enum RotationStrategy {
 /// each.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.symbols) || !has(self.classes) || size(self.classes) == 0 || self.classes.exists(c, c == 'Symbols')")
+    .message("rotation.generator.symbols needs the Symbols class in classes"))]
 pub struct Generator {
     /// Default 32, at least 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -555,6 +557,9 @@ pub const ROTATE_NOW_ANNOTATION: &str = "keyward.dev/rotate-now";
 pub const LAST_ROTATION_ANNOTATION: &str = "keyward.dev/last-rotation";
 /// Annotation on a target Secret: the started rotation ([`RotationIntent`] as JSON).
 pub const ROTATION_INTENT_ANNOTATION: &str = "keyward.dev/rotation-intent";
+/// Annotation on a target Secret: why its value last changed (`scheduled`, a rotate-now reason, or a change
+/// made in the source).
+pub const LAST_ROTATION_REASON_ANNOTATION: &str = "keyward.dev/last-rotation-reason";
 /// Annotation on a target Secret: the rotate-now request last honored.
 pub const ROTATED_FOR_ANNOTATION: &str = "keyward.dev/rotated-for";
 /// Annotation on a target Secret: the data key that holds the replaced value during the grace period.

@@ -6,6 +6,9 @@ pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 pub const DEGRADED: &str = "Degraded";
 pub const CONSUMERS_UPDATED: &str = "ConsumersUpdated";
+pub const ROTATION_DUE: &str = "RotationDue";
+pub const ROTATION_OVERDUE: &str = "RotationOverdue";
+pub const PUSHED: &str = "Pushed";
 
 /// Sets condition `type_` in `conditions`. The transition time moves only when the status flips, so that
 /// writing the same state again changes nothing.

@@ -1,8 +1,11 @@
 //! Wiring: watches, concurrency and shutdown around [`reconcile`].
 
 pub mod conditions;
+mod push;
 mod reconcile;
 mod restarts;
+mod rotate;
+mod target;
 pub mod workloads;
 
 use std::collections::HashMap;
@@ -21,6 +24,7 @@ use kube::{Api, Client, Resource};
 
 use crate::api::{MANAGED_SECRET_ANNOTATION, ManagedSecret};
 use crate::consumers::Planner;
+use crate::push::github::GithubClient;
 use crate::source::esc::EscSource;
 use crate::source::{SourceError, ValueHasher};
 use crate::telemetry::metrics::Metrics;
@@ -72,6 +76,8 @@ pub struct Settings {
     pub planner: Option<Planner>,
     /// How long a restart's rollout may take before it counts as failed.
     pub rollout_deadline: Duration,
+    /// Where `rotation.pushTo` GitHub targets are pushed.
+    pub github: Option<GithubClient>,
 }
 
 /// Shared state of all reconciles.
@@ -86,6 +92,12 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The refresh-now request last honoured per object (by uid).
     refreshes: Mutex<HashMap<String, String>>,
+    /// The rotate-now request last honoured per object (by uid).
+    rotations: Mutex<HashMap<String, String>>,
+    /// Consecutive failed rotations per object (by uid).
+    rotation_failures: Mutex<HashMap<String, u32>>,
+    /// Where `rotation.pushTo` GitHub targets are pushed; None when not configured.
+    pub github: Option<GithubClient>,
 }
 
 impl Context {
@@ -103,15 +115,38 @@ impl Context {
             metrics: settings.metrics,
             failures: Mutex::new(HashMap::new()),
             refreshes: Mutex::new(HashMap::new()),
+            rotations: Mutex::new(HashMap::new()),
+            rotation_failures: Mutex::new(HashMap::new()),
+            github: settings.github,
         }
     }
 
     /// Records a failure and returns how many in a row this object has had.
     fn failed(&self, uid: &str) -> u32 {
-        let Ok(mut map) = self.failures.lock() else { return 1 };
-        let n = map.entry(uid.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
+        count(&self.failures, uid)
+    }
+
+    fn rotation_failed(&self, uid: &str) -> u32 {
+        count(&self.rotation_failures, uid)
+    }
+
+    fn rotation_succeeded(&self, uid: &str) {
+        if let Ok(mut map) = self.rotation_failures.lock() {
+            map.remove(uid);
+        }
+    }
+
+    /// Whether the rotate-now `request` was honoured for this object (by this process).
+    fn rotation_handled(&self, uid: &str, request: &str) -> bool {
+        self.rotations
+            .lock()
+            .is_ok_and(|map| map.get(uid).map(String::as_str) == Some(request))
+    }
+
+    fn remember_rotation(&self, uid: &str, request: &str) {
+        if let Ok(mut map) = self.rotations.lock() {
+            map.insert(uid.to_string(), request.to_string());
+        }
     }
 
     /// Whether `request` was already honoured for this object; records it as honoured if not.
@@ -131,6 +166,14 @@ impl Context {
             map.remove(uid);
         }
     }
+}
+
+/// Adds one to `key`'s counter and returns it.
+fn count(counters: &Mutex<HashMap<String, u32>>, key: &str) -> u32 {
+    let Ok(mut map) = counters.lock() else { return 1 };
+    let n = map.entry(key.to_string()).or_insert(0);
+    *n = n.saturating_add(1);
+    *n
 }
 
 /// Runs the ManagedSecret controller until `shutdown` resolves.

@@ -14,25 +14,39 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 
-use super::conditions::{self, CONSUMERS_UPDATED, DEGRADED, READY, SYNCED};
+use super::conditions::{self, CONSUMERS_UPDATED, DEGRADED, READY, ROTATION_DUE, SYNCED};
+use super::target::{self, Bookkeeping, Previous};
 use super::{Context, ControllerError, FIELD_MANAGER, backoff};
+use super::{push, rotate};
 use crate::api::{
-    DeletionPolicy, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus,
-    PREVIOUS_OF_ANNOTATION, REFRESH_NOW_ANNOTATION, Rollback, SOURCE_REVISION_ANNOTATION, SourceStatus,
-    VALUE_HASH_ANNOTATION, ValueChange,
+    MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus, PREVIOUS_OF_ANNOTATION,
+    REFRESH_NOW_ANNOTATION, Rollback, RotationIntent, RotationStrategy, SourceStatus, VALUE_HASH_ANNOTATION,
+    ValueChange,
 };
+use crate::push::PushError;
+use crate::rotation::schedule::{self, Policy};
 use crate::source::{SecretBytes, SourceError, SourceValue, kubernetes};
-use crate::telemetry::metrics::{AccessLabels, ReasonLabels};
+use crate::telemetry::metrics::{AccessLabels, ReasonLabels, RotationLabels};
 
 /// Why a sync did not happen, as a condition reason and a message that holds no value.
-struct Failure {
-    reason: &'static str,
-    message: String,
-    retry_after: Option<Duration>,
+pub(super) struct Failure {
+    pub reason: &'static str,
+    pub message: String,
+    pub retry_after: Option<Duration>,
 }
 
 impl From<SourceError> for Failure {
     fn from(e: SourceError) -> Self {
+        Failure {
+            reason: e.reason(),
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    }
+}
+
+impl From<PushError> for Failure {
+    fn from(e: PushError) -> Self {
         Failure {
             reason: e.reason(),
             message: e.to_string(),
@@ -99,87 +113,23 @@ fn source_description(ms: &ManagedSecret) -> String {
     }
 }
 
-/// The Secret keyward wants, as an apply patch.
-fn desired_secret(ms: &ManagedSecret, value: &SourceValue, hash: &str) -> Secret {
-    let spec = &ms.spec.target;
-    let mut labels = spec.labels.clone();
-    labels.insert(MANAGED_BY_LABEL.0.into(), MANAGED_BY_LABEL.1.into());
-    let mut annotations = spec.annotations.clone();
-    annotations.insert(MANAGED_SECRET_ANNOTATION.into(), ms.name_any());
-    annotations.insert(VALUE_HASH_ANNOTATION.into(), hash.into());
-    if let Some(rev) = value.revision {
-        annotations.insert(SOURCE_REVISION_ANNOTATION.into(), rev.to_string());
-    }
-    let owner = match ms.spec.deletion_policy.unwrap_or_default() {
-        DeletionPolicy::Delete => ms.controller_owner_ref(&()).map(|o| vec![o]),
-        DeletionPolicy::Retain => None,
-    };
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(ms.target_name().to_string()),
-            namespace: ms.namespace(),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: owner,
-            ..ObjectMeta::default()
-        },
-        type_: Some(spec.type_.clone().unwrap_or_else(|| "Opaque".into())),
-        data: Some(BTreeMap::from([(
-            spec.key.clone(),
-            ByteString(value.value.expose().to_vec()),
-        )])),
-        ..Secret::default()
-    }
-}
-
-/// Whether `current` already holds everything `desired` says (other fields and keys may exist).
-fn up_to_date(current: &Secret, desired: &Secret) -> bool {
-    let subset = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
-        want.iter()
-            .flatten()
-            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
-    };
-    let owner_uids = |s: &Secret| -> Vec<String> {
-        s.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|o| o.uid.clone())
-            .collect()
-    };
-    let (want, have) = (owner_uids(desired), owner_uids(current));
-    // Our owner reference is there when wanted, and gone when not (deletionPolicy: Retain).
-    let owners_match = want.iter().all(|u| have.contains(u))
-        && (!want.is_empty()
-            || !current
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.kind == "ManagedSecret"));
-    let data_match = desired.data.iter().flatten().all(|(k, v)| {
-        current
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|c| c.0 == v.0)
-            .unwrap_or(false)
-    });
-    subset(&desired.metadata.labels, &current.metadata.labels)
-        && subset(&desired.metadata.annotations, &current.metadata.annotations)
-        && owners_match
-        && data_match
-        && current.type_ == desired.type_
-}
-
 /// What `ensure_secret` did.
-struct Written {
-    wrote: bool,
+pub(super) struct Written {
+    pub wrote: bool,
     /// The rollback in force, when the Secret holds the previous value instead of the source's.
-    holding: Option<Rollback>,
+    pub holding: Option<Rollback>,
     /// The hash of the value the Secret now holds.
-    hash: String,
+    pub hash: String,
+    /// The rotation bookkeeping the Secret now holds.
+    pub book: Bookkeeping,
+    /// Set when this write replaced the value: the reason (a rotation's, or [`SOURCE_CHANGED`]).
+    pub replaced: Option<String>,
 }
+
+/// The reason recorded for a value that changed in the source without keyward rotating it.
+pub(crate) const SOURCE_CHANGED: &str = "changed in the source";
+/// The reason recorded for a rotation that came due.
+pub(crate) const SCHEDULED: &str = "scheduled";
 
 /// The Secret that keeps the value before the last change, for `consumers.rollbackOnFailure`.
 fn previous_name(ms: &ManagedSecret) -> String {
@@ -232,12 +182,14 @@ async fn save_previous(api: &Api<Secret>, ms: &ManagedSecret, value: &[u8], hash
 }
 
 /// Makes the target Secret match the source — or, while a rollback is in force, the previous value.
-async fn ensure_secret(
+pub(super) async fn ensure_secret(
     ms: &ManagedSecret,
     ctx: &Context,
     source: &SourceValue,
     source_hash: &str,
     status: &mut ManagedSecretStatus,
+    policy: Option<&Policy>,
+    start: Option<RotationIntent>,
 ) -> Result<Written, Failure> {
     let ns = ms.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -274,7 +226,26 @@ async fn ensure_secret(
         .get_opt(name)
         .await
         .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
-    let desired = desired_secret(ms, value, &hash);
+    let (mut book, replaced) = bookkeeping(
+        current.as_ref(),
+        &ms.spec.target.key,
+        value,
+        holding.is_some(),
+        policy,
+        start,
+    );
+    if current.is_none() {
+        // A recreated Secret keeps the rotation record that status still has.
+        book.last_rotation = book.last_rotation.or(status.last_rotation_time.as_ref().map(|t| t.0));
+        let recorded = status.rotation.as_ref();
+        book.rotated_for = book
+            .rotated_for
+            .or_else(|| recorded.and_then(|r| r.handled_request.clone()));
+        book.last_reason = book
+            .last_reason
+            .or_else(|| recorded.and_then(|r| r.last_reason.clone()));
+    }
+    let desired = target::desired(ms, value, &hash, &book);
     if let Some(current) = &current {
         let ours = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
             && current.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any());
@@ -292,11 +263,13 @@ async fn ensure_secret(
                 retry_after: None,
             });
         }
-        if up_to_date(current, &desired) {
+        if target::up_to_date(current, &desired) {
             return Ok(Written {
                 wrote: false,
                 holding,
                 hash,
+                book,
+                replaced,
             });
         }
         // Keep the value being replaced, so that a failed rollout can go back to it. Written before the
@@ -323,7 +296,81 @@ async fn ensure_secret(
         wrote: true,
         holding,
         hash,
+        book,
+        replaced,
     })
+}
+
+/// One read of the source and the target Secret made to match it.
+pub(super) struct Synced {
+    pub value: SourceValue,
+    pub written: Written,
+}
+
+/// Reads the source (a snapshot at least as fresh as `fresh_since`) and makes the target Secret match it,
+/// recording `start` as a started rotation when given.
+pub(super) async fn sync(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    fresh_since: Instant,
+    status: &mut ManagedSecretStatus,
+    policy: Option<&Policy>,
+    start: Option<RotationIntent>,
+) -> Result<Synced, Failure> {
+    let value = read_source(ms, ctx, fresh_since).await?;
+    let hash = ctx.hasher.hash(value.value.expose());
+    let written = ensure_secret(ms, ctx, &value, &hash, status, policy, start).await?;
+    Ok(Synced { value, written })
+}
+
+/// The rotation bookkeeping the target Secret should hold after this write, and the reason of the change when
+/// the value is being replaced. A replaced value counts as rotated (whoever made the new one), completes a
+/// started rotation, and is kept under the previous key for the grace period.
+fn bookkeeping(
+    current: Option<&Secret>,
+    key: &str,
+    value: &SourceValue,
+    holding: bool,
+    policy: Option<&Policy>,
+    start: Option<RotationIntent>,
+) -> (Bookkeeping, Option<String>) {
+    let mut book = current.map(Bookkeeping::read).unwrap_or_default();
+    let now = target::second(jiff::Timestamp::now());
+    let old = current.and_then(|c| c.data.as_ref()).and_then(|d| d.get(key));
+    let mut replaced = None;
+    if !holding
+        && let Some(old) = old
+        && old.0 != value.value.expose()
+    {
+        book.last_rotation = Some(now);
+        let reason = book
+            .intent
+            .take()
+            .map_or_else(|| SOURCE_CHANGED.to_string(), |i| i.reason);
+        if reason != SCHEDULED && reason != SOURCE_CHANGED {
+            book.rotated_for = Some(reason.clone());
+        }
+        book.last_reason = Some(reason.clone());
+        replaced = Some(reason);
+        book.previous = policy.and_then(|p| {
+            schedule::grace_until(now, p.grace).map(|until| Previous {
+                key: p.previous_key.clone(),
+                value: SecretBytes::new(old.0.clone()),
+                until,
+            })
+        });
+    }
+    let keep_previous = match (&book.previous, policy) {
+        (Some(p), Some(policy)) => now < p.until && p.key == policy.previous_key,
+        _ => false,
+    };
+    if !keep_previous {
+        book.previous = None;
+    }
+    if let Some(intent) = start {
+        book.intent = Some(intent);
+    }
+    (book, replaced)
 }
 
 /// ConsumersUpdated, from the consumer list the restart task keeps in status.
@@ -371,7 +418,14 @@ fn access(ms: &ManagedSecret, status: &'static str) -> AccessLabels {
     }
 }
 
-async fn publish(ctx: &Context, ms: &ManagedSecret, type_: EventType, reason: &str, action: &str, note: String) {
+pub(super) async fn publish(
+    ctx: &Context,
+    ms: &ManagedSecret,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -466,19 +520,97 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
     let source = source_description(ms);
     let target = ms.target_name().to_string();
 
-    let outcome = match read_source(ms, ctx, fresh_since).await {
-        Ok(value) => {
-            let hash = ctx.hasher.hash(value.value.expose());
-            match ensure_secret(ms, ctx, &value, &hash, &mut status).await {
-                Ok(w) => Ok((value.revision, w)),
-                Err(f) => Err(f),
+    let (policy, policy_error) = match ms
+        .spec
+        .rotation
+        .as_ref()
+        .map(|r| schedule::policy(r, &ms.spec.target.key))
+    {
+        Some(Ok(p)) => (Some(p), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    // A rotation that started and has not reached the Secret must see what ESC holds now.
+    let resuming = old.rotation.as_ref().is_some_and(|r| r.in_progress.is_some());
+    let fresh_since = if resuming { Instant::now() } else { fresh_since };
+    let mut outcome = sync(ms, ctx, fresh_since, &mut status, policy.as_ref(), None).await;
+
+    let mut rotation_failure = None;
+    if let (Ok(synced), Some(policy)) = (&outcome, &policy)
+        && synced.written.holding.is_none()
+        && let Some(reason) = rotate::wanted(ms, ctx, &status, &synced.written.book, policy)
+    {
+        let strategy = match policy.strategy {
+            RotationStrategy::Generate => "generate",
+            RotationStrategy::Esc => "esc",
+            RotationStrategy::Notify => "notify",
+        };
+        let result = rotate::rotate(ms, ctx, &mut status, policy, reason, synced, resuming).await;
+        let labels = RotationLabels {
+            strategy,
+            result: if result.is_ok() { "success" } else { "failure" },
+        };
+        if !matches!(result, Ok(None)) {
+            ctx.metrics.rotations.get_or_create(&labels).inc();
+        }
+        match result {
+            Ok(Some(after)) => {
+                ctx.rotation_succeeded(&uid);
+                outcome = Ok(after);
+            }
+            Ok(None) => {}
+            Err(f) => rotation_failure = Some(f),
+        }
+    }
+    let mut push_failure = None;
+    if let (Ok(synced), Some(rotation)) = (&outcome, &ms.spec.rotation)
+        && !rotation.push_to.is_empty()
+        && let Err(f) = push::push_all(ms, ctx, rotation, synced, &mut status, &now).await
+    {
+        push_failure = Some(f);
+    }
+    let mut requeue = until_next_tick(interval);
+    if let Ok(synced) = &outcome {
+        if let Some(policy) = &policy {
+            let until_due = rotate::report(ms, ctx, &mut status, policy, synced, rotation_failure.as_ref(), &now).await;
+            // Exactly at the due time (a little after, so that it counts as due), not by polling.
+            if let Some(d) = until_due {
+                requeue = requeue.min(d + Duration::from_millis(50));
             }
         }
-        Err(e) => Err(Failure::from(e)),
-    };
+        if let Some(p) = &synced.written.book.previous {
+            let left = Duration::try_from(p.until.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+            requeue = requeue.min(left + Duration::from_millis(50));
+        }
+    }
+    if let Some(f) = &rotation_failure {
+        requeue = requeue.min(rotate::retry_in(ctx, ms, f, interval));
+    }
+    if let Some(f) = &push_failure {
+        requeue = requeue.min(backoff(ctx.failed(&format!("{uid}/push")), f.retry_after, interval));
+    } else {
+        ctx.succeeded(&format!("{uid}/push"));
+    }
+    if let Some(e) = &policy_error {
+        conditions::set(
+            &mut status.conditions,
+            ROTATION_DUE,
+            false,
+            "InvalidPolicy",
+            e.to_string(),
+            generation,
+            &now,
+        );
+    }
 
     match outcome {
-        Ok((revision, Written { wrote, holding, hash })) => {
+        Ok(Synced {
+            value,
+            written: Written {
+                wrote, holding, hash, ..
+            },
+        }) => {
+            let revision = value.revision;
             ctx.succeeded(&uid);
             ctx.metrics.secret_access.get_or_create(&access(ms, "success")).inc();
             if wrote {
@@ -548,7 +680,7 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
                 .await;
             }
             write_status(ms, ctx, &status).await?;
-            Ok(Action::requeue(until_next_tick(interval)))
+            Ok(Action::requeue(requeue))
         }
         Err(f) => {
             let n = ctx.failed(&uid);
@@ -595,41 +727,5 @@ mod tests {
         let d = until_next_tick(Duration::from_secs(60));
         assert!(d <= Duration::from_millis(60_050) && d >= Duration::from_millis(50));
         assert!(tick_start(Duration::from_secs(60)) <= Instant::now());
-    }
-
-    fn ms() -> ManagedSecret {
-        let mut ms: ManagedSecret = serde_json::from_value(serde_json::json!({
-            "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret",
-            "metadata": {"name": "m", "namespace": "ns", "uid": "u1"},
-            "spec": {"source": {"esc": {"environment": "o/p/e", "path": "a"}}, "target": {"key": "K", "labels": {"x": "y"}}}
-        }))
-        .unwrap();
-        ms.metadata.uid = Some("u1".into());
-        ms
-    }
-
-    #[test]
-    fn desired_secret_carries_ownership_and_hash_but_up_to_date_compares_data() {
-        let ms = ms();
-        let v = SourceValue {
-            value: crate::source::SecretBytes::new(b"v1".to_vec()),
-            revision: Some(4),
-        };
-        let d = desired_secret(&ms, &v, "hmac-sha256:aa");
-        assert_eq!(d.metadata.name.as_deref(), Some("m"));
-        assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
-        let ann = d.metadata.annotations.as_ref().unwrap();
-        assert_eq!(ann[SOURCE_REVISION_ANNOTATION], "4");
-        assert!(up_to_date(&d, &d));
-        let mut edited = d.clone();
-        edited.data = Some(BTreeMap::from([("K".into(), ByteString(b"hand".to_vec()))]));
-        assert!(!up_to_date(&edited, &d));
-        let mut extra = d.clone();
-        extra
-            .data
-            .as_mut()
-            .unwrap()
-            .insert("OTHER".into(), ByteString(b"x".to_vec()));
-        assert!(up_to_date(&extra, &d));
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::workloads::{Rollout, WorkloadView, adopt_hash, apply_hash};
 use crate::api::{
     ConsumerPolicy, ConsumerStatus, Consumers, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret,
-    VALUE_HASH_ANNOTATION, WorkloadKindName,
+    PREVIOUS_KEY_ANNOTATION, VALUE_HASH_ANNOTATION, WorkloadKindName,
 };
 use crate::consumers::discovery::{WorkloadKind, WorkloadRef};
 use crate::consumers::hash::secrets_hash;
@@ -54,6 +54,8 @@ enum Change {
 struct Managed {
     managed_secret: String,
     value_hash: String,
+    /// The data key holding the replaced value during a rotation's grace period, while it exists.
+    previous_key: Option<String>,
 }
 
 fn kind_of(k: WorkloadKindName) -> WorkloadKind {
@@ -132,7 +134,13 @@ impl State {
                 continue;
             };
             if self.included(w, m) {
-                entries.push((secret.to_string(), m.value_hash.clone()));
+                // Pods that see the grace-period key (envFrom, a whole-Secret volume, or by name) restart once
+                // more when it goes; pods that read only the value do not.
+                let hash = match &m.previous_key {
+                    Some(k) if self.index.references_key(w, secret, k) => format!("{}+{k}", m.value_hash),
+                    _ => m.value_hash.clone(),
+                };
+                entries.push((secret.to_string(), hash));
             }
         }
         if entries.is_empty() {
@@ -482,6 +490,7 @@ pub async fn run(
             (false, Some(ms), Some(h)) => Some(Managed {
                 managed_secret: ms.clone(),
                 value_hash: h.clone(),
+                previous_key: ann.get(PREVIOUS_KEY_ANNOTATION).cloned(),
             }),
             _ => None,
         };

@@ -634,6 +634,11 @@ impl EscSource {
         }
     }
 
+    /// The client underneath, for writes (rotation).
+    pub fn client(&self) -> &EscClient {
+        &self.client
+    }
+
     /// Reads `path` of `environment` (optionally pinned to `version`), reusing a snapshot started at or after
     /// `fresh_since`; otherwise one new snapshot is taken and shared with every concurrent caller.
     pub async fn get(

@@ -22,6 +22,14 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabels {
+    /// `generate`, `esc` or `notify`.
+    pub strategy: &'static str,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -33,6 +41,7 @@ pub struct Metrics {
     pub sync_failures: Family<ReasonLabels, Counter>,
     pub secrets_written: Counter,
     pub reconcile_duration: Histogram,
+    pub rotations: Family<RotationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,6 +77,12 @@ impl Metrics {
             "Time spent in one reconcile",
             reconcile_duration.clone(),
         );
+        let rotations = Family::<RotationLabels, Counter>::default();
+        registry.register(
+            "keyward_rotations",
+            "Rotations attempted, by strategy and result",
+            rotations.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -81,6 +96,7 @@ impl Metrics {
             sync_failures,
             secrets_written,
             reconcile_duration,
+            rotations,
         }
     }
 

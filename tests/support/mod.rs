@@ -159,6 +159,16 @@ impl TestNs {
         TestNs { name, client }
     }
 
+    /// The Events about object `name` in this namespace, each as `Reason: note`.
+    pub async fn events_for(&self, name: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = self.api();
+        let list = api.list(&kube::api::ListParams::default()).await.unwrap().items;
+        list.into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -271,6 +281,11 @@ pub struct Keyward {
 impl Keyward {
     /// Starts `keyward run --watch-namespace NS` with extra arguments.
     pub fn start(namespace: &str, extra: &[&str]) -> Keyward {
+        Keyward::start_with_env(namespace, extra, &[])
+    }
+
+    /// Like [`Keyward::start`], with extra environment variables.
+    pub fn start_with_env(namespace: &str, extra: &[&str], env: &[(&str, &str)]) -> Keyward {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("hash-key");
         std::fs::write(&key, b"test-hash-key").unwrap();
@@ -296,6 +311,8 @@ impl Keyward {
             )
             .env_remove("KEYWARD_ESC_URL")
             .env_remove("KEYWARD_ESC_TOKEN_FILE")
+            .env_remove("KEYWARD_TEST_ABORT_AFTER")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -322,6 +339,19 @@ impl Keyward {
     /// Everything keyward has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `secs` for keyward to exit by itself; its exit status, if it did.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok()? {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
     }
 
     /// Stops keyward (SIGKILL: the harshest stop, which keyward must survive) and waits for it.

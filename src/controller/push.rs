@@ -1,0 +1,99 @@
+//! Pushes to GitHub Actions secrets, level-triggered: every target is brought to the value the source (ESC)
+//! holds, whenever the hash last pushed there differs. A failed push is therefore retried from ESC's value on a
+//! later reconcile, never from a value kept in memory; pushing the same value twice is harmless.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::events::EventType;
+
+use super::Context;
+use super::conditions::{self, PUSHED};
+use super::reconcile::{Failure, Synced, publish};
+use crate::api::{ManagedSecret, ManagedSecretStatus, PushStatus, Rotation};
+use crate::push::github::GithubScope;
+
+/// Pushes the synced value wherever `rotation.pushTo` says and it is not there yet; sets condition Pushed.
+pub(super) async fn push_all(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    rotation: &Rotation,
+    synced: &Synced,
+    status: &mut ManagedSecretStatus,
+    now: &Time,
+) -> Result<(), Failure> {
+    let generation = ms.metadata.generation;
+    let hash = &synced.written.hash;
+    let mut targets = Vec::new();
+    let mut result = Ok(());
+    for t in rotation.push_to.iter().filter_map(|p| p.github.as_ref()) {
+        let scope = match GithubScope::from_target(t) {
+            Ok(s) => s,
+            Err(e) => {
+                result = Err(Failure::from(e));
+                continue;
+            }
+        };
+        let name = scope.describe(&t.secret_name);
+        targets.push(name.clone());
+        let pushed = status
+            .pushes
+            .iter()
+            .any(|p| p.target == name && p.value_hash.as_ref() == Some(hash));
+        if pushed || result.is_err() {
+            continue;
+        }
+        let Some(github) = ctx.github.as_ref() else {
+            result = Err(Failure {
+                reason: "PushNotConfigured",
+                message: "rotation.pushTo names GitHub, but keyward has no GitHub client configured".into(),
+                retry_after: None,
+            });
+            continue;
+        };
+        match github.put_secret(&scope, &t.secret_name, &synced.value.value).await {
+            Ok(()) => {
+                super::rotate::checkpoint("github-push");
+                status.pushes.retain(|p| p.target != name);
+                status.pushes.push(PushStatus {
+                    target: name.clone(),
+                    value_hash: Some(hash.clone()),
+                    push_time: Some(now.clone()),
+                });
+                publish(
+                    ctx,
+                    ms,
+                    EventType::Normal,
+                    "Pushed",
+                    "Push",
+                    format!("value pushed to {name}"),
+                )
+                .await;
+            }
+            Err(e) => result = Err(Failure::from(e)),
+        }
+    }
+    // Targets no longer listed are forgotten.
+    status.pushes.retain(|p| targets.contains(&p.target));
+    status.pushes.sort_by(|a, b| a.target.cmp(&b.target));
+    let (ok, reason, message) = match &result {
+        Ok(()) => (
+            true,
+            "Pushed",
+            format!("{} target(s) hold the current value", targets.len()),
+        ),
+        Err(f) => (false, f.reason, f.message.clone()),
+    };
+    let before = conditions::get(&status.conditions, PUSHED).map(|c| (c.status.clone(), c.reason.clone()));
+    conditions::set(
+        &mut status.conditions,
+        PUSHED,
+        ok,
+        reason,
+        message.clone(),
+        generation,
+        now,
+    );
+    if !ok && before != Some(("False".into(), reason.into())) {
+        publish(ctx, ms, EventType::Warning, reason, "Push", message).await;
+    }
+    result
+}

@@ -1,0 +1,314 @@
+//! Rotation inside a reconcile. The steps are ordered so that a crash between any two of them converges to
+//! exactly one rotation:
+//!
+//! 1. record the intent on the target Secret (and in status) — nothing has changed yet;
+//! 2. write the new value to ESC (strategy Generate), or ask ESC to rotate (strategy Esc);
+//! 3. read ESC again and write the Secret from what ESC holds: the write that replaces the value also sets
+//!    the last rotation time and clears the intent, atomically;
+//! 4. push what ESC holds to GitHub (level-triggered, see `push`), and let the restart task roll consumers.
+//!
+//! A restart finds the intent. It reads ESC first: if ESC already holds a new value, step 3 completes the
+//! rotation with it; only if ESC still holds the old value is a value made again — the earlier one never left
+//! this process. Values are never taken from memory after step 2: every later step reads ESC.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+
+use super::conditions::{self, ROTATION_DUE, ROTATION_OVERDUE};
+use super::reconcile::{Failure, SCHEDULED, SOURCE_CHANGED, Synced, publish, sync};
+use super::target::{self, Bookkeeping};
+use super::{Context, backoff};
+use crate::api::{ManagedSecret, ManagedSecretStatus, ROTATE_NOW_ANNOTATION, RotationIntent, RotationStrategy};
+use crate::rotation::schedule::Policy;
+use crate::rotation::{generate, schedule};
+use crate::source::SourceError;
+use crate::source::esc::EnvRef;
+use crate::source::path::PropertyPath;
+
+/// Aborts the process after a named step when `KEYWARD_TEST_ABORT_AFTER` names it: the crash-safety tests'
+/// fault injection. Only in builds with the developer tools.
+pub(super) fn checkpoint(step: &'static str) {
+    #[cfg(feature = "dev")]
+    if std::env::var("KEYWARD_TEST_ABORT_AFTER").is_ok_and(|s| s == step) {
+        tracing::error!(step, "aborting after this rotation step (KEYWARD_TEST_ABORT_AFTER)");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "dev"))]
+    let _ = step;
+}
+
+/// The rotate-now request on the object, if it has not been honored yet.
+pub(super) fn pending_request(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    status: &ManagedSecretStatus,
+    book: &Bookkeeping,
+) -> Option<String> {
+    let request = ms.annotations().get(ROTATE_NOW_ANNOTATION)?.trim();
+    let handled = status.rotation.as_ref().and_then(|r| r.handled_request.as_deref());
+    if request.is_empty() || handled == Some(request) || book.rotated_for.as_deref() == Some(request) {
+        return None;
+    }
+    // The cache may still hold the object from before our own status write.
+    if ctx.rotation_handled(&ms.uid().unwrap_or_default(), request) {
+        return None;
+    }
+    Some(request.to_string())
+}
+
+/// Why a rotation should run now: a started one to finish, an unhonored request, or the schedule.
+pub(super) fn wanted(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    status: &ManagedSecretStatus,
+    book: &Bookkeeping,
+    policy: &Policy,
+) -> Option<String> {
+    if let Some(intent) = &book.intent {
+        return Some(intent.reason.clone());
+    }
+    if let Some(request) = pending_request(ms, ctx, status, book) {
+        return Some(request);
+    }
+    let state = schedule::state(
+        Timestamp::now(),
+        last_rotation(status, book),
+        created(ms),
+        policy,
+        false,
+    );
+    state.due.then(|| SCHEDULED.to_string())
+}
+
+/// When the value was last rotated: the Secret's record first (it survives the loss of status).
+pub(super) fn last_rotation(status: &ManagedSecretStatus, book: &Bookkeeping) -> Option<Timestamp> {
+    book.last_rotation
+        .or_else(|| status.last_rotation_time.as_ref().map(|t| t.0))
+}
+
+fn created(ms: &ManagedSecret) -> Timestamp {
+    ms.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0)
+}
+
+fn esc_target(ms: &ManagedSecret) -> Result<(EnvRef, PropertyPath), Failure> {
+    let esc = ms.spec.source.esc.as_ref().ok_or_else(|| Failure {
+        reason: "InvalidSpec",
+        message: "rotation strategies Generate and Esc need source.esc".into(),
+        retry_after: None,
+    })?;
+    let env = EnvRef::parse(&esc.environment)?;
+    let path = PropertyPath::parse(&esc.path).map_err(|e| SourceError::Invalid(e.to_string()))?;
+    Ok((env, path))
+}
+
+/// Runs (or finishes) one rotation. Returns the sync that put the new value into the Secret, or None when the
+/// strategy does not change values.
+pub(super) async fn rotate(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    status: &mut ManagedSecretStatus,
+    policy: &Policy,
+    reason: String,
+    synced: &Synced,
+    read_fresh: bool,
+) -> Result<Option<Synced>, Failure> {
+    if policy.strategy == RotationStrategy::Notify {
+        return Ok(None);
+    }
+    let mut base = synced;
+    let resumed;
+    if synced.written.book.intent.is_some() && !read_fresh {
+        // A rotation started earlier: ESC may already hold its value. Look before making another one.
+        resumed = sync(ms, ctx, Instant::now(), status, Some(policy), None).await?;
+        if resumed.written.replaced.is_some() {
+            return Ok(Some(resumed));
+        }
+        base = &resumed;
+    }
+    let (env, path) = esc_target(ms)?;
+    let esc = ctx.esc.as_ref().ok_or(SourceError::NotConfigured)?;
+    let started = base
+        .written
+        .book
+        .intent
+        .as_ref()
+        .map_or_else(|| target::second(Timestamp::now()).to_string(), |i| i.started.clone());
+    let mut intent = RotationIntent {
+        reason: reason.clone(),
+        started,
+        base_revision: base.value.revision,
+        value_hash: None,
+    };
+    match policy.strategy {
+        RotationStrategy::Generate => {
+            let generator = ms.spec.rotation.as_ref().and_then(|r| r.generator.as_ref());
+            let value = generate::generate(generator).map_err(|e| Failure {
+                reason: "InvalidGenerator",
+                message: e.to_string(),
+                retry_after: None,
+            })?;
+            intent.value_hash = Some(ctx.hasher.hash(value.expose()));
+            record_intent(ms, ctx, status, policy, base, intent).await?;
+            esc.client().write_secret_value(&env, &path, &value).await?;
+        }
+        RotationStrategy::Esc => {
+            record_intent(ms, ctx, status, policy, base, intent).await?;
+            esc.client().rotate(&env, &[path.to_string()]).await?;
+        }
+        RotationStrategy::Notify => return Ok(None),
+    }
+    checkpoint("esc-write");
+    // What ESC holds now is the value from here on — never the one generated above.
+    let after = sync(ms, ctx, Instant::now(), status, Some(policy), None).await?;
+    if after.written.replaced.is_none() {
+        return Err(Failure {
+            reason: "RotationNotVisible",
+            message: format!("ESC accepted the rotation of {path} in {env}, but reading it back gave the old value"),
+            retry_after: Some(Duration::from_secs(5)),
+        });
+    }
+    checkpoint("secret-write");
+    Ok(Some(after))
+}
+
+/// Step 1: the intent, on the target Secret (the value unchanged) and in status.
+async fn record_intent(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    status: &mut ManagedSecretStatus,
+    policy: &Policy,
+    base: &Synced,
+    intent: RotationIntent,
+) -> Result<(), Failure> {
+    status.rotation.get_or_insert_default().in_progress = Some(intent.clone());
+    super::reconcile::ensure_secret(
+        ms,
+        ctx,
+        &base.value,
+        &base.written.hash,
+        status,
+        Some(policy),
+        Some(intent),
+    )
+    .await?;
+    checkpoint("intent");
+    Ok(())
+}
+
+/// Rotation status after a reconcile: times, conditions, Events. Returns how long until the next rotation is
+/// due, for an exact requeue.
+pub(super) async fn report(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    status: &mut ManagedSecretStatus,
+    policy: &Policy,
+    synced: &Synced,
+    failure: Option<&Failure>,
+    now: &Time,
+) -> Option<Duration> {
+    let generation = ms.metadata.generation;
+    let book = &synced.written.book;
+    let last = last_rotation(status, book);
+    let state = schedule::state(now.0, last, created(ms), policy, failure.is_some());
+    status.last_rotation_time = last.map(Time);
+    status.next_rotation_time = Some(Time(state.due_at));
+    let rotation = status.rotation.get_or_insert_default();
+    rotation.in_progress = book.intent.clone();
+    // The Secret's record wins: it is written with the value, so it holds even when this process crashed
+    // before writing status.
+    if book.last_reason.is_some() {
+        rotation.last_reason = book.last_reason.clone();
+    }
+    if policy.strategy != RotationStrategy::Notify
+        && let Some(request) = &book.rotated_for
+    {
+        rotation.handled_request = Some(request.clone());
+        ctx.remember_rotation(&ms.uid().unwrap_or_default(), request);
+    }
+    if let Some(reason) = &synced.written.replaced {
+        let note = if reason == SOURCE_CHANGED {
+            format!("the value of Secret {} changed in the source", ms.target_name())
+        } else {
+            format!("Secret {} rotated ({reason})", ms.target_name())
+        };
+        publish(ctx, ms, EventType::Normal, "Rotated", "Rotate", note).await;
+    }
+    // Notify cannot rotate: a request is acknowledged and reported instead.
+    if policy.strategy == RotationStrategy::Notify
+        && let Some(request) = pending_request(ms, ctx, status, book)
+    {
+        let note =
+            format!("rotation requested ({request}), but strategy is Notify: replace the value in the source by hand");
+        publish(ctx, ms, EventType::Warning, "RotationRequested", "Rotate", note).await;
+        status.rotation.get_or_insert_default().handled_request = Some(request.clone());
+        ctx.remember_rotation(&ms.uid().unwrap_or_default(), &request);
+    }
+    let due_at = state.due_at;
+    let (due_reason, due_message) = match (state.due, failure) {
+        (_, Some(f)) => (f.reason, format!("rotation failed: {}", f.message)),
+        (true, None) => ("Due", format!("rotation was due at {due_at}")),
+        (false, None) => ("NotDue", format!("next rotation due at {due_at}")),
+    };
+    let due = state.due || failure.is_some();
+    conditions::set(
+        &mut status.conditions,
+        ROTATION_DUE,
+        due,
+        due_reason,
+        due_message,
+        generation,
+        now,
+    );
+    let was_overdue = conditions::get(&status.conditions, ROTATION_OVERDUE).is_some_and(|c| c.status == "True");
+    let (reason, message) = if !state.overdue {
+        ("NotOverdue", format!("next rotation due at {due_at}"))
+    } else if let Some(f) = failure {
+        (
+            "RotationFailing",
+            format!("rotation was due at {due_at} and is failing: {}", f.message),
+        )
+    } else {
+        (
+            "Overdue",
+            format!("rotation was due at {due_at}; strategy Notify: replace the value in the source"),
+        )
+    };
+    conditions::set(
+        &mut status.conditions,
+        ROTATION_OVERDUE,
+        state.overdue,
+        reason,
+        message.clone(),
+        generation,
+        now,
+    );
+    if state.overdue && !was_overdue {
+        publish(ctx, ms, EventType::Warning, "RotationOverdue", "Rotate", message).await;
+    }
+    if let Some(f) = failure {
+        tracing::warn!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), reason = f.reason, message = %f.message, "rotation failed; the Secret is left as it is");
+        publish(
+            ctx,
+            ms,
+            EventType::Warning,
+            "RotationFailed",
+            "Rotate",
+            f.message.clone(),
+        )
+        .await;
+    }
+    state.until_due
+}
+
+/// When a failed rotation is tried again.
+pub(super) fn retry_in(ctx: &Context, ms: &ManagedSecret, failure: &Failure, interval: Duration) -> Duration {
+    let n = ctx.rotation_failed(&ms.uid().unwrap_or_default());
+    backoff(n, failure.retry_after, interval)
+}

@@ -1,0 +1,273 @@
+//! The target Secret: what keyward wants it to hold — the value, the replaced value during a grace period, and
+//! the rotation bookkeeping that must survive the loss of the ManagedSecret's status — and whether it does.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{
+    DeletionPolicy, LAST_ROTATION_ANNOTATION, LAST_ROTATION_REASON_ANNOTATION, MANAGED_BY_LABEL,
+    MANAGED_SECRET_ANNOTATION, ManagedSecret, PREVIOUS_KEY_ANNOTATION, PREVIOUS_UNTIL_ANNOTATION,
+    ROTATED_FOR_ANNOTATION, ROTATION_INTENT_ANNOTATION, RotationIntent, SOURCE_REVISION_ANNOTATION,
+    VALUE_HASH_ANNOTATION,
+};
+use crate::source::{SecretBytes, SourceValue};
+
+/// The annotations keyward alone sets on a target Secret, which must match exactly (absent when unset).
+const BOOKKEEPING: [&str; 6] = [
+    LAST_ROTATION_ANNOTATION,
+    LAST_ROTATION_REASON_ANNOTATION,
+    ROTATED_FOR_ANNOTATION,
+    ROTATION_INTENT_ANNOTATION,
+    PREVIOUS_KEY_ANNOTATION,
+    PREVIOUS_UNTIL_ANNOTATION,
+];
+
+/// The replaced value, kept under its own key until `until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Previous {
+    pub key: String,
+    pub value: SecretBytes,
+    pub until: Timestamp,
+}
+
+/// Rotation bookkeeping kept on the target Secret.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bookkeeping {
+    /// When the value last changed (a rotation, or a change made in the source).
+    pub last_rotation: Option<Timestamp>,
+    /// Why the value last changed.
+    pub last_reason: Option<String>,
+    /// The rotate-now request last honored.
+    pub rotated_for: Option<String>,
+    /// A rotation started and not yet seen in the Secret.
+    pub intent: Option<RotationIntent>,
+    pub previous: Option<Previous>,
+}
+
+impl Bookkeeping {
+    /// Reads what a target Secret holds. Unreadable entries count as absent: they are rewritten correctly.
+    pub fn read(secret: &Secret) -> Bookkeeping {
+        let ann = secret.annotations();
+        let time = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
+        let previous = match (ann.get(PREVIOUS_KEY_ANNOTATION), time(PREVIOUS_UNTIL_ANNOTATION)) {
+            (Some(key), Some(until)) => secret.data.as_ref().and_then(|d| d.get(key)).map(|v| Previous {
+                key: key.clone(),
+                value: SecretBytes::new(v.0.clone()),
+                until,
+            }),
+            _ => None,
+        };
+        Bookkeeping {
+            last_rotation: time(LAST_ROTATION_ANNOTATION),
+            last_reason: ann.get(LAST_ROTATION_REASON_ANNOTATION).cloned(),
+            rotated_for: ann.get(ROTATED_FOR_ANNOTATION).cloned(),
+            intent: ann
+                .get(ROTATION_INTENT_ANNOTATION)
+                .and_then(|v| serde_json::from_str(v).ok()),
+            previous,
+        }
+    }
+
+    fn annotate(&self, annotations: &mut BTreeMap<String, String>) {
+        if let Some(t) = self.last_rotation {
+            annotations.insert(LAST_ROTATION_ANNOTATION.into(), t.to_string());
+        }
+        if let Some(r) = &self.last_reason {
+            annotations.insert(LAST_ROTATION_REASON_ANNOTATION.into(), r.clone());
+        }
+        if let Some(r) = &self.rotated_for {
+            annotations.insert(ROTATED_FOR_ANNOTATION.into(), r.clone());
+        }
+        if let Some(i) = self.intent.as_ref().and_then(|i| serde_json::to_string(i).ok()) {
+            annotations.insert(ROTATION_INTENT_ANNOTATION.into(), i);
+        }
+        if let Some(p) = &self.previous {
+            annotations.insert(PREVIOUS_KEY_ANNOTATION.into(), p.key.clone());
+            annotations.insert(PREVIOUS_UNTIL_ANNOTATION.into(), p.until.to_string());
+        }
+    }
+}
+
+/// A time as annotations and status carry it: whole seconds.
+pub fn second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// The Secret keyward wants, as an apply patch: everything keyward owns in it, so that what it leaves out is
+/// removed.
+pub fn desired(ms: &ManagedSecret, value: &SourceValue, hash: &str, book: &Bookkeeping) -> Secret {
+    let spec = &ms.spec.target;
+    let mut labels = spec.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.0.into(), MANAGED_BY_LABEL.1.into());
+    let mut annotations = spec.annotations.clone();
+    annotations.insert(MANAGED_SECRET_ANNOTATION.into(), ms.name_any());
+    annotations.insert(VALUE_HASH_ANNOTATION.into(), hash.into());
+    if let Some(rev) = value.revision {
+        annotations.insert(SOURCE_REVISION_ANNOTATION.into(), rev.to_string());
+    }
+    book.annotate(&mut annotations);
+    let owner = match ms.spec.deletion_policy.unwrap_or_default() {
+        DeletionPolicy::Delete => ms.controller_owner_ref(&()).map(|o| vec![o]),
+        DeletionPolicy::Retain => None,
+    };
+    let mut data = BTreeMap::from([(spec.key.clone(), ByteString(value.value.expose().to_vec()))]);
+    if let Some(p) = &book.previous {
+        data.insert(p.key.clone(), ByteString(p.value.expose().to_vec()));
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(ms.target_name().to_string()),
+            namespace: ms.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner,
+            ..ObjectMeta::default()
+        },
+        type_: Some(spec.type_.clone().unwrap_or_else(|| "Opaque".into())),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// Whether `current` already holds everything `desired` says, and nothing of keyward's that `desired` drops
+/// (other fields and keys may exist).
+pub fn up_to_date(current: &Secret, desired: &Secret) -> bool {
+    let subset = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    let owner_uids = |s: &Secret| -> Vec<String> {
+        s.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| o.uid.clone())
+            .collect()
+    };
+    let (want, have) = (owner_uids(desired), owner_uids(current));
+    // Our owner reference is there when wanted, and gone when not (deletionPolicy: Retain).
+    let owners_match = want.iter().all(|u| have.contains(u))
+        && (!want.is_empty()
+            || !current
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "ManagedSecret"));
+    let data_of = |s: &Secret, k: &str| s.data.as_ref().and_then(|d| d.get(k)).map(|v| v.0.clone());
+    let data_match = desired
+        .data
+        .iter()
+        .flatten()
+        .all(|(k, v)| data_of(current, k).as_ref() == Some(&v.0));
+    // A grace-period key that expired must be gone.
+    let stale_previous = current
+        .annotations()
+        .get(PREVIOUS_KEY_ANNOTATION)
+        .is_some_and(|k| data_of(current, k).is_some() && data_of(desired, k).is_none());
+    let bookkeeping_match = BOOKKEEPING
+        .iter()
+        .all(|k| current.annotations().get(*k) == desired.annotations().get(*k));
+    subset(&desired.metadata.labels, &current.metadata.labels)
+        && subset(&desired.metadata.annotations, &current.metadata.annotations)
+        && bookkeeping_match
+        && owners_match
+        && data_match
+        && !stale_previous
+        && current.type_ == desired.type_
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms() -> ManagedSecret {
+        let mut ms: ManagedSecret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret",
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u1"},
+            "spec": {"source": {"esc": {"environment": "o/p/e", "path": "a"}}, "target": {"key": "K", "labels": {"x": "y"}}}
+        }))
+        .unwrap();
+        ms.metadata.uid = Some("u1".into());
+        ms
+    }
+
+    fn value(v: &[u8]) -> SourceValue {
+        SourceValue {
+            value: SecretBytes::new(v.to_vec()),
+            revision: Some(4),
+        }
+    }
+
+    #[test]
+    fn desired_carries_ownership_and_hash_but_up_to_date_compares_data() {
+        let ms = ms();
+        let d = desired(&ms, &value(b"v1"), "hmac-sha256:aa", &Bookkeeping::default());
+        assert_eq!(d.metadata.name.as_deref(), Some("m"));
+        assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
+        let ann = d.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann[SOURCE_REVISION_ANNOTATION], "4");
+        assert!(up_to_date(&d, &d));
+        let mut edited = d.clone();
+        edited.data = Some(BTreeMap::from([("K".into(), ByteString(b"hand".to_vec()))]));
+        assert!(!up_to_date(&edited, &d));
+        let mut extra = d.clone();
+        extra
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("OTHER".into(), ByteString(b"x".to_vec()));
+        assert!(up_to_date(&extra, &d));
+    }
+
+    #[test]
+    fn bookkeeping_round_trips_and_its_removal_is_a_difference() {
+        let ms = ms();
+        let at: Timestamp = "2026-11-29T07:00:00Z".parse().unwrap();
+        let book = Bookkeeping {
+            last_rotation: Some(at),
+            last_reason: Some("leaked in chat".into()),
+            rotated_for: Some("leaked in chat".into()),
+            intent: Some(RotationIntent {
+                reason: "scheduled".into(),
+                started: at.to_string(),
+                base_revision: Some(3),
+                value_hash: Some("hmac-sha256:bb".into()),
+            }),
+            previous: Some(Previous {
+                key: "K_PREVIOUS".into(),
+                value: SecretBytes::new(b"old".to_vec()),
+                until: at,
+            }),
+        };
+        let with = desired(&ms, &value(b"v1"), "h", &book);
+        assert_eq!(Bookkeeping::read(&with), book);
+        assert_eq!(with.data.as_ref().unwrap()["K_PREVIOUS"].0, b"old");
+        let without = desired(&ms, &value(b"v1"), "h", &Bookkeeping::default());
+        assert!(up_to_date(&with, &with));
+        // The current Secret still has the previous key and the intent: not what is wanted any more.
+        assert!(!up_to_date(&with, &without));
+        let mut only_intent = book.clone();
+        only_intent.previous = None;
+        let d = desired(&ms, &value(b"v1"), "h", &only_intent);
+        assert!(!up_to_date(&d, &without));
+        assert!(!up_to_date(&without, &d));
+    }
+
+    #[test]
+    fn unreadable_bookkeeping_counts_as_absent() {
+        let ms = ms();
+        let mut s = desired(&ms, &value(b"v1"), "h", &Bookkeeping::default());
+        let ann = s.metadata.annotations.as_mut().unwrap();
+        ann.insert(LAST_ROTATION_ANNOTATION.into(), "yesterday".into());
+        ann.insert(ROTATION_INTENT_ANNOTATION.into(), "{not json".into());
+        ann.insert(PREVIOUS_KEY_ANNOTATION.into(), "K_PREVIOUS".into());
+        assert_eq!(Bookkeeping::read(&s), Bookkeeping::default());
+    }
+}
