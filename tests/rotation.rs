@@ -49,6 +49,7 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        keyward::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let esc = EscServer::start(EscServerOptions {
             listen: "127.0.0.1:0".parse().unwrap(),

@@ -86,6 +86,8 @@ pub struct Context {
     pub esc: Option<EscSource>,
     pub hasher: ValueHasher,
     pub recorder: Recorder,
+    /// Who Events come from, for [`reconcile::publish_distinct`].
+    pub reporter: Reporter,
     pub coalesce_window: Duration,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object (by uid), for exponential backoff.
@@ -107,7 +109,8 @@ impl Context {
             instance: Some(settings.instance),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             esc: settings.esc,
             hasher: settings.hasher,

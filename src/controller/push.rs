@@ -7,7 +7,7 @@ use kube::runtime::events::EventType;
 
 use super::Context;
 use super::conditions::{self, PUSHED};
-use super::reconcile::{Failure, Synced, publish};
+use super::reconcile::{Failure, Synced, publish, publish_distinct};
 use crate::api::{ManagedSecret, ManagedSecretStatus, PushStatus, Rotation};
 use crate::push::github::GithubScope;
 
@@ -58,7 +58,7 @@ pub(super) async fn push_all(
                     value_hash: Some(hash.clone()),
                     push_time: Some(now.clone()),
                 });
-                publish(
+                publish_distinct(
                     ctx,
                     ms,
                     EventType::Normal,

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 
 use super::conditions::{self, CONSUMERS_UPDATED, DEGRADED, READY, ROTATION_DUE, SYNCED};
@@ -434,6 +434,29 @@ pub(super) async fn publish(
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing an Event failed");
+    }
+}
+
+/// Publishes an Event that must keep its own note. The shared recorder folds Events with the same reason into
+/// one series that keeps the first note; a rotation's reason or a push's target must not be lost that way.
+pub(super) async fn publish_distinct(
+    ctx: &Context,
+    ms: &ManagedSecret,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &ms.object_ref(&())).await {
         tracing::warn!(error = %e, "publishing an Event failed");
     }
 }

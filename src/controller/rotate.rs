@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::conditions::{self, ROTATION_DUE, ROTATION_OVERDUE};
-use super::reconcile::{Failure, SCHEDULED, SOURCE_CHANGED, Synced, publish, sync};
+use super::reconcile::{Failure, SCHEDULED, SOURCE_CHANGED, Synced, publish, publish_distinct, sync};
 use super::target::{self, Bookkeeping};
 use super::{Context, backoff};
 use crate::api::{ManagedSecret, ManagedSecretStatus, ROTATE_NOW_ANNOTATION, RotationIntent, RotationStrategy};
@@ -238,7 +238,7 @@ pub(super) async fn report(
         } else {
             format!("Secret {} rotated ({reason})", ms.target_name())
         };
-        publish(ctx, ms, EventType::Normal, "Rotated", "Rotate", note).await;
+        publish_distinct(ctx, ms, EventType::Normal, "Rotated", "Rotate", note).await;
     }
     // Notify cannot rotate: a request is acknowledged and reported instead.
     if policy.strategy == RotationStrategy::Notify
@@ -246,7 +246,7 @@ pub(super) async fn report(
     {
         let note =
             format!("rotation requested ({request}), but strategy is Notify: replace the value in the source by hand");
-        publish(ctx, ms, EventType::Warning, "RotationRequested", "Rotate", note).await;
+        publish_distinct(ctx, ms, EventType::Warning, "RotationRequested", "Rotate", note).await;
         status.rotation.get_or_insert_default().handled_request = Some(request.clone());
         ctx.remember_rotation(&ms.uid().unwrap_or_default(), &request);
     }
