@@ -239,7 +239,7 @@ async fn generate_end_to_end_with_grace_pushes_and_restarts() {
     let ns = ns("rot-e2e").await;
     let secrets: Api<Secret> = ns.api();
     let managed: Api<ManagedSecret> = ns.api();
-    let _keyward = world.keyward(&ns.name, &[]);
+    let keyward = world.keyward(&ns.name, &[]);
     let rotation = serde_json::json!({
         "category": "database", "strategy": "Generate", "gracePeriod": "25s",
         "generator": {"length": 40, "classes": ["Lowercase", "Uppercase", "Digits", "Symbols"]},

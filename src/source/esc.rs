@@ -369,7 +369,16 @@ impl EscClient {
         let what = format!("ESC environment {env}");
         let body = serde_json::to_vec(&serde_json::json!({ "paths": paths }))
             .map_err(|_| SourceError::Invalid("rotation paths do not serialize".into()))?;
-        let resp = self
+        // A rotation is not idempotent: a retry after a lost answer would rotate twice. One attempt; the
+        // controller's recorded intent decides what happens next.
+        let once = EscClient {
+            http: self.http.clone(),
+            config: EscConfig {
+                attempts: 1,
+                ..self.config.clone()
+            },
+        };
+        let resp = once
             .send_with(
                 Method::POST,
                 &self.url(env, "/rotate"),
