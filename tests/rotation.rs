@@ -376,6 +376,29 @@ async fn generate_end_to_end_with_grace_pushes_and_restarts() {
             .any(|e| e.contains("Rotated") && e.contains("second incident")),
         "{events:?}"
     );
+    // None of the values keyward handled appears anywhere but in the Secret, ESC and GitHub.
+    let all_events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let all_events = serde_json::to_string(&all_events.list(&ListParams::default()).await.unwrap()).unwrap();
+    let object = serde_json::to_string(&managed.get("db").await.unwrap()).unwrap();
+    let (logs, metrics) = (keyward.logs(), keyward.metrics().await);
+    for value in [INITIAL, new.as_str(), newer.as_str()] {
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, value);
+        for (place, text) in [
+            ("logs", &logs),
+            ("Events", &all_events),
+            ("ManagedSecret", &object),
+            ("metrics", &metrics),
+        ] {
+            assert!(
+                !text.contains(value) && !text.contains(&b64),
+                "a value leaked into {place}"
+            );
+        }
+    }
+    assert!(
+        metrics.contains("keyward_rotations_total{strategy=\"generate\",result=\"success\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
