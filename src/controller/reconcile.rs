@@ -426,22 +426,25 @@ pub(super) async fn publish(
     action: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
-        tracing::warn!(error = %e, "publishing an Event failed");
-    }
+    publish_with(&ctx.recorder, ms, type_, reason, action, note).await;
 }
 
 /// Publishes an Event that must keep its own note. The shared recorder folds Events with the same reason into
 /// one series that keeps the first note; a rotation's reason or a push's target must not be lost that way.
 pub(super) async fn publish_distinct(
     ctx: &Context,
+    ms: &ManagedSecret,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    publish_with(&recorder, ms, type_, reason, action, note).await;
+}
+
+async fn publish_with(
+    recorder: &Recorder,
     ms: &ManagedSecret,
     type_: EventType,
     reason: &str,
@@ -455,7 +458,6 @@ pub(super) async fn publish_distinct(
         action: action.into(),
         secondary: None,
     };
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     if let Err(e) = recorder.publish(&event, &ms.object_ref(&())).await {
         tracing::warn!(error = %e, "publishing an Event failed");
     }

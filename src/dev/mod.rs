@@ -7,6 +7,7 @@ pub mod control_plane;
 pub mod esc_server;
 pub mod github_server;
 pub mod pki;
+pub mod serve;
 pub mod tools;
 
 /// Errors of the developer tools.

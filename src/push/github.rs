@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use crypto_box::aead::OsRng;
-use rand::RngExt;
 use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use zeroize::Zeroizing;
@@ -269,13 +268,6 @@ fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, message: &str, now: 
     None
 }
 
-fn backoff(attempt: u32) -> Duration {
-    // 200ms, 400ms, 800ms ... with ±50% jitter so that many clients do not retry in step.
-    let base = 200u64.saturating_mul(1 << attempt.min(6));
-    let jitter = rand::rng().random_range(base / 2..=base + base / 2);
-    Duration::from_millis(jitter)
-}
-
 #[derive(serde::Deserialize)]
 struct ErrorBody {
     message: Option<String>,
@@ -432,7 +424,7 @@ impl GithubClient {
                         match retry_after_header(&headers) {
                             Some(w) if w > self.config.max_inline_wait => break,
                             Some(w) => w,
-                            None => backoff(attempt),
+                            None => crate::backoff::jittered(attempt),
                         }
                     } else {
                         let target = target.to_string();
@@ -457,7 +449,7 @@ impl GithubClient {
                         target: target.into(),
                         message: kind.into(),
                     };
-                    backoff(attempt)
+                    crate::backoff::jittered(attempt)
                 }
             };
             if attempt + 1 == attempts {
@@ -653,14 +645,5 @@ mod tests {
         assert!(!shown.contains("canary"), "{shown}");
         assert_eq!(GithubConfig::default().base_url, DEFAULT_BASE_URL);
         assert_eq!(GithubConfig::default().max_inline_wait, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter() {
-        for a in 0..5 {
-            let d = backoff(a).as_millis() as u64;
-            let base = 200 * (1 << a);
-            assert!(d >= base / 2 && d <= base + base / 2, "{a}: {d}");
-        }
     }
 }

@@ -135,13 +135,6 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn backoff(attempt: u32) -> Duration {
-    // 200ms, 400ms, 800ms ... with ±50% jitter so that many clients do not retry in step.
-    let base = 200u64.saturating_mul(1 << attempt.min(6));
-    let jitter = rand::rng().random_range(base / 2..=base + base / 2);
-    Duration::from_millis(jitter)
-}
-
 impl EscClient {
     pub fn new(config: EscConfig) -> Result<Self, SourceError> {
         let http = reqwest::Client::builder()
@@ -251,7 +244,7 @@ impl EscClient {
             let wait = match wait {
                 Some(w) if w > MAX_INLINE_WAIT => break, // the controller requeues after it instead
                 Some(w) => w,
-                None => backoff(attempt),
+                None => crate::backoff::jittered(attempt),
             };
             tokio::time::sleep(wait).await;
         }
@@ -755,14 +748,5 @@ mod tests {
             !shown.contains("canary") && shown.contains("e1") && shown.contains('4'),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter() {
-        for a in 0..5 {
-            let d = backoff(a).as_millis() as u64;
-            let base = 200 * (1 << a);
-            assert!(d >= base / 2 && d <= base + base / 2, "{a}: {d}");
-        }
     }
 }

@@ -33,6 +33,11 @@ impl fmt::Debug for SecretBytes {
     }
 }
 
+/// Compares secrets (tokens, signatures) without revealing through timing how much of them matched.
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A value read from a source, with the revision it was read at (ESC) if the source has revisions.
 #[derive(Debug, Clone)]
 pub struct SourceValue {

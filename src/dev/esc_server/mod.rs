@@ -21,10 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use super::DevError;
+use super::serve::{Serving, bind, serve};
 use eval::EValue;
 use store::Store;
 
@@ -344,10 +343,8 @@ impl State {
 
 /// A running ESC server. [`EscServer::stop`] ends it; dropping it also asks it to stop.
 pub struct EscServer {
-    addr: SocketAddr,
+    serving: Serving,
     state: Arc<State>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl EscServer {
@@ -356,39 +353,20 @@ impl EscServer {
         let store = Store::open(&opts.data)?;
         // Written at once, so the key exists on disk from the first start even if nothing changes.
         store.save()?;
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .map_err(|e| DevError::io("bind the ESC server", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| DevError::io("bind the ESC server", e))?;
+        let (listener, addr) = bind(opts.listen, "bind the ESC server").await?;
         let state = Arc::new(State::new(store, opts.token.filter(|t| !t.is_empty())));
-        let app = routes::router(state.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                eprintln!("keyward-dev: esc server: {e}");
-            }
-        });
-        Ok(EscServer {
-            addr,
-            state,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
+        let serving = serve(listener, addr, "esc server", routes::router(state.clone()));
+        Ok(EscServer { serving, state })
     }
 
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addr
     }
 
     /// The ESC API base URL, e.g. `http://127.0.0.1:PORT/api/esc`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/api/esc", self.addr)
+        format!("http://{}/api/esc", self.serving.addr)
     }
 
     /// A snapshot of the request counters.
@@ -425,26 +403,7 @@ impl EscServer {
 
     /// Stops serving and waits (briefly) for open connections to finish.
     pub async fn stop(mut self) {
-        self.shutdown_now().await;
-    }
-
-    async fn shutdown_now(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err()
-        {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for EscServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.serving.stop().await;
     }
 }
 

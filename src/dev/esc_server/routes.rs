@@ -138,29 +138,9 @@ enum Op {
     MethodNotAllowed,
 }
 
-/// Decodes `%XX` escapes of a path segment (invalid escapes stay as they are).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Matches an ESC path (below `/api/esc/`) to an operation and the endpoint name it is counted under.
 fn route(method: &Method, rest: &str, query: &HashMap<String, String>) -> (&'static str, Op) {
-    let decoded: Vec<String> = rest.split('/').map(percent_decode).collect();
+    let decoded: Vec<String> = rest.split('/').map(crate::dev::serve::percent_decode).collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let env = |o: &str, p: &str, e: &str| EnvRef {
         org: o.to_owned(),
@@ -258,11 +238,6 @@ fn route(method: &Method, rest: &str, query: &HashMap<String, String>) -> (&'sta
     }
 }
 
-/// Compares secrets without revealing, through timing, how much of them matched.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn authorized(state: &State, headers: &HeaderMap) -> bool {
     let Some(token) = &state.token else {
         return true;
@@ -272,7 +247,7 @@ fn authorized(state: &State, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("token "))
         .unwrap_or("");
-    same_secret(presented.trim().as_bytes(), token.as_bytes())
+    crate::source::secrets_equal(presented.trim().as_bytes(), token.as_bytes())
 }
 
 /// Decides whether this request (to `endpoint`) fails by injection; heals a fault whose `failCount` runs out.

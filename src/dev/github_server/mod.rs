@@ -17,11 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use super::DevError;
+use super::serve::{Serving, bind, serve};
 use store::Store;
 
 /// A repository that exists on the server, with its deployment environments.
@@ -387,21 +386,14 @@ fn normalize_scope(scope_key: &str) -> String {
 
 /// A running GitHub server. [`GithubServer::stop`] ends it; dropping it also asks it to stop.
 pub struct GithubServer {
-    addr: SocketAddr,
+    serving: Serving,
     state: Arc<State>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl GithubServer {
     /// Binds the listener and starts serving.
     pub async fn start(opts: GithubServerOptions) -> Result<GithubServer, DevError> {
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .map_err(|e| DevError::io("bind the GitHub server", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| DevError::io("bind the GitHub server", e))?;
+        let (listener, addr) = bind(opts.listen, "bind the GitHub server").await?;
         let state = Arc::new(State {
             store: Mutex::new(Store::new(opts.repositories)),
             counters: Mutex::new(Counters::default()),
@@ -409,32 +401,18 @@ impl GithubServer {
             token: opts.token.filter(|t| !t.is_empty()).map(Zeroizing::new),
             addr,
         });
-        let app = routes::router(state.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                eprintln!("keyward-dev: github server: {e}");
-            }
-        });
-        Ok(GithubServer {
-            addr,
-            state,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
+        let serving = serve(listener, addr, "github server", routes::router(state.clone()));
+        Ok(GithubServer { serving, state })
     }
 
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addr
     }
 
     /// The API base URL, `http://127.0.0.1:PORT` (GitHub's `https://api.github.com`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.serving.addr)
     }
 
     /// A snapshot of the request counters.
@@ -482,22 +460,7 @@ impl GithubServer {
 
     /// Stops serving and waits (briefly) for open connections to finish.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err()
-        {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for GithubServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.serving.stop().await;
     }
 }
 

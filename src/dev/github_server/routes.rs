@@ -171,28 +171,13 @@ fn endpoint(op: &Op) -> &'static str {
     }
 }
 
-/// Decodes `%XX` escapes of a path segment (invalid escapes stay as they are).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Matches a path to an operation. Unsupported methods are 404s, as on GitHub.
 fn route(method: &Method, path: &str) -> Op {
-    let decoded: Vec<String> = path.trim_start_matches('/').split('/').map(percent_decode).collect();
+    let decoded: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(crate::dev::serve::percent_decode)
+        .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let (scope, rest) = match segs.as_slice() {
         ["orgs", org, "actions", "secrets", rest @ ..] => (Scope::Org((*org).into()), rest),
@@ -220,11 +205,6 @@ fn route(method: &Method, path: &str) -> Op {
     }
 }
 
-/// Compares secrets without revealing, through timing, how much of them matched.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// GitHub accepts `Authorization: Bearer <T>` and `token <T>`.
 fn authorize(state: &State, headers: &HeaderMap) -> Result<(), GithubServerError> {
     let Some(token) = &state.token else {
@@ -235,7 +215,7 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<(), GithubServerError
     };
     let (scheme, presented) = value.trim().split_once(' ').unwrap_or(("", ""));
     let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
-    if known && same_secret(presented.trim().as_bytes(), token.as_bytes()) {
+    if known && crate::source::secrets_equal(presented.trim().as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
         Err(GithubServerError::BadCredentials)
@@ -507,7 +487,7 @@ fn put(store: &mut Store, scope: &Scope, name: &str, body: &[u8]) -> Result<Resp
     let key = scope.key();
     let pair = store
         .existing_key(&key)
-        .filter(|p| same_secret(p.key_id.as_bytes(), key_id.as_bytes()))
+        .filter(|p| crate::source::secrets_equal(p.key_id.as_bytes(), key_id.as_bytes()))
         .ok_or_else(|| {
             invalid(format!(
                 "key_id {key_id:?} is not the current public key of this scope."
@@ -611,7 +591,7 @@ mod tests {
         }
         assert_eq!(route(&Method::POST, "/repos/acme/app/actions/secrets/X"), Op::NotFound);
         assert_eq!(route(&Method::PUT, "/repos/acme/app/actions/secrets"), Op::NotFound);
-        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
+        assert_eq!(crate::dev::serve::percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }
 
     #[tokio::test]
