@@ -14,12 +14,15 @@ use zeroize::Zeroizing;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use crate::access::AccessPolicy;
 use crate::consumers::{Planner, PlannerConfig, RestartWindowSpec, parse_windows};
 use crate::controller::{self, Settings};
 use crate::http::HttpState;
 use crate::push::github::{GithubClient, GithubConfig};
 use crate::source::ValueHasher;
 use crate::source::esc::{EscClient, EscConfig, EscSource};
+use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics::ManagedView;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
 
@@ -65,6 +68,19 @@ pub struct RunArgs {
     /// Secret holding the GitHub token, as NAMESPACE/NAME[:KEY] (key defaults to "token").
     #[arg(long, env = "KEYWARD_GITHUB_TOKEN_SECRET", conflicts_with = "github_token_file")]
     pub github_token_secret: Option<String>,
+    /// The access policy (YAML: `rules: [{namespaces: [...], environments: [...]}]`, globs). Without it no
+    /// namespace may read any ESC environment — unless --allow-all-environments says otherwise.
+    #[arg(long, env = "KEYWARD_ACCESS_POLICY_FILE")]
+    pub access_policy_file: Option<PathBuf>,
+    /// Let every namespace read every ESC environment (development; prefer a policy file).
+    #[arg(long, env = "KEYWARD_ALLOW_ALL_ENVIRONMENTS", conflicts_with = "access_policy_file")]
+    pub allow_all_environments: bool,
+    /// Where audit lines go: `stdout` (logs go to stderr), a file path to append to, or `off`.
+    #[arg(long, env = "KEYWARD_AUDIT_LOG", default_value = "stdout")]
+    pub audit_log: String,
+    /// File holding the ESC webhook's shared secret. Without it, POST /webhooks/esc refuses every call.
+    #[arg(long, env = "KEYWARD_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// File holding the key for value hashes (any bytes). Without it, keyward keeps one in the Secret
     /// `keyward-hash-key` of its namespace, created on first start.
     #[arg(long, env = "KEYWARD_HASH_KEY_FILE")]
@@ -201,6 +217,8 @@ async fn hash_key(client: &Client, args: &RunArgs) -> anyhow::Result<Vec<u8>> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, "info,kube=warn");
     let client = Client::try_default().await?;
+    let view: ManagedView = Arc::default();
+    let metrics = Arc::new(Metrics::with_view(view.clone()));
     let esc = match &args.esc_url {
         Some(url) => {
             let token = token(
@@ -210,6 +228,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 "--esc-token-secret",
             );
             let mut config = EscConfig::new(url, token.await?);
+            config.requests = Some(metrics.esc_requests.clone());
             config.timeout = Duration::from_secs(args.esc_timeout_seconds);
             Some(EscSource::new(EscClient::new(config)?))
         }
@@ -237,11 +256,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
     let github = GithubClient::new(GithubConfig::new(&args.github_url, github_token))?;
-    let metrics = Arc::new(Metrics::new());
+
     let ready = Arc::new(AtomicBool::new(false));
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id()));
+    let accessor = format!("keyward/{}/{instance}", args.namespace);
+    let audit = Arc::new(match args.audit_log.as_str() {
+        "stdout" => Audit::stdout(accessor),
+        "off" => Audit::disabled(),
+        path => {
+            Audit::file(std::path::Path::new(path), accessor).map_err(|e| anyhow::anyhow!("--audit-log {path}: {e}"))?
+        }
+    });
+    let policy = match (&args.access_policy_file, args.allow_all_environments) {
+        (Some(path), _) => AccessPolicy::load(path)?,
+        (None, true) => AccessPolicy::allow_all(),
+        (None, false) => {
+            tracing::warn!("no access policy: no namespace may read any ESC environment (see --access-policy-file)");
+            AccessPolicy::default()
+        }
+    };
+    let webhook_secret = args.webhook_secret_file.as_ref().map(read_secret_file).transpose()?;
     let http_state = HttpState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        view: view.clone(),
+        client: Some(client.clone()),
+        watch_namespace: args.watch_namespace.clone(),
+        webhook_secret,
+        audit: audit.clone(),
     };
     let listener = args.http_listen;
     tokio::spawn(async move {
@@ -260,7 +302,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         planner: Some(planner),
         rollout_deadline: Duration::from_secs(args.rollout_deadline_seconds),
         github: Some(github),
-        instance: std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id())),
+        policy,
+        audit,
+        view,
+        instance,
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");
     controller::run(client, settings, shutdown_signal()).await?;

@@ -2,6 +2,7 @@
 //! for the Secrets workloads consume.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod backoff;
 pub mod cli;

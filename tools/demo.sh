@@ -78,6 +78,7 @@ step "running keyward (keyward run --esc-url $esc)"
 head -c 32 /dev/urandom >"$work/hash-key"
 http_port=$(free_port)
 target/debug/keyward run --esc-url "$esc" --esc-token-file "$work/esc-token" --hash-key-file "$work/hash-key" \
+  --access-policy-file examples/access-policy.yaml --audit-log "$work/audit.log" \
   --http-listen "127.0.0.1:$http_port" --log-format text >"$work/keyward.log" 2>&1 &
 pids+=($!)
 wait_for 30 "keyward ready" curl -fsS "http://127.0.0.1:$http_port/readyz"

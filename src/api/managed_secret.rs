@@ -543,6 +543,9 @@ pub struct SourceStatus {
 
 /// Annotation that forces an immediate refresh from the source; each new value refreshes once.
 pub const REFRESH_NOW_ANNOTATION: &str = "keyward.dev/refresh-now";
+/// The prefix of a refresh-now value stamped with the time it was made (`webhook:<RFC 3339>`, as the ESC webhook
+/// receiver writes it): any snapshot taken since then satisfies it.
+pub const STAMPED_REFRESH_PREFIX: &str = "webhook:";
 /// Annotation on a target Secret naming its ManagedSecret (in the same namespace).
 pub const MANAGED_SECRET_ANNOTATION: &str = "keyward.dev/managed-secret";
 /// Annotation on a target Secret with the keyed hash of the value keyward wrote.

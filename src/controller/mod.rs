@@ -22,11 +22,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
+use crate::access::AccessPolicy;
 use crate::api::{MANAGED_SECRET_ANNOTATION, ManagedSecret};
 use crate::consumers::Planner;
 use crate::push::github::GithubClient;
 use crate::source::esc::EscSource;
 use crate::source::{SourceError, ValueHasher};
+use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics::ManagedView;
 use crate::telemetry::metrics::Metrics;
 
 pub use reconcile::reconcile;
@@ -78,6 +81,12 @@ pub struct Settings {
     pub rollout_deadline: Duration,
     /// Where `rotation.pushTo` GitHub targets are pushed.
     pub github: Option<GithubClient>,
+    /// Which namespaces may read which ESC environments.
+    pub policy: AccessPolicy,
+    /// The audit log.
+    pub audit: Arc<Audit>,
+    /// Filled with the ManagedSecret cache once the controller runs (metrics, /health/secrets).
+    pub view: ManagedView,
 }
 
 /// Shared state of all reconciles.
@@ -100,6 +109,8 @@ pub struct Context {
     rotation_failures: Mutex<HashMap<String, u32>>,
     /// Where `rotation.pushTo` GitHub targets are pushed; None when not configured.
     pub github: Option<GithubClient>,
+    pub policy: AccessPolicy,
+    pub audit: Arc<Audit>,
 }
 
 impl Context {
@@ -121,6 +132,8 @@ impl Context {
             rotations: Mutex::new(HashMap::new()),
             rotation_failures: Mutex::new(HashMap::new()),
             github: settings.github,
+            policy: settings.policy,
+            audit: settings.audit,
         }
     }
 
@@ -203,13 +216,18 @@ pub async fn run(
             planner,
             settings.watch_namespace.clone(),
             settings.rollout_deadline,
+            settings.metrics.clone(),
+            settings.audit.clone(),
         ));
     }
+    let view = settings.view.clone();
     let ctx = Arc::new(Context::new(client.clone(), settings));
 
     let controller = Controller::new(managed, watcher::Config::default().any_semantic())
         .with_config(ControllerConfig::default().concurrency(concurrency));
     let store = controller.store();
+    // Set once per process; a second run (tests) keeps the first view.
+    let _ = view.set(store.clone());
     let ready_store = store.clone();
     tokio::spawn(async move {
         // The store's readiness wakes only its most recent waiter (the controller's own runner), so ask

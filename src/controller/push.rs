@@ -7,9 +7,10 @@ use kube::runtime::events::EventType;
 
 use super::Context;
 use super::conditions::{self, PUSHED};
-use super::reconcile::{Failure, Synced, publish, publish_distinct};
+use super::reconcile::{Failure, Synced, audit, publish, publish_distinct};
 use crate::api::{ManagedSecret, ManagedSecretStatus, PushStatus, Rotation};
 use crate::push::github::GithubScope;
+use crate::telemetry::audit::Action;
 
 /// Pushes the synced value wherever `rotation.pushTo` says and it is not there yet; sets condition Pushed.
 pub(super) async fn push_all(
@@ -51,6 +52,7 @@ pub(super) async fn push_all(
         };
         match github.put_secret(&scope, &t.secret_name, &synced.value.value).await {
             Ok(()) => {
+                audit(ctx, ms, Action::Pushed, true, Some(&name));
                 super::rotate::checkpoint("github-push");
                 status.pushes.retain(|p| p.target != name);
                 status.pushes.push(PushStatus {
@@ -68,7 +70,10 @@ pub(super) async fn push_all(
                 )
                 .await;
             }
-            Err(e) => result = Err(Failure::from(e)),
+            Err(e) => {
+                audit(ctx, ms, Action::Pushed, false, Some(&name));
+                result = Err(Failure::from(e));
+            }
         }
     }
     // Targets no longer listed are forgotten.

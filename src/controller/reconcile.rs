@@ -20,12 +20,14 @@ use super::{Context, ControllerError, FIELD_MANAGER, backoff};
 use super::{push, rotate};
 use crate::api::{
     MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus, PREVIOUS_OF_ANNOTATION,
-    REFRESH_NOW_ANNOTATION, Rollback, RotationIntent, RotationStrategy, SourceStatus, VALUE_HASH_ANNOTATION,
-    ValueChange,
+    REFRESH_NOW_ANNOTATION, Rollback, RotationIntent, RotationStrategy, STAMPED_REFRESH_PREFIX, SourceStatus,
+    VALUE_HASH_ANNOTATION, ValueChange,
 };
 use crate::push::PushError;
 use crate::rotation::schedule::{self, Policy};
+use crate::source::esc::EnvRef;
 use crate::source::{SecretBytes, SourceError, SourceValue, kubernetes};
+use crate::telemetry::audit::{Action as Audited, Entry};
 use crate::telemetry::metrics::{AccessLabels, ReasonLabels, RotationLabels};
 
 /// Why a sync did not happen, as a condition reason and a message that holds no value.
@@ -301,6 +303,48 @@ pub(super) async fn ensure_secret(
     })
 }
 
+/// The moment a stamped refresh request was made, as an `Instant`.
+fn requested_since(request: &str) -> Option<Instant> {
+    let at: jiff::Timestamp = request.strip_prefix(STAMPED_REFRESH_PREFIX)?.parse().ok()?;
+    let ago = Duration::try_from(jiff::Timestamp::now().duration_since(at)).unwrap_or_default();
+    Instant::now().checked_sub(ago)
+}
+
+/// The condition reason of a ManagedSecret the access policy does not allow.
+pub(super) const ACCESS_DENIED: &str = "AccessDenied";
+
+/// Refuses an ESC source the access policy does not grant to the ManagedSecret's namespace.
+fn check_access(ms: &ManagedSecret, ctx: &Context) -> Result<(), Failure> {
+    let Some(esc) = &ms.spec.source.esc else {
+        return Ok(());
+    };
+    let ns = ms.namespace().unwrap_or_default();
+    let env = EnvRef::parse(&esc.environment)?;
+    if ctx.policy.allows(&ns, &env) {
+        return Ok(());
+    }
+    Err(Failure {
+        reason: ACCESS_DENIED,
+        message: format!(
+            "namespace {ns} may not read ESC environment {env}: no rule of keyward's access policy allows it"
+        ),
+        retry_after: None,
+    })
+}
+
+/// Writes an audit line about this ManagedSecret.
+pub(super) fn audit(ctx: &Context, ms: &ManagedSecret, action: Audited, success: bool, reason: Option<&str>) {
+    ctx.audit.record(&Entry {
+        action,
+        namespace: &ms.namespace().unwrap_or_default(),
+        name: &ms.name_any(),
+        accessor: None,
+        source_ip: None,
+        success,
+        reason,
+    });
+}
+
 /// One read of the source and the target Secret made to match it.
 pub(super) struct Synced {
     pub value: SourceValue,
@@ -317,6 +361,7 @@ pub(super) async fn sync(
     policy: Option<&Policy>,
     start: Option<RotationIntent>,
 ) -> Result<Synced, Failure> {
+    check_access(ms, ctx)?;
     let value = read_source(ms, ctx, fresh_since).await?;
     let hash = ctx.hasher.hash(value.value.expose());
     let written = ensure_secret(ms, ctx, &value, &hash, status, policy, start).await?;
@@ -526,8 +571,12 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
         && refresh_request != old.refresh_request
         && !ctx.refresh_handled(&uid, refresh_request.as_deref());
     let fresh_since = if refresh_requested {
-        // An explicit request wants what ESC holds now, not a snapshot taken before it was made.
-        Instant::now()
+        // An explicit request wants what ESC holds now, not a snapshot taken before it was made. One stamped
+        // with its time (the ESC webhook's) is met by any snapshot taken since: one call, one open.
+        refresh_request
+            .as_deref()
+            .and_then(requested_since)
+            .unwrap_or_else(Instant::now)
     } else if old.observed_generation != generation {
         // New or changed objects: fresh data, shared by a burst of them.
         let now = Instant::now();
@@ -596,6 +645,10 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
     }
     let mut requeue = until_next_tick(interval);
     if let Ok(synced) = &outcome {
+        // The age of every value is tracked (secret_rotation_age_days), rotation policy or not.
+        if let Some(last) = synced.written.book.last_rotation {
+            status.last_rotation_time = Some(Time(last));
+        }
         if let Some(policy) = &policy {
             let until_due = rotate::report(ms, ctx, &mut status, policy, synced, rotation_failure.as_ref(), &now).await;
             // Exactly at the due time (a little after, so that it counts as due), not by polling.
@@ -638,8 +691,10 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
             let revision = value.revision;
             ctx.succeeded(&uid);
             ctx.metrics.secret_access.get_or_create(&access(ms, "success")).inc();
+            audit(ctx, ms, Audited::Accessed, true, None);
             if wrote {
                 ctx.metrics.secrets_written.inc();
+                audit(ctx, ms, Audited::Synced, true, None);
             }
             let at = revision.map(|r| format!(" at revision {r}")).unwrap_or_default();
             let message = format!("Secret {target} matches {source}{at}");
@@ -709,7 +764,15 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
         }
         Err(f) => {
             let n = ctx.failed(&uid);
-            ctx.metrics.secret_access.get_or_create(&access(ms, "failure")).inc();
+            let denied = f.reason == ACCESS_DENIED;
+            let label = if denied { "denied" } else { "failure" };
+            ctx.metrics.secret_access.get_or_create(&access(ms, label)).inc();
+            let action = if denied {
+                Audited::AccessDenied
+            } else {
+                Audited::Accessed
+            };
+            audit(ctx, ms, action, false, Some(f.reason));
             ctx.metrics
                 .sync_failures
                 .get_or_create(&ReasonLabels { reason: f.reason })
@@ -746,6 +809,16 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamped_refresh_requests_reach_back_to_their_time() {
+        let at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5);
+        let since = requested_since(&format!("webhook:{at}")).unwrap();
+        let ago = since.elapsed();
+        assert!(ago >= Duration::from_secs(5) && ago < Duration::from_secs(7), "{ago:?}");
+        assert!(requested_since("1").is_none());
+        assert!(requested_since("webhook:yesterday").is_none());
+    }
 
     #[test]
     fn ticks_are_aligned() {

@@ -7,6 +7,7 @@
 //! restarts are hash mismatches, found again on start.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -30,6 +31,8 @@ use crate::consumers::discovery::{WorkloadKind, WorkloadRef};
 use crate::consumers::hash::secrets_hash;
 use crate::consumers::index::ConsumerIndex;
 use crate::consumers::planner::Planner;
+use crate::telemetry::audit::{Action, Audit, Entry};
+use crate::telemetry::metrics::{Metrics, RestartLabels};
 
 /// What the restart task hears about.
 enum Change {
@@ -98,9 +101,42 @@ struct State {
     /// How long a rollout may take before keyward counts it as failed (StatefulSets and DaemonSets have no
     /// deadline of their own; a stuck one must not hold a restart slot forever).
     rollout_deadline: Duration,
+    metrics: Arc<Metrics>,
+    audit: Arc<Audit>,
 }
 
 impl State {
+    /// Counts a restart outcome and writes its audit line (one per ManagedSecret whose Secret it consumes).
+    fn record(&self, w: &WorkloadRef, result: &'static str) {
+        let kind = match w.kind {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        };
+        self.metrics
+            .restarts
+            .get_or_create(&RestartLabels { kind, result })
+            .inc();
+        if result != "triggered" {
+            return;
+        }
+        let ns = w.namespace.to_string();
+        let workload = format!("{kind}/{}", w.name);
+        for secret in self.index.secrets_of(w) {
+            if let Some(m) = self.managed.get(&(ns.clone(), secret.to_string())) {
+                self.audit.record(&Entry {
+                    action: Action::RestartTriggered,
+                    namespace: &ns,
+                    name: &m.managed_secret,
+                    accessor: None,
+                    source_ip: None,
+                    success: true,
+                    reason: Some(&workload),
+                });
+            }
+        }
+    }
+
     /// Marks the managed Secrets `w` consumes, so their ManagedSecrets' consumer status is brought up to date.
     fn touch(&mut self, w: &WorkloadRef) {
         let ns = w.namespace.to_string();
@@ -305,6 +341,7 @@ impl State {
             (EventType::Warning, "RestartFailed")
         };
         tracing::info!(workload = %w, ok, "restart finished");
+        self.record(w, if ok { "success" } else { "failure" });
         self.event(w, type_, reason, format!("{w}: {note}")).await;
         if !ok {
             self.roll_back(w, note).await;
@@ -396,6 +433,7 @@ impl State {
             match apply_hash(&self.client, kind_name(w.kind), &w.namespace, &w.name, &hash).await {
                 Ok(()) => {
                     tracing::info!(workload = %w, hash = %hash, "restart triggered");
+                    self.record(&w, "triggered");
                     self.rolling.insert(w.clone(), hash.clone());
                     self.touch(&w);
                     self.event(
@@ -408,6 +446,7 @@ impl State {
                 }
                 Err(e) => {
                     tracing::warn!(workload = %w, error = %e, "setting the restart hash failed");
+                    self.record(&w, "failure");
                     self.planner.rollout_finished(&w, false);
                     self.event(
                         &w,
@@ -467,6 +506,8 @@ pub async fn run(
     planner: Planner,
     namespace: Option<String>,
     rollout_deadline: Duration,
+    metrics: Arc<Metrics>,
+    audit: Arc<Audit>,
 ) {
     let ns = namespace.as_deref();
     let (secrets, managed) = (
@@ -554,6 +595,8 @@ pub async fn run(
         dirty: BTreeSet::new(),
         written: HashMap::new(),
         rollout_deadline,
+        metrics,
+        audit,
     };
     let mut wake: Option<Timestamp> = None;
     loop {

@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::conditions::{self, ROTATION_DUE, ROTATION_OVERDUE};
-use super::reconcile::{Failure, SCHEDULED, SOURCE_CHANGED, Synced, publish, publish_distinct, sync};
+use super::reconcile::{Failure, SCHEDULED, SOURCE_CHANGED, Synced, audit, publish, publish_distinct, sync};
 use super::target::{self, Bookkeeping};
 use super::{Context, backoff};
 use crate::api::{ManagedSecret, ManagedSecretStatus, ROTATE_NOW_ANNOTATION, RotationIntent, RotationStrategy};
@@ -28,6 +28,7 @@ use crate::rotation::{generate, schedule};
 use crate::source::SourceError;
 use crate::source::esc::EnvRef;
 use crate::source::path::PropertyPath;
+use crate::telemetry::audit::Action;
 
 /// Aborts the process after a named step when `KEYWARD_TEST_ABORT_AFTER` names it: the crash-safety tests'
 /// fault injection. Only in builds with the developer tools.
@@ -233,6 +234,9 @@ pub(super) async fn report(
         ctx.remember_rotation(&ms.uid().unwrap_or_default(), request);
     }
     if let Some(reason) = &synced.written.replaced {
+        if reason != SOURCE_CHANGED {
+            audit(ctx, ms, Action::Rotated, true, Some(reason));
+        }
         let note = if reason == SOURCE_CHANGED {
             format!("the value of Secret {} changed in the source", ms.target_name())
         } else {
@@ -293,6 +297,7 @@ pub(super) async fn report(
         publish(ctx, ms, EventType::Warning, "RotationOverdue", "Rotate", message).await;
     }
     if let Some(f) = failure {
+        audit(ctx, ms, Action::Rotated, false, Some(f.reason));
         tracing::warn!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), reason = f.reason, message = %f.message, "rotation failed; the Secret is left as it is");
         publish(
             ctx,

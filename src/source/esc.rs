@@ -13,9 +13,13 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use super::path::{PropertyPath, Segment};
 use super::{SecretBytes, SourceError, SourceValue};
 use crate::rotation::esc_edit::{self, EditError};
+use crate::telemetry::metrics::EscRequestLabels;
 
 const SERVICE: &str = "ESC";
 /// Retry-After values up to this are waited out inside one call; longer ones go back to the controller.
@@ -34,6 +38,8 @@ pub struct EscConfig {
     pub attempts: u32,
     /// How long an open session is requested for.
     pub session_duration: Duration,
+    /// Counts requests by endpoint and answer (`keyward_esc_requests_total`), when set.
+    pub requests: Option<Family<EscRequestLabels, Counter>>,
 }
 
 impl std::fmt::Debug for EscConfig {
@@ -55,6 +61,7 @@ impl EscConfig {
             timeout: Duration::from_secs(10),
             attempts: 3,
             session_duration: Duration::from_secs(300),
+            requests: None,
         }
     }
 }
@@ -130,6 +137,23 @@ struct Revision {
     number: i64,
 }
 
+/// The ESC operation a request is, by method and path, for the requests metric (bounded names).
+fn endpoint_name(method: &Method, url: &str) -> &'static str {
+    let path = url.split('?').next().unwrap_or_default();
+    let tail: Vec<&str> = path.rsplit('/').take(3).collect();
+    match (method.as_str(), tail.as_slice()) {
+        ("HEAD", _) => "getETag",
+        ("PATCH", _) => "update",
+        ("POST", ["open", ..]) => "open",
+        ("POST", ["rotate", ..]) => "rotate",
+        ("GET", [_, "open", ..]) => "read",
+        ("GET", [_, "tags", "versions"]) => "getRevisionTag",
+        ("GET", ["versions", ..]) => "versions",
+        ("GET", _) => "getDefinition",
+        _ => "other",
+    }
+}
+
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
@@ -187,7 +211,15 @@ impl EscClient {
                 req = req.header("Content-Type", content_type).body(bytes.clone());
             }
             tracing::debug!(method = %method, url, attempt, "ESC request");
-            let (err, wait) = match req.send().await {
+            let sent = req.send().await;
+            if let Some(requests) = &self.config.requests {
+                let code = sent
+                    .as_ref()
+                    .map_or_else(|_| "error".to_string(), |r| r.status().as_u16().to_string());
+                let endpoint = endpoint_name(&method, url);
+                requests.get_or_create(&EscRequestLabels { endpoint, code }).inc();
+            }
+            let (err, wait) = match sent {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status();

@@ -1,7 +1,16 @@
 //! Prometheus metrics. Label values are bounded: ManagedSecret names, fixed reasons and endpoints — never
 //! values or free text.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::{Arc, OnceLock};
+
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::api::ManagedSecret;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -30,8 +39,119 @@ pub struct RotationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EscRequestLabels {
+    /// The ESC operation (`open`, `read`, `getETag`, `update`, `rotate`, ...).
+    pub endpoint: &'static str,
+    /// The HTTP status, or `error` when no answer came.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestartLabels {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: &'static str,
+    /// `triggered`, `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `accepted`, `unauthenticated`, `malformed` or `failed`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
+}
+
+/// The ManagedSecrets the controller sees, once it runs. Gauges about them are computed at scrape time, so
+/// an age is always current and a deleted object leaves no stale series.
+pub type ManagedView = Arc<OnceLock<Store<ManagedSecret>>>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SecretLabels {
+    secret_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Debug)]
+struct StateCollector {
+    view: ManagedView,
+}
+
+fn condition_is(ms: &ManagedSecret, type_: &str, status: &str) -> bool {
+    ms.status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == status))
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(store) = self.view.get() else {
+            return Ok(());
+        };
+        let now = jiff::Timestamp::now();
+        let objects = store.state();
+        let mut ages = Vec::with_capacity(objects.len());
+        let mut overdue = Vec::with_capacity(objects.len());
+        let mut counts = [("ready", 0i64), ("failing", 0), ("pending", 0), ("overdue", 0)];
+        for ms in &objects {
+            let name = format!("{}/{}", ms.namespace().unwrap_or_default(), ms.name_any());
+            let since = ms
+                .status
+                .as_ref()
+                .and_then(|s| s.last_rotation_time.as_ref())
+                .or(ms.metadata.creation_timestamp.as_ref())
+                .map(|t| t.0);
+            if let Some(since) = since {
+                ages.push((name.clone(), crate::rotation::schedule::age_days(now, since)));
+            }
+            let is_overdue = condition_is(ms, "RotationOverdue", "True");
+            overdue.push((name, i64::from(is_overdue)));
+            let state = if condition_is(ms, "Ready", "True") {
+                0
+            } else if condition_is(ms, "Ready", "False") {
+                1
+            } else {
+                2
+            };
+            counts[state].1 += 1;
+            counts[3].1 += i64::from(is_overdue);
+        }
+        let mut family = encoder.encode_descriptor(
+            "secret_rotation_age_days",
+            "Days since the value last changed (or since the ManagedSecret was created)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (secret_name, age) in ages {
+            ConstGauge::new(age).encode(family.encode_family(&SecretLabels { secret_name })?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "keyward_rotation_overdue",
+            "1 when the ManagedSecret's rotation is overdue",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (secret_name, v) in overdue {
+            ConstGauge::new(v).encode(family.encode_family(&SecretLabels { secret_name })?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "keyward_managed_secrets",
+            "ManagedSecrets by state: ready, failing (Ready=False), pending (no Ready yet), overdue",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in counts {
+            ConstGauge::new(n).encode(family.encode_family(&StateLabels { state })?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Every metric keyward exports.
@@ -42,6 +162,9 @@ pub struct Metrics {
     pub secrets_written: Counter,
     pub reconcile_duration: Histogram,
     pub rotations: Family<RotationLabels, Counter>,
+    pub esc_requests: Family<EscRequestLabels, Counter>,
+    pub restarts: Family<RestartLabels, Counter>,
+    pub webhook_requests: Family<WebhookLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -51,6 +174,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics, with the gauges computed from the ManagedSecrets in `view`.
+    pub fn with_view(view: ManagedView) -> Self {
+        let mut m = Metrics::new();
+        m.registry.register_collector(Box::new(StateCollector { view }));
+        m
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let secret_access = Family::<AccessLabels, Counter>::default();
@@ -83,6 +213,24 @@ impl Metrics {
             "Rotations attempted, by strategy and result",
             rotations.clone(),
         );
+        let esc_requests = Family::<EscRequestLabels, Counter>::default();
+        registry.register(
+            "keyward_esc_requests",
+            "Requests to ESC, by endpoint and HTTP status",
+            esc_requests.clone(),
+        );
+        let restarts = Family::<RestartLabels, Counter>::default();
+        registry.register(
+            "keyward_restarts",
+            "Consumer restarts, by workload kind and result",
+            restarts.clone(),
+        );
+        let webhook_requests = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "keyward_webhook_requests",
+            "Calls to the ESC webhook receiver, by result",
+            webhook_requests.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -97,6 +245,9 @@ impl Metrics {
             secrets_written,
             reconcile_duration,
             rotations,
+            esc_requests,
+            restarts,
+            webhook_requests,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Logging setup. Log lines carry names, paths, revisions and hashes — never values.
 
+pub mod audit;
 pub mod metrics;
 
 use tracing_subscriber::EnvFilter;

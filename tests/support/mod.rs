@@ -304,6 +304,8 @@ impl Keyward {
             .arg("--http-listen")
             .arg(http.to_string())
             .args(extra)
+            // Tests grant every environment unless they bring their own policy.
+            .args((!extra.iter().any(|a| a.starts_with("--access-policy-file"))).then_some("--allow-all-environments"))
             .env("KUBECONFIG", &cluster_any().kubeconfig)
             .env(
                 "RUST_LOG",
