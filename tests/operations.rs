@@ -306,11 +306,11 @@ async fn policy_audit_webhook_health_and_metrics() {
     };
     for i in 0..5 {
         assert_eq!(
-            count("synced", &format!("app-{i}")),
+            count("secret_synced", &format!("app-{i}")),
             2,
             "created, then refreshed by the webhook"
         );
-        assert!(count("accessed", &format!("app-{i}")) >= 2);
+        assert!(count("secret_accessed", &format!("app-{i}")) >= 2);
     }
     assert!(count("restart_triggered", "app-0") >= 1, "the restart of web");
     let refused: Vec<_> = lines.iter().filter(|l| l["name"] == "esc-webhook").collect();

@@ -26,10 +26,10 @@ pub enum Action {
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::Accessed => "accessed",
-            Action::Synced => "synced",
-            Action::Rotated => "rotated",
-            Action::Pushed => "pushed",
+            Action::Accessed => "secret_accessed",
+            Action::Synced => "secret_synced",
+            Action::Rotated => "secret_rotated",
+            Action::Pushed => "secret_pushed",
             Action::RestartTriggered => "restart_triggered",
             Action::AccessDenied => "access_denied",
         }
