@@ -17,6 +17,8 @@ use kube::api::{DeleteParams, PostParams};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 
+pub mod argocd;
+
 pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub dir: PathBuf,
