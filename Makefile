@@ -7,7 +7,7 @@ CARGO ?= cargo
 
 .PHONY: tools tools-path build generate lint test unit integration demo clean
 
-tools: ## build the pinned control plane, kwok and helm into the cache (no-op when warm)
+tools: ## build the pinned control plane, kwok, helm and promtool into the cache (no-op when warm)
 	tools/build.sh
 
 tools-path: ## print the tools cache directory
@@ -16,9 +16,10 @@ tools-path: ## print the tools cache directory
 build:
 	$(CARGO) build --locked --all-targets
 
-generate: ## regenerate crds/ from the code
+generate: ## regenerate crds/ (and the chart's copy) from the code
 	$(CARGO) build --locked --bin keyward
 	target/debug/keyward crd > crds/managedsecrets.keyward.dev.yaml
+	cp crds/managedsecrets.keyward.dev.yaml charts/keyward/crds/managedsecrets.keyward.dev.yaml
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl),
-# kwok and helm from their pinned Go modules into a cache directory keyed by those pins.
+# kwok, helm and promtool from their pinned Go modules into a cache directory, and puts the pinned
+# prometheus-operator CRDs (ServiceMonitor, PrometheusRule) beside them for the chart's tests.
 #
 #   tools/build.sh          build whatever is missing (a no-op when warm)
 #   tools/build.sh --path   print the cache directory
 #   tools/build.sh NAME...  build only these tools
 #
 # The cache lives outside the repo (default ~/.cache/keyward/tools/<key>, or $KEYWARD_TOOLS_DIR) so that a
-# fresh clone reuses it. The key changes whenever a pinned version or a go.sum changes.
+# fresh clone reuses it. The directory's key covers the control plane modules (kube, etcd, kwok, helm): it
+# changes whenever one of their pins or go.sum files changes. Tools added later (promtool, the CRDs) carry a
+# key of their own in a stamp file beside them (.NAME.key), so adding or bumping one rebuilds only that one.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,10 +23,14 @@ K8S=$(modver kube k8s.io/kubernetes)
 ETCD=$(modver etcd go.etcd.io/etcd/server/v3)
 KWOK=$(modver kwok sigs.k8s.io/kwok)
 HELM=$(modver helm helm.sh/helm/v3)
-PROMETHEUS=""
-[ -f "$here/promtool/go.mod" ] && PROMETHEUS=$(modver promtool github.com/prometheus/prometheus)
+PROMETHEUS=$(modver promtool github.com/prometheus/prometheus)
+# The prometheus-operator module is only read (its example CRDs), never built: pinned here with its go.sum hash.
+PROMOP=v0.85.0
+PROMOP_SUM="h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s="
 
-sum=$(cat "$here"/*/go.mod "$here"/*/go.sum | sha256sum | cut -c1-12)
+# Listed, not globbed: a new module directory must not change the key of the control plane's directory.
+sum=$(cd "$here" && cat etcd/go.mod helm/go.mod kube/go.mod kwok/go.mod etcd/go.sum helm/go.sum kube/go.sum \
+  kwok/go.sum | sha256sum | cut -c1-12)
 key="k8s-${K8S}_etcd-${ETCD}_kwok-${KWOK}_helm-${HELM}_${sum}"
 dir=${KEYWARD_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/keyward/tools/$key}
 
@@ -47,18 +54,46 @@ declare -A spec=(
   [kwok]="kwok sigs.k8s.io/kwok/cmd/kwok -s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK"
   [helm]="helm helm.sh/helm/v3/cmd/helm -s -w -X helm.sh/helm/v3/internal/version.version=$HELM"
 )
-order=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kwok helm)
-if [ -n "$PROMETHEUS" ]; then
-  spec[promtool]="promtool github.com/prometheus/prometheus/cmd/promtool -s -w"
-  order+=(promtool)
-fi
+# v0.316.0 of the Go module is Prometheus 3.16.0.
+prom_release=$(echo "$PROMETHEUS" | awk -F. '{ printf "%d.%d.%s", substr($2, 1, 1), substr($2, 2) + 0, $3 }')
+spec[promtool]="promtool github.com/prometheus/prometheus/cmd/promtool -s -w \
+-X github.com/prometheus/common/version.Version=$prom_release -X github.com/prometheus/common/version.Branch=HEAD"
+spec[prometheus-operator-crds]="-"
+# name -> its own cache key (tools in the keyed directory have none: the directory's key is theirs)
+declare -A stamp=(
+  [promtool]="prometheus-$PROMETHEUS-$(cat "$here/promtool/go.mod" "$here/promtool/go.sum" | sha256sum | cut -c1-12)"
+  [prometheus-operator-crds]="prometheus-operator-$PROMOP"
+)
+order=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kwok helm promtool prometheus-operator-crds)
 [ $# -gt 0 ] && order=("$@")
+
+present() { # present NAME -> whether NAME is built and, if it has a key of its own, built from that key
+  [ -e "$dir/$1" ] || return 1
+  [ -z "${stamp[$1]:-}" ] || [ "$(cat "$dir/.$1.key" 2>/dev/null)" = "${stamp[$1]}" ]
+}
+
+# The ServiceMonitor and PrometheusRule CRDs from the pinned module's zip (verified against PROMOP_SUM).
+fetch_prometheus_operator_crds() {
+  local info mod got
+  info=$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMOP")
+  mod=$(echo "$info" | awk -F'"' '$2 == "Dir" { print $4 }')
+  got=$(echo "$info" | awk -F'"' '$2 == "Sum" { print $4 }')
+  [ "$got" = "$PROMOP_SUM" ] || { echo "tools/build.sh: prometheus-operator $PROMOP has sum $got, want $PROMOP_SUM" >&2; return 1; }
+  rm -rf "$dir/.prometheus-operator-crds.tmp"
+  mkdir -p "$dir/.prometheus-operator-crds.tmp"
+  for kind in servicemonitors prometheusrules; do
+    cp "$mod/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$dir/.prometheus-operator-crds.tmp/"
+  done
+  chmod -R u+w "$dir/.prometheus-operator-crds.tmp"
+  rm -rf "$dir/prometheus-operator-crds"
+  mv "$dir/.prometheus-operator-crds.tmp" "$dir/prometheus-operator-crds"
+}
 
 mkdir -p "$dir"
 missing=()
 for t in "${order[@]}"; do
   [ -n "${spec[$t]:-}" ] || { echo "tools/build.sh: unknown tool $t" >&2; exit 2; }
-  [ -x "$dir/$t" ] || missing+=("$t")
+  present "$t" || missing+=("$t")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "tools: all present in $dir"
@@ -69,11 +104,17 @@ echo "tools: building ${missing[*]} into $dir (cold: about 20-30 minutes on 2 co
 n=0
 for t in "${missing[@]}"; do
   n=$((n + 1))
-  read -r moddir pkg ldflags <<<"${spec[$t]}"
   start=$(date +%s)
-  echo "tools: [$n/${#missing[@]}] $t ($pkg) ..."
-  (cd "$here/$moddir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/.$t.tmp" "$pkg")
-  mv "$dir/.$t.tmp" "$dir/$t"
+  if [ "$t" = prometheus-operator-crds ]; then
+    echo "tools: [$n/${#missing[@]}] $t (github.com/prometheus-operator/prometheus-operator@$PROMOP) ..."
+    fetch_prometheus_operator_crds
+  else
+    read -r moddir pkg ldflags <<<"${spec[$t]}"
+    echo "tools: [$n/${#missing[@]}] $t ($pkg) ..."
+    (cd "$here/$moddir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/.$t.tmp" "$pkg")
+    mv "$dir/.$t.tmp" "$dir/$t"
+  fi
+  [ -z "${stamp[$t]:-}" ] || echo "${stamp[$t]}" >"$dir/.$t.key"
   echo "tools: [$n/${#missing[@]}] $t done in $(( $(date +%s) - start ))s"
 done
 echo "tools: ready in $dir"

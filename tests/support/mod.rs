@@ -17,6 +17,8 @@ use kube::api::{DeleteParams, PostParams};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 
+pub mod argocd;
+
 pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub dir: PathBuf,
@@ -382,4 +384,63 @@ impl Drop for Keyward {
 /// The control plane this binary started, whichever flavour.
 pub fn cluster_any() -> &'static Cluster {
     CLUSTER.get().unwrap_or_else(|| cluster())
+}
+
+/// This test binary's own link to the keyward binary, made on first use. The target directory may be shared
+/// with other builds that replace target/debug/keyward while tests run; they write a new file, so the link
+/// keeps the binary this test was built with (a copy when linking is not possible). Links of test binaries
+/// that have exited are removed. `KEYWARD_TEST_BIN` points the tests that use it at another build instead.
+pub fn keyward_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(pid) = name.strip_prefix("keyward-bin-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = tmp.join(format!("keyward-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let to = dir.join("keyward");
+        let from = std::env::var("KEYWARD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keyward").into());
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).unwrap();
+        }
+        to
+    })
+}
+
+impl Keyward {
+    /// Starts `keyward` with exactly `args` (no namespace or hash key of the harness's own) and `kubeconfig`,
+    /// from [`keyward_bin`].
+    pub fn launch(kubeconfig: &Path, args: &[String], env: &[(String, String)], http: std::net::SocketAddr) -> Keyward {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("keyward.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(keyward_bin())
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                "debug,kube=info,hyper=info,tower=info,rustls=info,h2=info,reqwest=info",
+            )
+            .env_remove("KEYWARD_ESC_URL")
+            .env_remove("KEYWARD_ESC_TOKEN_FILE")
+            .env_remove("KEYWARD_TEST_ABORT_AFTER")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start keyward");
+        Keyward {
+            child: Some(child),
+            log,
+            http,
+            _dir: dir,
+        }
+    }
 }
