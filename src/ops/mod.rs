@@ -4,6 +4,9 @@
 
 pub mod categories;
 pub mod human;
+pub mod import;
+pub mod secret_map;
+pub mod validate;
 
 /// Why an operations command failed. Messages name files, lines, objects and steps — never a secret value
 /// (these commands never read one).
