@@ -3,8 +3,10 @@
 //! (one ManagedSecret, for humans). None of them ever reads a Secret's data.
 
 pub mod categories;
+pub mod client;
 pub mod human;
 pub mod import;
+pub mod report;
 pub mod secret_map;
 pub mod validate;
 
