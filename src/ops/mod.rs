@@ -8,6 +8,7 @@ pub mod human;
 pub mod import;
 pub mod report;
 pub mod secret_map;
+pub mod status;
 pub mod validate;
 
 /// Why an operations command failed. Messages name files, lines, objects and steps — never a secret value
