@@ -7,6 +7,7 @@ pub mod client;
 pub mod human;
 pub mod import;
 pub mod report;
+pub mod rotate;
 pub mod secret_map;
 pub mod status;
 pub mod validate;
