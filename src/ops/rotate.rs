@@ -57,6 +57,9 @@ pub struct Baseline {
     pub last_rotation: Option<Timestamp>,
     /// Each consumer's restart hash before the rotation (`Kind/name`).
     pub consumer_hashes: HashMap<String, Option<String>>,
+    /// The trouble already reported before the request (e.g. the overdue rotation this one answers), which is
+    /// no news while waiting.
+    pub trouble: Option<String>,
 }
 
 impl Baseline {
@@ -73,8 +76,23 @@ impl Baseline {
                         .collect()
                 })
                 .unwrap_or_default(),
+            trouble: trouble(ms),
         }
     }
+}
+
+/// A failure keyward reports on the object (Ready False, RotationOverdue True), in one line.
+fn trouble(ms: &ManagedSecret) -> Option<String> {
+    ms.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| (c.type_ == READY && c.status == "False") || (c.type_ == ROTATION_OVERDUE && c.status == "True"))
+        .map(|c| {
+            format!("{} {}: {} {}", c.type_, c.status, c.reason, c.message)
+                .trim_end()
+                .to_string()
+        })
 }
 
 /// How far a rotation has come, and a few words on the last step reached.
@@ -101,20 +119,11 @@ pub fn progress(ms: &ManagedSecret, base: &Baseline) -> Progress {
     let mut details = HashMap::new();
     let status = ms.status.clone().unwrap_or_default();
     let rotation = status.rotation.clone().unwrap_or_default();
-    let trouble = status
-        .conditions
-        .iter()
-        .find(|c| (c.type_ == READY && c.status == "False") || (c.type_ == ROTATION_OVERDUE && c.status == "True"))
-        .map(|c| {
-            format!("{} {}: {} {}", c.type_, c.status, c.reason, c.message)
-                .trim_end()
-                .to_string()
-        });
     let mut progress = Progress {
         reached: Step::Requested,
         details: HashMap::new(),
         pending: None,
-        trouble,
+        trouble: trouble(ms),
     };
 
     let in_progress = rotation.in_progress.as_ref().is_some_and(|i| i.reason == base.reason);
@@ -298,7 +307,7 @@ pub async fn wait(
         Step::Requested,
         Some(&format!("{ROTATE_NOW_ANNOTATION}={:?}", base.reason)),
     ));
-    let mut last_trouble: Option<String> = None;
+    let mut last_trouble = base.trouble.clone();
     let mut last_pending: Option<String> = None;
     loop {
         let ms = api
@@ -485,6 +494,7 @@ mod tests {
     fn trouble_is_reported() {
         let mut m = ms(0);
         let base = Baseline::of(&m, "leak");
+        assert_eq!(base.trouble, None);
         m.status.as_mut().unwrap().conditions.push(Condition {
             reason: "RotationFailed".into(),
             message: "ESC refused the write".into(),
