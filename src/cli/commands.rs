@@ -211,23 +211,23 @@ pub fn report(args: ReportArgs) -> ExitCode {
         Err(e) => return failed(&e),
     };
     let text = match args.output {
-        ReportFormat::Table => {
-            if rows.is_empty() {
-                match &scope {
-                    Some(ns) => eprintln!("No ManagedSecrets found in namespace {ns}."),
-                    None => eprintln!("No ManagedSecrets found."),
-                }
-                String::new()
-            } else {
-                eprintln!("{}", report::summary(&rows));
-                report::table(&rows, human::colour_stdout())
+        ReportFormat::Table if rows.is_empty() => {
+            match &scope {
+                Some(ns) => eprintln!("No ManagedSecrets found in namespace {ns}."),
+                None => eprintln!("No ManagedSecrets found."),
             }
+            String::new()
         }
+        ReportFormat::Table => report::table(&rows, human::colour_stdout()),
         ReportFormat::Json => report::json(&rows),
         ReportFormat::Csv => report::csv(&rows),
     };
     if let Err(e) = stdout(&text) {
         return failed(&e);
+    }
+    // The tally goes to stderr, so the table stays a table when piped.
+    if args.output == ReportFormat::Table && !rows.is_empty() {
+        eprintln!("{}", report::summary(&rows));
     }
     ExitCode::from(report::exit_code(&rows))
 }
