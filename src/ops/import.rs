@@ -67,10 +67,21 @@ pub fn parse_overrides(text: &str, source_name: &str) -> Result<Overrides, OpsEr
         problems: vec![Problem {
             line: None,
             secret: None,
-            message: e.to_string(),
+            message: first_line(&e.to_string()),
         }],
     })?;
     Ok(parsed.unwrap_or_default())
+}
+
+/// The parser's one-line message (`line 2 column 3: unknown field ...`), without its source excerpt and advice
+/// meant for programmers.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    line.split(", set DuplicateKeyPolicy")
+        .next()
+        .unwrap_or(line)
+        .to_string()
 }
 
 /// One generated ManagedSecret and where it came from.
@@ -189,8 +200,25 @@ pub fn import(map_text: &str, overrides: &Overrides, opts: &Options) -> Result<O
         source_name: opts.source_name.clone(),
         problems,
     };
-    let (entries, mut problems) = secret_map::parse(map_text);
     let checker = Checker::new()?;
+    // Said once here rather than once per entry.
+    let mut flags = Vec::new();
+    if !checker.environment_ok(&opts.environment) {
+        flags.push(format!(
+            "--environment {:?} must be org/project/env or org/env (letters, digits, '.', '_', '-')",
+            opts.environment
+        ));
+    }
+    if !checker.namespace_ok(&opts.namespace) {
+        flags.push(format!(
+            "--namespace {:?} must be a namespace name (lowercase letters, digits and '-', at most 63)",
+            opts.namespace
+        ));
+    }
+    if !flags.is_empty() {
+        return Err(OpsError::Usage(flags.join("; ")));
+    }
+    let (entries, mut problems) = secret_map::parse(map_text);
     // An override for a name the map lacks is most likely a typo that would silently do nothing. (When the map
     // could not be read at all, every override would look like one.)
     for name in overrides.keys().filter(|_| !entries.is_empty()) {
@@ -766,20 +794,47 @@ MISSING: {skip: true}
     }
 
     #[test]
-    fn unknown_override_fields_are_refused() {
-        let e = parse_overrides("A: {categroy: apiKey}\n", "overrides.yaml").unwrap_err();
-        assert!(e.to_string().contains("categroy"), "{e}");
+    fn unknown_override_fields_and_duplicates_are_refused_with_their_line() {
+        let e = parse_overrides("A:\n  categroy: apiKey\n", "overrides.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("overrides.yaml: 1 problem:\n  line 2 column 3: unknown field `categroy`"),
+            "{e}"
+        );
+        let e = parse_overrides("A: {skip: true}\nA: {skip: false}\n", "overrides.yaml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "overrides.yaml: 1 problem:\n  line 2 column 1: duplicate mapping key: A"
+        );
     }
 
     #[test]
-    fn a_bad_environment_is_one_problem_per_entry() {
+    fn a_bad_environment_or_namespace_is_said_once() {
         let o = Options {
             environment: "no-slash".into(),
+            namespace: "Backend".into(),
             ..opts()
         };
-        let got = problems(import("A_TOKEN: a.b\n", &Overrides::new(), &o));
-        assert_eq!(got.len(), 1);
-        assert!(got[0].contains("spec.source.esc.environment"), "{got:?}");
+        let e = import("A_TOKEN: a.b\nB_TOKEN: a.c\n", &Overrides::new(), &o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--environment \"no-slash\" must be org/project/env or org/env (letters, digits, '.', '_', '-'); \
+             --namespace \"Backend\" must be a namespace name (lowercase letters, digits and '-', at most 63)"
+        );
+        // A namespace from the overrides is checked per entry.
+        let mut ov = Overrides::new();
+        ov.insert(
+            "A_TOKEN".into(),
+            Override {
+                namespace: Some("Nope".into()),
+                ..Override::default()
+            },
+        );
+        let got = problems(import("A_TOKEN: a.b\n", &ov, &opts()));
+        assert!(
+            got[0].starts_with("line 1: A_TOKEN: the generated ManagedSecret would be refused: metadata.namespace"),
+            "{got:?}"
+        );
     }
 
     const EXAMPLE: &str = include_str!("../../examples/secret_map.yaml");

@@ -71,6 +71,16 @@ impl Checker {
         })
     }
 
+    /// Whether `environment` is an ESC environment name as `source.esc.environment` takes it.
+    pub fn environment_ok(&self, environment: &str) -> bool {
+        self.environment.is_match(environment)
+    }
+
+    /// Whether `namespace` is a namespace name (a DNS-1123 label).
+    pub fn namespace_ok(&self, namespace: &str) -> bool {
+        namespace.len() <= 63 && self.label.is_match(namespace)
+    }
+
     /// Every way `ms` would be refused, each naming its field; empty when it would be accepted.
     pub fn check(&self, ms: &ManagedSecret) -> Vec<String> {
         let mut out = Vec::new();
