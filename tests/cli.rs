@@ -483,6 +483,32 @@ async fn rotate_requests_once_per_reason_and_wait_times_out_naming_the_step() {
         show(&wait)
     );
 
+    // keyward would do nothing with a request on an object without a policy, and cannot be waited for under
+    // Notify (it records the request only): both are said before anything is set.
+    create(&ns, "plain", Value::Null).await;
+    let plain = keyward(&["rotate", "plain", "-n", &ns.name, "--reason", "x"]);
+    assert_eq!(plain.status.code(), Some(1), "{}", show(&plain));
+    assert!(
+        text(&plain.stderr).contains("has no rotation policy"),
+        "{}",
+        show(&plain)
+    );
+    create(&ns, "notify-key", json!({"category": "apiKey"})).await;
+    let notify = keyward(&["rotate", "notify-key", "-n", &ns.name, "--reason", "x", "--wait"]);
+    assert_eq!(notify.status.code(), Some(1), "{}", show(&notify));
+    assert!(text(&notify.stderr).contains("strategy Notify"), "{}", show(&notify));
+    for name in ["plain", "notify-key"] {
+        assert_eq!(annotation(&api.get(name).await.unwrap()), None);
+    }
+    let notify = keyward(&["rotate", "notify-key", "-n", &ns.name, "--reason", "x"]);
+    assert_eq!(notify.status.code(), Some(0), "{}", show(&notify));
+    assert!(
+        text(&notify.stderr).contains("must be replaced in ESC by hand"),
+        "{}",
+        show(&notify)
+    );
+    assert_eq!(annotation(&api.get("notify-key").await.unwrap()).as_deref(), Some("x"));
+
     let missing = keyward(&["rotate", "nope", "-n", &ns.name, "--reason", "x"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("not found"), "{}", show(&missing));

@@ -235,7 +235,14 @@ pub fn report(args: ReportArgs) -> ExitCode {
 pub fn rotate(args: RotateArgs) -> ExitCode {
     let result = block_on(async {
         let (client, namespace) = client::connect(&connection(&args.kube, args.namespace.as_ref())).await?;
-        let base = rotate::request(&client, &namespace, &args.name, &args.reason, args.force).await?;
+        let (base, ms) = rotate::request(&client, &namespace, &args.name, &args.reason, args.force, args.wait).await?;
+        if rotate::notify_only(&ms) {
+            eprintln!(
+                "note: {namespace}/{} has rotation strategy Notify: keyward records the request and raises a \
+                 RotationRequested Event, but the value must be replaced in ESC by hand",
+                args.name
+            );
+        }
         if !args.wait {
             println!(
                 "rotation requested for {namespace}/{}: {}={:?}\nfollow it with `keyward status {} -n {namespace}`, \

@@ -10,7 +10,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::{OpsError, human};
-use crate::api::{ManagedSecret, ROTATE_NOW_ANNOTATION};
+use crate::api::{ManagedSecret, ROTATE_NOW_ANNOTATION, RotationStrategy};
 use crate::controller::conditions::{CONSUMERS_UPDATED, PUSHED, READY, ROTATION_OVERDUE};
 
 /// The steps of a rotation, in order.
@@ -235,13 +235,41 @@ pub fn line(elapsed: Duration, step: Step, detail: Option<&str>) -> String {
     format!("[{:>6.1}s] {}{detail}", elapsed.as_secs_f64(), describe(step))
 }
 
-/// What to annotate: the reason, checked against what was already handled.
-pub fn reason_to_request(ms: &ManagedSecret, reason: &str, force: bool, now: Timestamp) -> Result<String, OpsError> {
+/// Whether keyward only records requests for `ms` (strategy Notify) instead of changing the value.
+pub fn notify_only(ms: &ManagedSecret) -> bool {
+    ms.spec
+        .rotation
+        .as_ref()
+        .is_some_and(|r| r.strategy == RotationStrategy::Notify)
+}
+
+/// What to annotate: the reason, checked against what was already handled and against what keyward will do
+/// with it (nothing without a rotation policy; only record it under strategy Notify, which `--wait` cannot
+/// follow to a new value).
+pub fn check_request(
+    ms: &ManagedSecret,
+    reason: &str,
+    force: bool,
+    wait: bool,
+    now: Timestamp,
+) -> Result<String, OpsError> {
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(OpsError::Usage(
             "--reason must say why (it is recorded in the status and the Rotated Event)".into(),
         ));
+    }
+    let id = format!("{}/{}", ms.namespace().unwrap_or_default(), ms.name_any());
+    if ms.spec.rotation.is_none() {
+        return Err(OpsError::Usage(format!(
+            "ManagedSecret {id} has no rotation policy (spec.rotation): keyward does not act on rotate-now for it"
+        )));
+    }
+    if wait && notify_only(ms) {
+        return Err(OpsError::Usage(format!(
+            "ManagedSecret {id} has rotation strategy Notify: keyward only records the request, so --wait would wait \
+             for nothing; run without --wait, or use strategy Generate or Esc"
+        )));
     }
     let handled = ms
         .status
@@ -269,13 +297,14 @@ pub async fn request(
     name: &str,
     reason: &str,
     force: bool,
-) -> Result<Baseline, OpsError> {
+    wait: bool,
+) -> Result<(Baseline, ManagedSecret), OpsError> {
     let api: Api<ManagedSecret> = Api::namespaced(client.clone(), namespace);
     let ms = api
         .get(name)
         .await
         .map_err(|e| OpsError::kube(format!("reading ManagedSecret {namespace}/{name}"), namespace, name, e))?;
-    let reason = reason_to_request(&ms, reason, force, Timestamp::now())?;
+    let reason = check_request(&ms, reason, force, wait, Timestamp::now())?;
     let patch = serde_json::json!({"metadata": {"annotations": {ROTATE_NOW_ANNOTATION: reason}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -287,7 +316,7 @@ pub async fn request(
                 e,
             )
         })?;
-    Ok(Baseline::of(&ms, &reason))
+    Ok((Baseline::of(&ms, &reason), ms))
 }
 
 /// Follows the rotation, printing a line per step through `out`, until consumers have restarted or `timeout`.
@@ -511,17 +540,35 @@ mod tests {
         let mut m = ms(0);
         let now = t(0);
         assert!(matches!(
-            reason_to_request(&m, "  ", false, now),
+            check_request(&m, "  ", false, false, now),
             Err(OpsError::Usage(_))
         ));
-        assert_eq!(reason_to_request(&m, " leak ", false, now).unwrap(), "leak");
+        assert_eq!(check_request(&m, " leak ", false, true, now).unwrap(), "leak");
         rotated(&mut m, "leak");
-        let e = reason_to_request(&m, "leak", false, now).unwrap_err();
+        let e = check_request(&m, "leak", false, false, now).unwrap_err();
         assert_eq!(e.category(), "already_handled");
         assert!(e.to_string().contains("already rotated for reason \"leak\""), "{e}");
         assert_eq!(
-            reason_to_request(&m, "leak", true, now).unwrap(),
+            check_request(&m, "leak", true, false, now).unwrap(),
             "leak (2025-06-02T00:00:00Z)"
+        );
+    }
+
+    #[test]
+    fn requests_keyward_would_not_act_on_are_refused() {
+        let now = t(0);
+        let mut m = ms(0);
+        m.spec.rotation.as_mut().unwrap().strategy = RotationStrategy::Notify;
+        assert!(notify_only(&m));
+        // Notify records the request (and raises an Event), but no value will change to wait for.
+        assert_eq!(check_request(&m, "leak", false, false, now).unwrap(), "leak");
+        let e = check_request(&m, "leak", false, true, now).unwrap_err();
+        assert!(e.to_string().contains("strategy Notify"), "{e}");
+        m.spec.rotation = None;
+        let e = check_request(&m, "leak", false, false, now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ManagedSecret ns/a has no rotation policy (spec.rotation): keyward does not act on rotate-now for it"
         );
     }
 
