@@ -26,6 +26,9 @@ use crate::telemetry::metrics::ManagedView;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
 
+mod commands;
+pub use commands::{ImportArgs, KubeArgs, ReportArgs, ReportFormat, RotateArgs, StatusArgs};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "keyward",
@@ -43,6 +46,14 @@ pub enum Command {
     Crd,
     /// Run the operator (current kubeconfig, or in-cluster configuration).
     Run(Box<RunArgs>),
+    /// Generate ManagedSecrets from a secret map (`SECRET_NAME: esc.path` per line), checked against the CRD.
+    Import(ImportArgs),
+    /// Rotation compliance of every ManagedSecret. Exit code 0: nothing overdue; 2: something overdue; 1: error.
+    Report(ReportArgs),
+    /// Ask for an emergency rotation (keyward.dev/rotate-now) and, with --wait, follow it step by step.
+    Rotate(RotateArgs),
+    /// One ManagedSecret for humans: source, target, conditions, rotation, consumers, pushes, Events.
+    Status(StatusArgs),
 }
 
 #[derive(Args, Debug)]
@@ -125,9 +136,14 @@ pub struct RunArgs {
 /// Parses the command line and runs the chosen subcommand.
 pub fn main() -> ExitCode {
     crate::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = commands::parse();
     let result = match cli.command {
         Command::Crd => print_crds(),
+        // The operations commands report their own errors and choose their own exit codes.
+        Command::Import(args) => return commands::import(args),
+        Command::Report(args) => return commands::report(args),
+        Command::Rotate(args) => return commands::rotate(args),
+        Command::Status(args) => return commands::status(args),
         Command::Run(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(run(*args))),

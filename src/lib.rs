@@ -12,6 +12,7 @@ pub mod controller;
 pub mod dev;
 pub mod duration;
 pub mod http;
+pub mod ops;
 pub mod push;
 pub mod rotation;
 pub mod source;
