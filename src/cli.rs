@@ -291,7 +291,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             AccessPolicy::default()
         }
     };
-    let webhook_secret = args.webhook_secret_file.as_ref().map(read_secret_file).transpose()?;
+    // A trailing newline (`echo secret > file`) is not part of the secret.
+    let webhook_secret = args
+        .webhook_secret_file
+        .as_ref()
+        .map(read_secret_file)
+        .transpose()?
+        .map(|b| Zeroizing::new(b.trim_ascii_end().to_vec()));
     let http_state = HttpState {
         metrics: metrics.clone(),
         ready: ready.clone(),

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# make demo: keyward's main job end to end on its embedded default — a local control plane, the local ESC
-# server seeded from examples/esc-seed.yaml, and `keyward run` keeping a Secret in step with ESC.
-# Every narrated step is checked; the demo fails if one did not really happen. DEMO_KEEP=1 keeps it all up
-# until Ctrl-C. Values are compared, never printed.
+# make demo: keyward's main job end to end on its embedded default — a local control plane with controllers
+# (rollouts really happen), the local ESC server seeded from examples/esc-seed.yaml, and the local GitHub server.
+# The team's secret map is imported, keyward runs, and the demo narrates: the Secrets appear, an ESC change
+# rolls the app once, an emergency rotation goes ESC → Secret → GitHub → restart, the compliance report prints.
+# Every narrated step is checked; the demo fails if one did not really happen. Values are compared, never
+# printed. DEMO_KEEP=1 keeps everything up (and prints the KUBECONFIG) until Ctrl-C; Ctrl-C at any point, or the
+# end, leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$(tools/build.sh --path)
 export KEYWARD_TOOLS_DIR=$tools
 kubectl=$tools/kubectl
+keyward=target/debug/keyward
 work=$(mktemp -d -t keyward-demo-XXXXXX)
 cpdir=$work/control-plane
 pids=()
+env_ref=ai-cherry/sophia/lambda-labs-production
 
 cleanup() {
   local code=$?
@@ -28,6 +33,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 step() { printf '\n==> %s\n' "$*"; }
+say() { printf '    %s\n' "$*"; }
 fail() { echo "demo: FAILED: $*" >&2; exit 1; }
 # wait_for SECONDS DESCRIPTION COMMAND...: polls until COMMAND succeeds.
 wait_for() {
@@ -37,15 +43,35 @@ wait_for() {
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ready_line() { grep -q "$2" "$1"; }
+k() { "$kubectl" "$@"; }
 
-step "starting a local control plane (etcd + kube-apiserver, built from pinned sources)"
-target/debug/keyward-dev control-plane --dir "$cpdir" >"$work/cp.log" 2>&1 &
+# What ESC holds at a path (an open session, as keyward reads it), what a Secret holds, what GitHub received.
+esc_value() {
+  local id
+  id=$(curl -fsS -X POST -H "Authorization: token demo-token" "$esc/environments/$env_ref/open" |
+    python3 -c 'import sys, json; print(json.load(sys.stdin)["id"])')
+  curl -fsS -H "Authorization: token demo-token" "$esc/environments/$env_ref/open/$id?property=$1" |
+    python3 -c 'import sys, json; print(json.load(sys.stdin)["value"], end="")'
+}
+secret_value() { k get secret "$2" -n "$1" -o "jsonpath={.data.$3}" | base64 -d; }
+github_value() {
+  curl -fsS "$github/_dev/received?scope=$1&name=$2" |
+    python3 -c 'import sys, json; s = json.load(sys.stdin)["secrets"]; print(s[0]["value"] if s else "", end="")'
+}
+replica_sets() { k get rs -n backend -l app=backend --no-headers 2>/dev/null | wc -l; }
+rs_count_is() { [ "$(replica_sets)" -eq "$1" ]; }
+rolled_out() {
+  [ "$(k get deploy backend -n backend -o jsonpath='{.status.updatedReplicas}/{.status.readyReplicas}/{.status.replicas}')" = "1/1/1" ]
+}
+
+step "starting a local control plane with controllers (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
+target/debug/keyward-dev control-plane --dir "$cpdir" --with-controllers >"$work/cp.log" 2>&1 &
 pids+=($!)
 wait_for 120 "control plane ready" ready_line "$work/cp.log" '^# keyward-dev: control plane ready'
 export KUBECONFIG=$cpdir/kubeconfig
-grep '^# keyward-dev' "$work/cp.log"
+grep '^# keyward-dev' "$work/cp.log" | sed 's/^# /    /'
 
-step "starting the local ESC server, seeded with examples/esc-seed.yaml"
+step "starting the local ESC server, seeded with examples/esc-seed.yaml (an environment like the team's)"
 esc_port=$(free_port)
 echo "demo-token" >"$work/esc-token"
 target/debug/keyward-dev esc-server --listen "127.0.0.1:$esc_port" --data "$work/esc.json" \
@@ -53,17 +79,56 @@ target/debug/keyward-dev esc-server --listen "127.0.0.1:$esc_port" --data "$work
 pids+=($!)
 wait_for 30 "ESC server ready" ready_line "$work/esc.log" 'esc server ready'
 esc=http://127.0.0.1:$esc_port/api/esc
-envpath=ai-cherry/sophia/lambda-labs-production
-curl -fsS -H "Authorization: token demo-token" "$esc/environments/ai-cherry" | jq -r '.environments[] | "  environment \(.organization)/\(.project)/\(.name)"'
+curl -fsS -H "Authorization: token demo-token" "$esc/environments/ai-cherry" |
+  python3 -c 'import sys, json; [print("    environment %(organization)s/%(project)s/%(name)s" % e) for e in json.load(sys.stdin)["environments"]]'
 
-step "installing keyward's CRD (crds/) and the example ManagedSecret (examples/managedsecret.yaml)"
-"$kubectl" apply --server-side -f crds/ >/dev/null
-"$kubectl" wait --for=condition=Established --timeout=60s crd/managedsecrets.keyward.dev
-"$kubectl" create namespace backend
-"$kubectl" apply --server-side -f examples/managedsecret.yaml
+step "starting the local GitHub server (it really opens the sealed boxes keyward sends)"
+gh_port=$(free_port)
+echo "demo-github-token" >"$work/github-token"
+target/debug/keyward-dev github-server --listen "127.0.0.1:$gh_port" --token-file "$work/github-token" \
+  >"$work/github.log" 2>&1 &
+pids+=($!)
+wait_for 30 "GitHub server ready" ready_line "$work/github.log" 'github server ready'
+github=http://127.0.0.1:$gh_port
+say "GitHub API at $github"
 
-step "an invalid ManagedSecret is refused at admission"
-if "$kubectl" apply -f - <<'YAML' 2>"$work/refused"; then fail "an invalid ManagedSecret was accepted"; fi
+step "installing keyward's CRD (crds/) and the app that consumes the secrets"
+k apply --server-side -f crds/ >/dev/null
+k wait --for=condition=Established --timeout=60s crd/managedsecrets.keyward.dev >/dev/null
+k create namespace backend >/dev/null
+k create namespace data >/dev/null
+k apply -n backend -f - >/dev/null <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: backend}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: backend}}
+  template:
+    metadata: {labels: {app: backend}}
+    spec:
+      containers:
+        - name: api
+          image: registry.invalid/sophia/backend:1.0
+          env:
+            - {name: OPENAI_API_KEY, valueFrom: {secretKeyRef: {name: openai-api-key, key: OPENAI_API_KEY}}}
+            - {name: ANTHROPIC_API_KEY, valueFrom: {secretKeyRef: {name: anthropic-api-key, key: ANTHROPIC_API_KEY}}}
+YAML
+say "Deployment backend/backend reads OPENAI_API_KEY and ANTHROPIC_API_KEY from Secrets that do not exist yet"
+
+step "importing the team's secret map (examples/secret_map.yaml) as ManagedSecrets"
+"$keyward" import examples/secret_map.yaml --environment "$env_ref" --namespace backend \
+  --overrides examples/import-overrides.yaml >"$work/managed.yaml" 2>"$work/import.log"
+sed 's/^/    /' "$work/import.log"
+k apply --server-side -f "$work/managed.yaml" | sed 's/^/    /'
+imported=$(grep -c '^kind: ManagedSecret' "$work/managed.yaml")
+# The emergency rotation below also pushes to GitHub: add the organization secret to the imported object.
+k patch msec openai-api-key -n backend --type merge \
+  -p '{"spec":{"rotation":{"pushTo":[{"github":{"organization":"ai-cherry","secretName":"OPENAI_API_KEY"}}]}}}' |
+  sed 's/^/    /'
+
+step "an invalid ManagedSecret is refused at admission, with the reason"
+if k apply -f - <<'YAML' 2>"$work/refused"; then fail "an invalid ManagedSecret was accepted"; fi
 apiVersion: keyward.dev/v1alpha1
 kind: ManagedSecret
 metadata: {name: broken, namespace: backend}
@@ -71,40 +136,91 @@ spec:
   source: {esc: {environment: "not an environment", path: a.b}}
   target: {key: K}
 YAML
-cat "$work/refused"
+sed 's/^/    /' "$work/refused"
 grep -q "environment must be org/project/env" "$work/refused" || fail "the refusal did not say why"
 
-step "running keyward (keyward run --esc-url $esc)"
+step "running keyward (ESC, GitHub, access policy examples/access-policy.yaml, audit log)"
 head -c 32 /dev/urandom >"$work/hash-key"
+echo "demo-webhook-secret" >"$work/webhook-secret"
 http_port=$(free_port)
-target/debug/keyward run --esc-url "$esc" --esc-token-file "$work/esc-token" --hash-key-file "$work/hash-key" \
+"$keyward" run --esc-url "$esc" --esc-token-file "$work/esc-token" --hash-key-file "$work/hash-key" \
+  --github-url "$github" --github-token-file "$work/github-token" \
   --access-policy-file examples/access-policy.yaml --audit-log "$work/audit.log" \
+  --webhook-secret-file "$work/webhook-secret" --restart-debounce-seconds 2 \
   --http-listen "127.0.0.1:$http_port" --log-format text >"$work/keyward.log" 2>&1 &
 pids+=($!)
 wait_for 30 "keyward ready" curl -fsS "http://127.0.0.1:$http_port/readyz"
 
-secret_value() { "$kubectl" get secret openai -n backend -o jsonpath='{.data.OPENAI_API_KEY}' | base64 -d; }
-value_is() { [ "$(secret_value)" = "$1" ]; }
-step "the Secret appears with ESC's value (compared, not printed)"
-wait_for 30 "Secret backend/openai holds the seeded value" value_is sk-demo-openai-0001
-"$kubectl" get msec -n backend
-"$kubectl" get secret openai -n backend \
-  -o go-template='  Secret {{.metadata.name}}: keys [{{range $k, $v := .data}}{{$k}} {{end}}]; {{index .metadata.annotations "keyward.dev/value-hash"}}; ESC revision {{index .metadata.annotations "keyward.dev/source-revision"}}{{"\n"}}'
+step "the Secrets appear, each holding exactly what ESC holds (compared, never printed)"
+all_ready() {
+  [ "$(k get msec -A -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True)" -eq "$imported" ]
+}
+wait_for 60 "all $imported imported ManagedSecrets Ready" all_ready
+k get msec -A | sed 's/^/    /'
+[ "$(esc_value sophia.ai.openai_api_key)" = "$(secret_value backend openai-api-key OPENAI_API_KEY)" ] ||
+  fail "Secret backend/openai-api-key differs from ESC"
+[ "$(esc_value sophia.data.snowflake_password)" = "$(secret_value data snowflake SNOWFLAKE_PASSWORD)" ] ||
+  fail "Secret data/snowflake differs from ESC"
+say "all $imported Secrets match ESC"
+wait_for 60 "the app rolled out" rolled_out
+rs0=$(replica_sets)
+say "the app runs (ReplicaSets: $rs0); keyward adopted it without a restart"
 
-step "the value changes in ESC; keyward.dev/refresh-now brings it over at once"
-curl -fsS -H "Authorization: token demo-token" "$esc/environments/$envpath/decrypt" |
-  sed 's/sk-demo-openai-0001/sk-demo-openai-0002/' >"$work/def.yaml"
+step "a value changes in ESC; ESC's webhook tells keyward, and the app rolls exactly once"
+curl -fsS -H "Authorization: token demo-token" "$esc/environments/$env_ref/decrypt" |
+  sed 's/sk-ant-demo-0001/sk-ant-demo-0002/' >"$work/def.yaml"
 curl -fsS -X PATCH -H "Authorization: token demo-token" -H "Content-Type: application/x-yaml" \
-  --data-binary @"$work/def.yaml" "$esc/environments/$envpath" >/dev/null
-"$kubectl" annotate msec openai-api-key -n backend keyward.dev/refresh-now="$(date +%s)" --overwrite
-wait_for 30 "Secret backend/openai follows ESC" value_is sk-demo-openai-0002
-"$kubectl" get secret openai -n backend \
-  -o go-template='  Secret {{.metadata.name}} now at ESC revision {{index .metadata.annotations "keyward.dev/source-revision"}}{{"\n"}}'
+  --data-binary @"$work/def.yaml" "$esc/environments/$env_ref" >/dev/null
+body='{"organization":{"githubLogin":"ai-cherry"},"projectName":"sophia","environmentName":"lambda-labs-production"}'
+sig=$(printf '%s' "$body" | python3 -c 'import hmac, hashlib, sys; print(hmac.new(b"demo-webhook-secret", sys.stdin.buffer.read(), hashlib.sha256).hexdigest())')
+curl -fsS -X POST -H "Pulumi-Webhook-Signature: $sig" --data "$body" "http://127.0.0.1:$http_port/webhooks/esc" |
+  sed 's/^/    webhook answered: /'; echo
+anthropic_follows() {
+  [ "$(esc_value sophia.ai.anthropic_api_key)" = "$(secret_value backend anthropic-api-key ANTHROPIC_API_KEY)" ]
+}
+wait_for 30 "Secret backend/anthropic-api-key follows ESC" anthropic_follows
+wait_for 90 "the app rolled once" rs_count_is $((rs0 + 1))
+wait_for 90 "the rollout finished" rolled_out
+sleep 3
+rs_count_is $((rs0 + 1)) || fail "the app rolled more than once"
+say "Secret updated; the app rolled once (ReplicaSets: $(replica_sets))"
 
-step "status and Events say what happened (never the value)"
-"$kubectl" get msec openai-api-key -n backend -o jsonpath='{range .status.conditions[*]}  {.type}={.status} ({.reason}): {.message}{"\n"}{end}'
-"$kubectl" get events.events.k8s.io -n backend -o custom-columns=TYPE:.type,REASON:.reason,NOTE:.note --no-headers | sed 's/^/  /'
-curl -fsS "http://127.0.0.1:$http_port/metrics" | grep -E '^(secret_access_total|keyward_secrets_written_total)' | sed 's/^/  /'
+step "emergency rotation: keyward rotate openai-api-key --reason ... --wait (ESC first, then Secret, GitHub, restart)"
+before=$(esc_value sophia.ai.openai_api_key)
+"$keyward" rotate openai-api-key -n backend --reason "demo: key pasted in a chat" --wait --timeout 2m | sed 's/^/    /'
+after=$(esc_value sophia.ai.openai_api_key)
+[ "$after" != "$before" ] || fail "ESC still holds the old value"
+[ "$(secret_value backend openai-api-key OPENAI_API_KEY)" = "$after" ] || fail "the Secret differs from ESC"
+[ "$(secret_value backend openai-api-key OPENAI_API_KEY_PREVIOUS)" = "$before" ] || fail "no previous value during the grace period"
+pushed() { [ "$(github_value org/ai-cherry OPENAI_API_KEY)" = "$after" ]; }
+wait_for 30 "GitHub holds ESC's new value" pushed
+wait_for 90 "the app rolled once more" rs_count_is $((rs0 + 2))
+say "ESC holds a new ${#after}-character value; the Secret and GitHub (decrypted by the test server) equal it;"
+say "the old value stays as OPENAI_API_KEY_PREVIOUS for the grace period; the app rolled once more (ReplicaSets: $(replica_sets))"
+grep -q '"action":"secret_rotated"' "$work/audit.log" || fail "no audit line for the rotation"
+
+step "keyward status openai-api-key"
+"$keyward" status openai-api-key -n backend | sed 's/^/    /'
+
+step "the rotation-compliance report (keyward report -A)"
+set +e
+"$keyward" report -A >"$work/report.txt"
+code=$?
+set -e
+sed 's/^/    /' "$work/report.txt"
+[ $code -eq 0 ] || fail "report exit code $code: something is overdue"
+grep -q "openai-api-key" "$work/report.txt" || fail "the report misses openai-api-key"
+say "exit code 0: nothing is overdue"
+
+step "what keyward exposes: metrics and audit lines (never a value)"
+curl -fsS "http://127.0.0.1:$http_port/metrics" |
+  grep -E '^(keyward_rotations_total|keyward_restarts_total|keyward_webhook_requests_total|secret_access_total\{secret_name="backend/openai)' |
+  sed 's/^/    /'
+say "$(wc -l <"$work/audit.log") audit lines, e.g.:"
+grep '"action":"secret_rotated"' "$work/audit.log" | head -1 | sed 's/^/    /'
+for v in "$before" "$after"; do
+  if grep -qF -- "$v" "$work/keyward.log" "$work/audit.log"; then fail "a value reached the logs"; fi
+done
 
 if [ "${DEMO_KEEP:-}" = "1" ]; then
   step "DEMO_KEEP=1: everything stays up; Ctrl-C stops it"

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.source.esc.environment"),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
-    printcolumn(name = "Next Rotation", type_ = "date", json_path = ".status.nextRotationTime"),
+    // A string, not a date: kubectl shows future dates as "<invalid>".
+    printcolumn(name = "Next Rotation", type_ = "string", json_path = ".status.nextRotationTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

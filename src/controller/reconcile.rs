@@ -749,7 +749,7 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
             }
             if wrote {
                 tracing::info!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), secret = %target, revision = ?revision, "secret written");
-                publish(
+                publish_distinct(
                     ctx,
                     ms,
                     EventType::Normal,
