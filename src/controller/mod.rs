@@ -1,6 +1,7 @@
 //! Wiring: watches, concurrency and shutdown around [`reconcile`].
 
 pub mod conditions;
+pub mod leader;
 mod push;
 mod reconcile;
 mod restarts;

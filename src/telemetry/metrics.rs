@@ -165,6 +165,8 @@ pub struct Metrics {
     pub esc_requests: Family<EscRequestLabels, Counter>,
     pub restarts: Family<RestartLabels, Counter>,
     pub webhook_requests: Family<WebhookLabels, Counter>,
+    /// 1 while this replica leads (writes), 0 while it follows.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -231,6 +233,12 @@ impl Metrics {
             "Calls to the ESC webhook receiver, by result",
             webhook_requests.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "keyward_leader",
+            "1 while this replica holds the leader lease and writes, 0 while it follows",
+            leader.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -248,6 +256,7 @@ impl Metrics {
             esc_requests,
             restarts,
             webhook_requests,
+            leader,
         }
     }
 
