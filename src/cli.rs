@@ -16,6 +16,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::access::AccessPolicy;
 use crate::consumers::{Planner, PlannerConfig, RestartWindowSpec, parse_windows};
+use crate::controller::leader::{self, Elector, LeaderConfig};
 use crate::controller::{self, Settings};
 use crate::http::HttpState;
 use crate::push::github::{GithubClient, GithubConfig};
@@ -125,6 +126,25 @@ pub struct RunArgs {
     /// Seconds a restart's rollout may take before keyward counts it as failed.
     #[arg(long, env = "KEYWARD_ROLLOUT_DEADLINE_SECONDS", default_value_t = 600)]
     pub rollout_deadline_seconds: u64,
+    /// Run as one of several replicas: only the holder of the Lease `--lease-name` writes; the others keep their
+    /// caches warm and take over when it stops or its lease runs out. Off for a single process.
+    /// (The variable takes true/false, yes/no, on/off or 1/0.)
+    #[arg(long, env = "KEYWARD_LEADER_ELECTION", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub leader_election: bool,
+    /// The Lease the replicas elect a leader with.
+    #[arg(long, env = "KEYWARD_LEASE_NAME", default_value = "keyward")]
+    pub lease_name: String,
+    /// The Lease's namespace (default: keyward's own, `--namespace`).
+    #[arg(long, env = "KEYWARD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds a leader's claim stands after its last renewal: the longest a failover waits for a leader that
+    /// died without letting go.
+    #[arg(long, env = "KEYWARD_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// The leader renews this many seconds before its claim runs out (default: a third of the duration).
+    #[arg(long, env = "KEYWARD_LEASE_RENEW_GRACE_SECONDS")]
+    pub lease_renew_grace_seconds: Option<u64>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "KEYWARD_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: std::net::SocketAddr,
@@ -232,6 +252,19 @@ async fn hash_key(client: &Client, args: &RunArgs) -> anyhow::Result<Vec<u8>> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, "info,kube=warn");
+    // Checked before anything else starts, so that bad settings fail at once.
+    let leader_config = args
+        .leader_election
+        .then(|| {
+            LeaderConfig::new(
+                &args.lease_name,
+                args.lease_namespace.as_deref().unwrap_or(&args.namespace),
+                &leader::identity(),
+                args.lease_duration_seconds,
+                args.lease_renew_grace_seconds,
+            )
+        })
+        .transpose()?;
     let client = Client::try_default().await?;
     let view: ManagedView = Arc::default();
     let metrics = Arc::new(Metrics::with_view(view.clone()));
@@ -313,6 +346,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "the HTTP endpoints stopped");
         }
     });
+    let leader = leader_config.map(|config| Elector::start(client.clone(), config));
     let settings = Settings {
         esc,
         hasher,
@@ -328,6 +362,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         audit,
         view,
         instance,
+        leader,
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");
     controller::run(client, settings, shutdown_signal()).await?;

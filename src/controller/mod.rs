@@ -14,14 +14,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use tokio::sync::{mpsc, watch};
 
 use crate::access::AccessPolicy;
 use crate::api::{MANAGED_SECRET_ANNOTATION, ManagedSecret};
@@ -32,6 +33,7 @@ use crate::source::{SourceError, ValueHasher};
 use crate::telemetry::audit::Audit;
 use crate::telemetry::metrics::ManagedView;
 use crate::telemetry::metrics::Metrics;
+use leader::{Elector, Leadership};
 
 pub use reconcile::reconcile;
 
@@ -47,6 +49,8 @@ pub enum ControllerError {
     Source(#[from] SourceError),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("lost the leader lease; stopped writing")]
+    LostLeadership,
 }
 
 impl ControllerError {
@@ -56,6 +60,7 @@ impl ControllerError {
             ControllerError::Kube(_) => "kube",
             ControllerError::Source(e) => e.category(),
             ControllerError::MissingField(_) => "invalid_object",
+            ControllerError::LostLeadership => "lost_leadership",
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct Settings {
     pub audit: Arc<Audit>,
     /// Filled with the ManagedSecret cache once the controller runs (metrics, /health/secrets).
     pub view: ManagedView,
+    /// Leader election among replicas; None: this process is the only one and always writes.
+    pub leader: Option<Elector>,
 }
 
 /// Shared state of all reconciles.
@@ -193,25 +200,180 @@ fn count(counters: &Mutex<HashMap<String, u32>>, key: &str) -> u32 {
     *n
 }
 
+/// Aborts a spawned task when dropped, so that a task never outlives what started it.
+pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where the ManagedSecret cache sends what it sees while this replica writes.
+type Triggers = Arc<Mutex<Option<mpsc::UnboundedSender<ManagedSecret>>>>;
+
 /// Runs the ManagedSecret controller until `shutdown` resolves.
+///
+/// Every replica keeps the ManagedSecret cache from the start (readiness needs it, and a replica that takes over
+/// has it warm); only the leader writes: the reconciles and the restart task start once this replica leads
+/// (at once without leader election) and its cache has synced. A leader that loses the lease stops them at
+/// once and returns [`ControllerError::LostLeadership`]; a graceful stop lets in-flight reconciles finish, then
+/// releases the lease.
 pub async fn run(
     client: Client,
     mut settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), ControllerError> {
-    let concurrency = settings.concurrency;
-    let (managed, secrets): (Api<ManagedSecret>, Api<PartialObjectMeta<Secret>>) = match &settings.watch_namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let shutdown = shutdown.boxed().shared();
+    let managed: Api<ManagedSecret> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    let ready = settings.ready.clone();
+    let (reader, writer) = reflector::store();
+    // Set once per process; a second run (tests) keeps the first view. Followers serve it too.
+    let _ = settings.view.set(reader.clone());
+    let triggers: Triggers = Arc::default();
+    let _cache = AbortOnDrop(tokio::spawn(keep_cache(managed, writer, triggers.clone())));
+
+    let elector = settings.leader.take();
+    // Without leader election this process is the only one and always leads.
+    let (_sole, mut leadership) = match &elector {
+        Some(e) => (None, e.subscribe()),
+        None => {
+            let (tx, rx) = watch::channel(Leadership::Leader);
+            (Some(tx), rx)
+        }
+    };
+    let (synced_tx, mut synced) = watch::channel(false);
+    let _readiness = AbortOnDrop(tokio::spawn(track_readiness(
+        reader.clone(),
+        synced_tx,
+        leadership.clone(),
+        settings.ready.clone(),
+        settings.metrics.clone(),
+    )));
+
+    let lead = async {
+        loop {
+            if leadership.borrow_and_update().is_leader() && *synced.borrow_and_update() {
+                return true;
+            }
+            tokio::select! {
+                r = leadership.changed() => if r.is_err() { return false },
+                r = synced.changed() => if r.is_err() { return false },
+            }
+        }
+    };
+    let leads = tokio::select! {
+        () = shutdown.clone() => false,
+        leads = lead => leads,
+    };
+    if !leads {
+        release(elector).await;
+        return Ok(());
+    }
+    tracing::info!("starting to write: reconciles and consumer restarts");
+    let mut lost = leadership.clone();
+    tokio::select! {
+        () = write(client, settings, reader, triggers, shutdown) => {
+            release(elector).await;
+            Ok(())
+        }
+        // Dropping the writers cancels every reconcile and restart at its next await: nothing is written after
+        // this. What was in flight is left as a crash leaves it, which the next leader picks up.
+        _ = lost.wait_for(|l| !l.is_leader()) => {
+            tracing::error!("lost the leader lease: stopped writing");
+            Err(ControllerError::LostLeadership)
+        }
+    }
+}
+
+async fn release(elector: Option<Elector>) {
+    if let Some(e) = elector {
+        e.release().await;
+    }
+}
+
+/// Keeps the ManagedSecret cache and, while this replica writes, hands each object it sees to the controller.
+async fn keep_cache(api: Api<ManagedSecret>, writer: reflector::store::Writer<ManagedSecret>, triggers: Triggers) {
+    let mut objects = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .boxed();
+    while let Some(item) = objects.next().await {
+        match item {
+            Ok(ms) => {
+                if let Ok(slot) = triggers.lock()
+                    && let Some(tx) = slot.as_ref()
+                {
+                    let _ = tx.send(ms);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ManagedSecret watch error"),
+        }
+    }
+}
+
+/// Keeps `ready` (cache synced and leadership known) and the `keyward_leader` gauge up to date.
+async fn track_readiness(
+    store: Store<ManagedSecret>,
+    synced_tx: watch::Sender<bool>,
+    mut leadership: watch::Receiver<Leadership>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut synced = false;
+    let mut known = true;
+    loop {
+        let role = leadership.borrow_and_update().clone();
+        let is_known = known && role.is_known();
+        ready.store(synced && is_known, Ordering::Relaxed);
+        metrics.leader.set(i64::from(known && role.is_leader()));
+        tokio::select! {
+            r = leadership.changed(), if known => {
+                // The election stopped (this process is stopping): nobody here knows who leads any more.
+                known = r.is_ok();
+            }
+            // The store's readiness wakes only its most recent waiter, so ask again every half second instead
+            // of waiting once.
+            r = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()), if !synced => {
+                if let Ok(Ok(())) = r {
+                    tracing::info!("ManagedSecret cache synced");
+                    synced = true;
+                    synced_tx.send_replace(true);
+                }
+            }
+            else => {
+                ready.store(false, Ordering::Relaxed);
+                metrics.leader.set(0);
+                return;
+            }
+        }
+    }
+}
+
+/// The writing part: the ManagedSecret controller and the restart task, until `shutdown` (graceful: in-flight
+/// reconciles finish).
+async fn write(
+    client: Client,
+    mut settings: Settings,
+    store: Store<ManagedSecret>,
+    triggers: Triggers,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) {
+    let concurrency = settings.concurrency;
+    let secrets: Api<PartialObjectMeta<Secret>> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     let reporter = Reporter {
         controller: "keyward".into(),
         instance: Some(settings.instance.clone()),
     };
-    if let Some(planner) = settings.planner.take() {
+    let _restarts = settings.planner.take().map(|planner| {
         let recorder = Recorder::new(client.clone(), reporter);
-        tokio::spawn(restarts::run(
+        AbortOnDrop(tokio::spawn(restarts::run(
             client.clone(),
             recorder,
             planner,
@@ -219,32 +381,19 @@ pub async fn run(
             settings.rollout_deadline,
             settings.metrics.clone(),
             settings.audit.clone(),
-        ));
-    }
-    let view = settings.view.clone();
+        )))
+    });
     let ctx = Arc::new(Context::new(client.clone(), settings));
 
-    let controller = Controller::new(managed, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(concurrency));
-    let store = controller.store();
-    // Set once per process; a second run (tests) keeps the first view.
-    let _ = view.set(store.clone());
-    let ready_store = store.clone();
-    tokio::spawn(async move {
-        // The store's readiness wakes only its most recent waiter (the controller's own runner), so ask
-        // again every half second instead of waiting once.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(500), ready_store.wait_until_ready()).await {
-                Ok(Ok(())) => {
-                    tracing::info!("ManagedSecret cache synced; ready");
-                    ready.store(true, Ordering::Relaxed);
-                    break;
-                }
-                Ok(Err(_)) => break,
-                Err(_) => {}
-            }
-        }
-    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Ok(mut slot) = triggers.lock() {
+        *slot = Some(tx);
+    }
+    let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) });
+    let controller = Controller::for_stream(changes, store.clone())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        // The cache synced before this replica started writing: each object in it gets its first reconcile.
+        .reconcile_all_on(futures::stream::once(async {}));
     // Secrets are watched as metadata only: a change to one keyward wrote (drift) or to one a ManagedSecret
     // reads from wakes the owner; the data itself is read only in reconcile, for the one Secret it needs.
     let secret_events = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
@@ -284,7 +433,9 @@ pub async fn run(
             }
         })
         .await;
-    Ok(())
+    if let Ok(mut slot) = triggers.lock() {
+        *slot = None;
+    }
 }
 
 fn error_policy(obj: Arc<ManagedSecret>, err: &ControllerError, ctx: Arc<Context>) -> Action {

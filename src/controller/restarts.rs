@@ -573,14 +573,15 @@ pub async fn run(
         secret_changes.boxed(),
         policy_changes.boxed(),
     ];
-    tokio::spawn(async move {
+    // Its watches stop with this task (which is aborted when this replica stops leading).
+    let _forwarder = super::AbortOnDrop(tokio::spawn(async move {
         let mut all = futures::stream::select_all(streams);
         while let Some(change) = all.next().await {
             if tx.send(change).await.is_err() {
                 break;
             }
         }
-    });
+    }));
 
     let mut state = State {
         client,
