@@ -365,7 +365,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         leader,
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keyward starting");
-    controller::run(client, settings, shutdown_signal()).await?;
+    match controller::run(client, settings, shutdown_signal()).await {
+        Err(controller::ControllerError::LostLeadership) => {
+            // Restarted by its Deployment, it contends again as a follower with nothing left over from this run.
+            tracing::error!("exiting: this replica lost the leader lease and starts again as a follower");
+            return Err(controller::ControllerError::LostLeadership.into());
+        }
+        r => r?,
+    }
     tracing::info!("keyward stopped");
     Ok(())
 }
