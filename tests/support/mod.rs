@@ -358,6 +358,11 @@ impl Keyward {
         None
     }
 
+    /// The process id while it runs (for signals other than SIGKILL).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops keyward (SIGKILL: the harshest stop, which keyward must survive) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
