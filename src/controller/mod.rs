@@ -51,6 +51,8 @@ pub enum ControllerError {
     MissingField(&'static str),
     #[error("lost the leader lease; stopped writing")]
     LostLeadership,
+    #[error("leader election stopped")]
+    ElectionStopped,
 }
 
 impl ControllerError {
@@ -61,6 +63,7 @@ impl ControllerError {
             ControllerError::Source(e) => e.category(),
             ControllerError::MissingField(_) => "invalid_object",
             ControllerError::LostLeadership => "lost_leadership",
+            ControllerError::ElectionStopped => "election_stopped",
         }
     }
 }
@@ -264,13 +267,16 @@ pub async fn run(
             }
         }
     };
-    let leads = tokio::select! {
-        () = shutdown.clone() => false,
-        leads = lead => leads,
-    };
-    if !leads {
-        release(elector).await;
-        return Ok(());
+    tokio::select! {
+        () = shutdown.clone() => {
+            release(elector).await;
+            return Ok(());
+        }
+        leads = lead => if !leads {
+            // Only the election's own end closes its channel; without it this replica can never lead.
+            tracing::error!("leader election stopped");
+            return Err(ControllerError::ElectionStopped);
+        },
     }
     tracing::info!("starting to write: reconciles and consumer restarts");
     let mut lost = leadership.clone();
