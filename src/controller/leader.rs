@@ -359,7 +359,8 @@ async fn elect(
                     }
                     let _ = reply.send(());
                 }
-                publish(&tx, Leadership::Unknown, &config);
+                // Stopping, not losing: no transition to log.
+                tx.send_replace(Leadership::Unknown);
                 return;
             }
             event = leases.next() => {
