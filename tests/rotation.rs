@@ -263,7 +263,16 @@ async fn generate_end_to_end_with_grace_pushes_and_restarts() {
     .await;
     settled(&ns, "by-key").await;
     settled(&ns, "whole").await;
-    let status = managed.get("db").await.unwrap().status.unwrap();
+    // Status is written at the end of the reconcile, after the GitHub pushes: wait for it rather than race it.
+    let status = eventually(30, "status with the next rotation time", || async {
+        managed
+            .get("db")
+            .await
+            .ok()?
+            .status
+            .filter(|s| s.next_rotation_time.is_some())
+    })
+    .await;
     // Never rotated: due 60 days (category database) after creation.
     let created = managed.get("db").await.unwrap().metadata.creation_timestamp.unwrap().0;
     assert_eq!(
@@ -305,7 +314,13 @@ async fn generate_end_to_end_with_grace_pushes_and_restarts() {
         .await;
         assert_eq!(got, new);
     }
-    let ms = managed.get("db").await.unwrap();
+    // The reconcile writes status after its pushes.
+    let ms = eventually(30, "status records the rotation", || async {
+        let ms = managed.get("db").await.ok()?;
+        let done = ms.status.as_ref()?.rotation.as_ref()?.last_reason.is_some();
+        done.then_some(ms)
+    })
+    .await;
     let st = ms.status.clone().unwrap();
     let rotation = st.rotation.clone().unwrap();
     assert_eq!(rotation.last_reason.as_deref(), Some("leaked in chat"));
