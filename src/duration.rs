@@ -49,9 +49,34 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs(total))
 }
 
+/// Formats whole seconds the way the API writes durations: `90d`, `1d12h`, `1h30m`, `45s`, `0s`.
+pub fn format(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, size) in [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)] {
+        let n = secs / size;
+        if n > 0 {
+            out.push_str(&n.to_string());
+            out.push(unit);
+            secs %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_what_it_parses() {
+        for text in ["90d", "1d12h", "1h30m", "45s", "0s", "1d1h1m1s"] {
+            assert_eq!(format(parse(text).unwrap()), text);
+        }
+    }
 
     #[test]
     fn parses_and_refuses() {

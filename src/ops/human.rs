@@ -19,20 +19,7 @@ pub fn short(d: Duration) -> String {
 
 /// A period as the API writes it: `90d`, `1d12h`, `1h30m`, `45s`.
 pub fn period(d: Duration) -> String {
-    let mut secs = d.as_secs();
-    if secs == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    for (unit, size) in [('d', DAY), ('h', 3_600), ('m', 60), ('s', 1)] {
-        let n = secs / size;
-        if n > 0 {
-            out.push_str(&n.to_string());
-            out.push(unit);
-            secs %= size;
-        }
-    }
-    out
+    crate::duration::format(d)
 }
 
 /// How long ago `t` was at `now` (`12d`), never negative: a time slightly ahead is clock skew.

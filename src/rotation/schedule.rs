@@ -166,20 +166,7 @@ fn duration_why(e: &duration::DurationError) -> String {
 
 /// Formats whole seconds the way the API writes durations, e.g. `1d2h`, `90d`, `0s`.
 fn format_duration(d: Duration) -> String {
-    let mut secs = d.as_secs();
-    if secs == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    for (unit, size) in [('d', DAY), ('h', 3_600), ('m', 60), ('s', 1)] {
-        let n = secs / size;
-        if n > 0 {
-            out.push_str(&n.to_string());
-            out.push(unit);
-            secs %= size;
-        }
-    }
-    out
+    crate::duration::format(d)
 }
 
 /// When the next rotation is due: the last rotation, or the ManagedSecret's creation when it was never
