@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use keyward::api::{ManagedSecret, ROTATION_INTENT_ANNOTATION};
-use keyward::dev::esc_server::{EscServer, EscServerOptions, Fault};
+use keyward::dev::esc_server::{EscServer, Fault};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use nix::sys::signal::{Signal, kill};
@@ -36,16 +36,8 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        keyward::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let esc = EscServer::start(EscServerOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data: dir.path().join("esc.json"),
-            token: Some(ESC_TOKEN.into()),
-        })
-        .await
-        .unwrap();
-        std::fs::write(dir.path().join("esc-token"), ESC_TOKEN).unwrap();
+        let esc = support::esc_server(ESC_TOKEN, dir.path()).await;
         let p: Vec<&str> = ENV.split('/').collect();
         esc.put_definition(
             p[0],

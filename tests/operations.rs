@@ -10,7 +10,6 @@ use hmac::{Hmac, Mac};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use keyward::api::ManagedSecret;
-use keyward::dev::esc_server::{EscServer, EscServerOptions};
 use kube::Api;
 use kube::api::PostParams;
 use sha2::Sha256;
@@ -71,15 +70,8 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn policy_audit_webhook_health_and_metrics() {
-    keyward::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let esc = EscServer::start(EscServerOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: dir.path().join("esc.json"),
-        token: Some(ESC_TOKEN.into()),
-    })
-    .await
-    .unwrap();
+    let esc = support::esc_server(ESC_TOKEN, dir.path()).await;
     esc.put_definition("acme", "app", "prod", &definition(CANARY)).unwrap();
     esc.put_definition("acme", "vault", "root", &definition("root-secret-value"))
         .unwrap();
@@ -99,7 +91,7 @@ async fn policy_audit_webhook_health_and_metrics() {
             ns.name
         ),
     );
-    let token = file("esc-token", ESC_TOKEN);
+    let token = dir.path().join("esc-token").to_string_lossy().into_owned();
     let secret = file("webhook-secret", WEBHOOK_SECRET);
     let audit = dir.path().join("audit.log");
     let base_url = esc.base_url();

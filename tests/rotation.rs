@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyward::api::ManagedSecret;
-use keyward::dev::esc_server::{EscServer, EscServerOptions, Fault};
+use keyward::dev::esc_server::{EscServer, Fault};
 use keyward::dev::github_server::{GithubFault, GithubServer, GithubServerOptions};
 use keyward::source::esc::{EscClient, EscConfig, EscSource};
 use kube::Api;
@@ -49,15 +49,8 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        keyward::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let esc = EscServer::start(EscServerOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data: dir.path().join("esc.json"),
-            token: Some(ESC_TOKEN.into()),
-        })
-        .await
-        .unwrap();
+        let esc = support::esc_server(ESC_TOKEN, dir.path()).await;
         let github = GithubServer::start(GithubServerOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             token: Some(GITHUB_TOKEN.into()),
@@ -65,7 +58,6 @@ impl World {
         })
         .await
         .unwrap();
-        std::fs::write(dir.path().join("esc-token"), ESC_TOKEN).unwrap();
         std::fs::write(dir.path().join("github-token"), GITHUB_TOKEN).unwrap();
         esc.put_definition("acme", "base", "shared", "values:\n  region: eu-west-1\n")
             .unwrap();

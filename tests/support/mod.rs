@@ -449,3 +449,17 @@ impl Keyward {
         }
     }
 }
+
+/// An in-process ESC server requiring `token`, keeping its data in `dir`, with the token in `dir/esc-token`.
+pub async fn esc_server(token: &str, dir: &Path) -> keyward::dev::esc_server::EscServer {
+    keyward::install_crypto_provider();
+    let server = keyward::dev::esc_server::EscServer::start(keyward::dev::esc_server::EscServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: dir.join("esc.json"),
+        token: Some(token.into()),
+    })
+    .await
+    .unwrap();
+    std::fs::write(dir.join("esc-token"), token).unwrap();
+    server
+}
