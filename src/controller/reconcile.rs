@@ -664,9 +664,11 @@ async fn reconcile_inner(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Co
     if let Some(f) = &rotation_failure {
         requeue = requeue.min(rotate::retry_in(ctx, ms, f, interval));
     }
+    // Push failures back off on their own counter; objects without pushes never touch it.
+    let has_pushes = ms.spec.rotation.as_ref().is_some_and(|r| !r.push_to.is_empty());
     if let Some(f) = &push_failure {
         requeue = requeue.min(backoff(ctx.failed(&format!("{uid}/push")), f.retry_after, interval));
-    } else {
+    } else if has_pushes {
         ctx.succeeded(&format!("{uid}/push"));
     }
     if let Some(e) = &policy_error {

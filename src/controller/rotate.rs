@@ -161,7 +161,16 @@ pub(super) async fn rotate(
         }
         RotationStrategy::Esc => {
             record_intent(ms, ctx, status, policy, base, intent).await?;
-            esc.client().rotate(&env, &[path.to_string()]).await?;
+            let outcome = esc.client().rotate(&env, &[path.to_string()]).await?;
+            // ESC answers 200 with a failed rotation event when its rotator fails: say so, rather than
+            // reading back the old value and reporting it as not visible.
+            if outcome.status == "failed" {
+                return Err(Failure {
+                    reason: "EscRotationFailed",
+                    message: format!("ESC reported the rotation of {path} in {env} as failed"),
+                    retry_after: None,
+                });
+            }
         }
         RotationStrategy::Notify => return Ok(None),
     }
