@@ -5,6 +5,8 @@
 //! pip cannot install the client (PyPI unreachable), the test fails and says so: it never skips.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -112,7 +114,7 @@ struct ServerProcess {
 impl ServerProcess {
     fn start() -> ServerProcess {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward-dev"))
+        let mut child = Command::new(support::dev_bin())
             .args(["esc-server", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.path().join("esc.json"))
             .args(["--token", TOKEN, "--stop-on-stdin-eof"])

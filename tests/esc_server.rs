@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use keyward::dev::esc_server::{EscServer, EscServerOptions, Fault};
+use keyward_dev::esc_server::{EscServer, EscServerOptions, Fault};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

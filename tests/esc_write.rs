@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use keyward::dev::esc_server::{EscServer, EscServerOptions, Fault};
-use keyward::source::SecretBytes;
-use keyward::source::esc::{EnvRef, EscClient, EscConfig};
-use keyward::source::path::PropertyPath;
+use keyward::esc::PropertyPath;
+use keyward::esc::{EnvRef, EscClient, EscConfig};
+use keyward::secret::SecretBytes;
+use keyward_dev::esc_server::{EscServer, EscServerOptions, Fault};
 use serde_json::Value;
 use zeroize::Zeroizing;
 

@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use keyward::api::{GithubTarget, GithubVisibility};
-use keyward::dev::github_server::{GithubFault, GithubServer, GithubServerOptions, Repository};
 use keyward::push::PushError;
 use keyward::push::github::{GithubClient, GithubConfig, GithubScope, Visibility};
-use keyward::source::SecretBytes;
+use keyward::secret::SecretBytes;
+use keyward_dev::github_server::{GithubFault, GithubServer, GithubServerOptions, Repository};
 use serde_json::Value;
 use zeroize::Zeroizing;
 

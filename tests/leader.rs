@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use keyward::api::{ManagedSecret, ROTATION_INTENT_ANNOTATION};
-use keyward::dev::esc_server::{EscServer, Fault};
+use keyward_dev::esc_server::{EscServer, Fault};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use nix::sys::signal::{Signal, kill};
@@ -73,7 +73,8 @@ impl World {
 
     /// What ESC holds at app.dbPassword now.
     async fn esc_value(&self) -> String {
-        use keyward::source::esc::{EscClient, EscConfig, EscSource};
+        use keyward::esc::{EscClient, EscConfig};
+        use keyward::source::esc::EscSource;
         let client = EscClient::new(EscConfig::new(self.esc.base_url(), Some(ESC_TOKEN.to_string().into()))).unwrap();
         let v = EscSource::new(client)
             .get(ENV, None, "app.dbPassword", Instant::now())

@@ -48,7 +48,7 @@ pub fn cluster_with_controllers() -> &'static Cluster {
 fn start(with_controllers: bool) -> Cluster {
     keyward::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("keyward-test-{}-{}", std::process::id(), nanos()));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward-dev"));
+    let mut cmd = Command::new(dev_bin());
     cmd.arg("control-plane")
         .arg("--dir")
         .arg(&dir)
@@ -79,7 +79,7 @@ fn start(with_controllers: bool) -> Cluster {
         let status = child.wait().ok();
         panic!(
             "control plane did not start (keyward-dev exited with {status:?}); logs:\n{}",
-            keyward::dev::control_plane::logs_tail(&dir.join("logs"), 40)
+            keyward_dev::control_plane::logs_tail(&dir.join("logs"), 40)
         );
     }
     Cluster {
@@ -101,14 +101,14 @@ fn nanos() -> u32 {
 impl Cluster {
     /// A client for the admin user. Make one per test: clients are tied to the test's runtime.
     pub async fn client(&self) -> Client {
-        keyward::dev::control_plane::client_from_kubeconfig(&self.kubeconfig)
+        keyward_dev::control_plane::client_from_kubeconfig(&self.kubeconfig)
             .await
             .expect("client")
     }
 
     /// The tail of every component's log.
     pub fn logs(&self) -> String {
-        keyward::dev::control_plane::logs_tail(&self.dir.join("logs"), 60)
+        keyward_dev::control_plane::logs_tail(&self.dir.join("logs"), 60)
     }
 
     /// Runs the pinned kubectl against this control plane.
@@ -124,7 +124,20 @@ impl Cluster {
 
 /// The path of a pinned tool.
 pub fn tool(name: &str) -> PathBuf {
-    keyward::dev::tools::tool(name).expect("tool built by `make tools`")
+    keyward_dev::tools::tool(name).expect("tool built by `make tools`")
+}
+
+/// The `keyward-dev` binary. It belongs to the workspace's other package, so Cargo names no
+/// `CARGO_BIN_EXE_` for it here: it sits beside the `keyward` binary of the same build (`make test` builds it
+/// first).
+pub fn dev_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_keyward")).with_file_name("keyward-dev");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p keyward-dev` (make test does)",
+        bin.display()
+    );
+    bin
 }
 
 /// The repository root.
@@ -203,7 +216,7 @@ impl Drop for TestNs {
                 return;
             };
             rt.block_on(async {
-                if let Ok(client) = keyward::dev::control_plane::client_from_kubeconfig(&kubeconfig).await {
+                if let Ok(client) = keyward_dev::control_plane::client_from_kubeconfig(&kubeconfig).await {
                     let _ = Api::<Namespace>::all(client)
                         .delete(&name, &DeleteParams::background())
                         .await;
@@ -451,9 +464,9 @@ impl Keyward {
 }
 
 /// An in-process ESC server requiring `token`, keeping its data in `dir`, with the token in `dir/esc-token`.
-pub async fn esc_server(token: &str, dir: &Path) -> keyward::dev::esc_server::EscServer {
+pub async fn esc_server(token: &str, dir: &Path) -> keyward_dev::esc_server::EscServer {
     keyward::install_crypto_provider();
-    let server = keyward::dev::esc_server::EscServer::start(keyward::dev::esc_server::EscServerOptions {
+    let server = keyward_dev::esc_server::EscServer::start(keyward_dev::esc_server::EscServerOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         data: dir.join("esc.json"),
         token: Some(token.into()),

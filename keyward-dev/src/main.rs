@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    keyward::dev::cli::main()
+    keyward_dev::cli::main()
 }

@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::control_plane::{ControlPlane, Options};
-use super::esc_server::{EscServer, EscServerOptions};
-use super::github_server::{GithubServer, GithubServerOptions, read_token_file, repositories_from_flags};
+use crate::control_plane::{ControlPlane, Options};
+use crate::esc_server::{EscServer, EscServerOptions};
+use crate::github_server::{GithubServer, GithubServerOptions, read_token_file, repositories_from_flags};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -87,7 +87,7 @@ enum Command {
 
 /// Entry point of `keyward-dev`.
 pub fn main() -> ExitCode {
-    crate::install_crypto_provider();
+    keyward::install_crypto_provider();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

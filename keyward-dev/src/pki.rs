@@ -9,7 +9,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType,
 };
 
-use super::DevError;
+use crate::error::DevError;
 
 /// Paths of the PEM files written by [`generate`], and the PEM text kubeconfigs embed.
 #[derive(Debug, Clone)]

@@ -9,7 +9,67 @@ use crypto_box::aead::OsRng;
 use crypto_box::aead::rand_core::RngCore;
 use zeroize::Zeroizing;
 
-use super::{GithubServerError, ReceivedSecret, Repository};
+use super::error::GithubServerError;
+use serde::Serialize;
+
+/// A repository that exists on the server, with its deployment environments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    pub owner: String,
+    pub name: String,
+    /// The id organization secrets name in `selected_repository_ids`.
+    pub id: i64,
+    pub environments: Vec<String>,
+}
+
+impl Repository {
+    pub fn new(owner: impl Into<String>, name: impl Into<String>, id: i64) -> Self {
+        Repository {
+            owner: owner.into(),
+            name: name.into(),
+            id,
+            environments: Vec::new(),
+        }
+    }
+
+    pub fn with_environment(mut self, environment: impl Into<String>) -> Self {
+        self.environments.push(environment.into());
+        self
+    }
+}
+
+/// A secret as received, for tests. `value` is the plaintext: this exists so tests can check what arrived,
+/// and is never part of the GitHub API.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedSecret {
+    /// `org/ORG`, `repo/OWNER/REPO` or `env/OWNER/REPO/ENVIRONMENT`, lower case.
+    pub scope: String,
+    /// Upper case, as GitHub stores names.
+    pub name: String,
+    /// The plaintext (invalid UTF-8 replaced; `value_base64` is exact).
+    pub value: String,
+    pub value_base64: String,
+    /// Accepted PUTs of this name in this scope.
+    pub puts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub selected_repository_ids: Vec<i64>,
+}
+
+impl std::fmt::Debug for ReceivedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivedSecret")
+            .field("scope", &self.scope)
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .field("puts", &self.puts)
+            .field("visibility", &self.visibility)
+            .field("selected_repository_ids", &self.selected_repository_ids)
+            .finish()
+    }
+}
 
 /// Where a secret lives. Names keep the case they were given in; [`Scope::key`] folds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

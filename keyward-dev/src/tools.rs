@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 
-use super::DevError;
+use crate::error::DevError;
 
 /// The directory holding etcd, kube-apiserver, kubectl, kwok and the rest.
 pub fn tools_dir() -> Result<PathBuf, DevError> {
     if let Some(dir) = std::env::var_os("KEYWARD_TOOLS_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/build.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/build.sh");
     let out = std::process::Command::new("bash")
         .arg(&script)
         .arg("--path")

@@ -1,14 +1,4 @@
-//! Developer tools, shipped in the `keyward-dev` binary and used by the tests and `make demo`; never part of
-//! the operator image: a local Kubernetes control plane built from pinned sources, a local Pulumi ESC server,
-//! and a local GitHub server for Actions secrets.
-
-pub mod cli;
-pub mod control_plane;
-pub mod esc_server;
-pub mod github_server;
-pub mod pki;
-pub mod serve;
-pub mod tools;
+//! Errors of the developer tools.
 
 /// Errors of the developer tools.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +30,7 @@ pub enum DevError {
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
     #[error("esc server: {0}")]
-    EscServer(#[from] esc_server::EscServerError),
+    EscServer(#[from] crate::esc_server::error::EscServerError),
 }
 
 impl DevError {

@@ -18,15 +18,17 @@ use serde_json::{Value as Json, json};
 
 use super::crypto::random_bytes;
 use super::eval::{self, Diagnostic, EValue};
-use super::path::parse_path;
+use super::rotators;
+use super::secrets;
+use super::state::{Counters, EscServerState, Fault, FaultMode, Session, lock, valid_env, valid_org, valid_project};
 use super::store::{EDITOR_LOGIN, EDITOR_NAME, EnvTag, LATEST, RevisionTag, Store, env_key, now};
-use super::{Counters, Fault, FaultMode, Session, State, lock, rotate, secrets, valid_env, valid_org, valid_project};
+use keyward::esc::path::PropertyPath;
 
 const YAML: &str = "application/x-yaml";
 const REVISION_HEADER: &str = "pulumi-esc-revision";
 const DEFAULT_OPEN: Duration = Duration::from_secs(3600);
 
-pub(crate) fn router(state: Arc<State>) -> Router {
+pub(crate) fn router(state: Arc<EscServerState>) -> Router {
     Router::new()
         .route("/_dev/counters", get(dev_counters))
         .route("/_dev/counters/reset", post(dev_reset_counters))
@@ -35,22 +37,22 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-async fn dev_counters(AxState(state): AxState<Arc<State>>) -> Response {
+async fn dev_counters(AxState(state): AxState<Arc<EscServerState>>) -> Response {
     let counters: Counters = lock(&state.counters).clone();
     json_response(StatusCode::OK, json!(counters))
 }
 
-async fn dev_reset_counters(AxState(state): AxState<Arc<State>>) -> Response {
+async fn dev_reset_counters(AxState(state): AxState<Arc<EscServerState>>) -> Response {
     *lock(&state.counters) = Counters::default();
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn dev_get_fault(AxState(state): AxState<Arc<State>>) -> Response {
+async fn dev_get_fault(AxState(state): AxState<Arc<EscServerState>>) -> Response {
     let fault = lock(&state.fault).clone();
     json_response(StatusCode::OK, json!(fault))
 }
 
-async fn dev_put_fault(AxState(state): AxState<Arc<State>>, body: Bytes) -> Response {
+async fn dev_put_fault(AxState(state): AxState<Arc<EscServerState>>, body: Bytes) -> Response {
     match serde_json::from_slice::<Fault>(&body) {
         Ok(fault) => {
             *lock(&state.fault) = fault.clone();
@@ -140,7 +142,7 @@ enum Op {
 
 /// Matches an ESC path (below `/api/esc/`) to an operation and the endpoint name it is counted under.
 fn route(method: &Method, rest: &str, query: &HashMap<String, String>) -> (&'static str, Op) {
-    let decoded: Vec<String> = rest.split('/').map(crate::dev::serve::percent_decode).collect();
+    let decoded: Vec<String> = rest.split('/').map(crate::serve::percent_decode).collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let env = |o: &str, p: &str, e: &str| EnvRef {
         org: o.to_owned(),
@@ -238,7 +240,7 @@ fn route(method: &Method, rest: &str, query: &HashMap<String, String>) -> (&'sta
     }
 }
 
-fn authorized(state: &State, headers: &HeaderMap) -> bool {
+fn authorized(state: &EscServerState, headers: &HeaderMap) -> bool {
     let Some(token) = &state.token else {
         return true;
     };
@@ -247,11 +249,11 @@ fn authorized(state: &State, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("token "))
         .unwrap_or("");
-    crate::source::secrets_equal(presented.trim().as_bytes(), token.as_bytes())
+    keyward::secret::secrets_equal(presented.trim().as_bytes(), token.as_bytes())
 }
 
 /// Decides whether this request (to `endpoint`) fails by injection; heals a fault whose `failCount` runs out.
-fn injected_fault(state: &State, endpoint: &str) -> (Option<Response>, u64) {
+fn injected_fault(state: &EscServerState, endpoint: &str) -> (Option<Response>, u64) {
     let mut fault = lock(&state.fault);
     let latency = fault.latency_ms;
     // A conflict is about definition updates only; other requests neither fail nor count against it.
@@ -301,7 +303,7 @@ fn injected_fault(state: &State, endpoint: &str) -> (Option<Response>, u64) {
 }
 
 async fn esc(
-    AxState(state): AxState<Arc<State>>,
+    AxState(state): AxState<Arc<EscServerState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -336,7 +338,13 @@ async fn esc(
     handle(&state, op, &headers, &query, &body)
 }
 
-fn handle(state: &State, op: Op, headers: &HeaderMap, query: &HashMap<String, String>, body: &[u8]) -> Response {
+fn handle(
+    state: &EscServerState,
+    op: Op,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Response {
     let org = match &op {
         Op::ListEnvironments(o) | Op::CreateEnvironment(o) | Op::CheckYaml(o) => Some(o.as_str()),
         Op::NotFound | Op::MethodNotAllowed => None,
@@ -425,7 +433,7 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, BadRequest
     serde_json::from_slice(body).map_err(|e| BadRequest(format!("invalid request body: {e}")))
 }
 
-fn list_environments(state: &State, org: &str) -> Response {
+fn list_environments(state: &EscServerState, org: &str) -> Response {
     let store = lock(&state.store);
     let envs: Vec<Json> = store
         .orgs
@@ -465,7 +473,7 @@ fn bad_names(project: &str, name: &str) -> Option<Response> {
     None
 }
 
-fn create_environment(state: &State, org: &str, body: &[u8]) -> Response {
+fn create_environment(state: &EscServerState, org: &str, body: &[u8]) -> Response {
     let req: CreateEnvironment = match parse_body(body) {
         Ok(r) => r,
         Err(res) => return res.into_response(),
@@ -484,7 +492,7 @@ fn create_environment(state: &State, org: &str, body: &[u8]) -> Response {
     }
 }
 
-fn check_yaml(state: &State, org: &str, body: &[u8]) -> Response {
+fn check_yaml(state: &EscServerState, org: &str, body: &[u8]) -> Response {
     let Ok(text) = std::str::from_utf8(body) else {
         return error(StatusCode::BAD_REQUEST, "the definition is not UTF-8");
     };
@@ -507,7 +515,7 @@ fn properties_json(v: &EValue) -> Json {
     }
 }
 
-fn get_definition(state: &State, e: &EnvRef, head_only: bool) -> Response {
+fn get_definition(state: &EscServerState, e: &EnvRef, head_only: bool) -> Response {
     let store = lock(&state.store);
     let Some(env) = store.env(&e.org, &e.project, &e.name) else {
         return if head_only {
@@ -536,7 +544,7 @@ fn if_match_ok(headers: &HeaderMap, current: &str) -> bool {
     matches(header::IF_MATCH) && matches(header::ETAG)
 }
 
-fn update(state: &State, e: &EnvRef, headers: &HeaderMap, body: &[u8]) -> Response {
+fn update(state: &EscServerState, e: &EnvRef, headers: &HeaderMap, body: &[u8]) -> Response {
     let Ok(text) = std::str::from_utf8(body) else {
         return error(StatusCode::BAD_REQUEST, "the definition is not UTF-8");
     };
@@ -572,7 +580,7 @@ fn update(state: &State, e: &EnvRef, headers: &HeaderMap, body: &[u8]) -> Respon
     saved(&store, res)
 }
 
-fn delete(state: &State, e: &EnvRef) -> Response {
+fn delete(state: &EscServerState, e: &EnvRef) -> Response {
     let mut store = lock(&state.store);
     if !store.delete_env(&e.org, &e.project, &e.name) {
         return env_not_found(e);
@@ -597,7 +605,7 @@ struct CloneEnvironment {
     preserve_access: bool,
 }
 
-fn clone(state: &State, e: &EnvRef, body: &[u8]) -> Response {
+fn clone(state: &EscServerState, e: &EnvRef, body: &[u8]) -> Response {
     let req: CloneEnvironment = match parse_body(body) {
         Ok(r) => r,
         Err(res) => return res.into_response(),
@@ -633,7 +641,7 @@ fn clone(state: &State, e: &EnvRef, body: &[u8]) -> Response {
     saved(&store, StatusCode::NO_CONTENT.into_response())
 }
 
-fn decrypt(state: &State, e: &EnvRef) -> Response {
+fn decrypt(state: &EscServerState, e: &EnvRef) -> Response {
     let store = lock(&state.store);
     let Some(env) = store.env(&e.org, &e.project, &e.name) else {
         return env_not_found(e);
@@ -654,7 +662,7 @@ struct RotateRequest {
 
 /// `POST .../rotate`: new state for the selected `fn::rotate::dev-random` rotators, stored as a new revision,
 /// answered with the ESC CLI's `RotateEnvironmentResponse`.
-fn rotate_environment(state: &State, e: &EnvRef, body: &[u8]) -> Response {
+fn rotate_environment(state: &EscServerState, e: &EnvRef, body: &[u8]) -> Response {
     let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateRequest::default()
     } else {
@@ -670,7 +678,7 @@ fn rotate_environment(state: &State, e: &EnvRef, body: &[u8]) -> Response {
     let (env_id, pre) = (env.id.clone(), env.head());
     let text = env.current().map(|r| r.definition.clone()).unwrap_or_default();
     let created = now();
-    let (rotated, paths) = match rotate::rotate_definition(&e.key(), &text, &req.paths.unwrap_or_default()) {
+    let (rotated, paths) = match rotators::rotate_definition(&e.key(), &text, &req.paths.unwrap_or_default()) {
         Ok(r) => r,
         Err(diags) => return diagnostics(StatusCode::BAD_REQUEST, &diags),
     };
@@ -752,7 +760,7 @@ fn new_session_id() -> Option<String> {
     random_bytes::<16>().ok().map(hex::encode)
 }
 
-fn open(state: &State, e: &EnvRef, version: Option<&str>, query: &HashMap<String, String>) -> Response {
+fn open(state: &EscServerState, e: &EnvRef, version: Option<&str>, query: &HashMap<String, String>) -> Response {
     let duration = match query.get("duration") {
         None => DEFAULT_OPEN,
         Some(d) => match parse_duration(d) {
@@ -801,7 +809,7 @@ fn open(state: &State, e: &EnvRef, version: Option<&str>, query: &HashMap<String
     json_response(StatusCode::OK, json!({"id": id}))
 }
 
-fn read(state: &State, e: &EnvRef, id: &str, property: Option<&str>) -> Response {
+fn read(state: &EscServerState, e: &EnvRef, id: &str, property: Option<&str>) -> Response {
     let sessions = lock(&state.sessions);
     let Some(session) = sessions
         .get(id)
@@ -818,7 +826,7 @@ fn read(state: &State, e: &EnvRef, id: &str, property: Option<&str>) -> Response
             json!({"properties": properties_json(&session.properties)}),
         );
     };
-    let path = match parse_path(property) {
+    let path = match PropertyPath::parse_pulumi(property).map_err(|e| e.to_string()) {
         Ok(p) => p,
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
@@ -841,7 +849,7 @@ fn query_u64(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>,
     }
 }
 
-fn versions(state: &State, e: &EnvRef, query: &HashMap<String, String>) -> Response {
+fn versions(state: &EscServerState, e: &EnvRef, query: &HashMap<String, String>) -> Response {
     let (before, count) = match (query_u64(query, "before"), query_u64(query, "count")) {
         (Ok(b), Ok(c)) => (b, c),
         (Err(res), _) | (_, Err(res)) => return res.into_response(),
@@ -864,7 +872,7 @@ fn versions(state: &State, e: &EnvRef, query: &HashMap<String, String>) -> Respo
     json_response(StatusCode::OK, Json::Array(list))
 }
 
-fn get_at_version(state: &State, e: &EnvRef, version: &str) -> Response {
+fn get_at_version(state: &EscServerState, e: &EnvRef, version: &str) -> Response {
     let store = lock(&state.store);
     let Some(env) = store.env(&e.org, &e.project, &e.name) else {
         return env_not_found(e);
@@ -892,7 +900,7 @@ fn valid_tag_name(name: &str) -> bool {
         && !name.bytes().all(|c| c.is_ascii_digit())
 }
 
-fn list_revision_tags(state: &State, e: &EnvRef, query: &HashMap<String, String>) -> Response {
+fn list_revision_tags(state: &EscServerState, e: &EnvRef, query: &HashMap<String, String>) -> Response {
     let count = match query_u64(query, "count") {
         Ok(c) => c,
         Err(res) => return res.into_response(),
@@ -925,7 +933,7 @@ struct UpdateRevisionTag {
     revision: u64,
 }
 
-fn create_revision_tag(state: &State, e: &EnvRef, body: &[u8]) -> Response {
+fn create_revision_tag(state: &EscServerState, e: &EnvRef, body: &[u8]) -> Response {
     let req: CreateRevisionTag = match parse_body(body) {
         Ok(r) => r,
         Err(res) => return res.into_response(),
@@ -960,7 +968,7 @@ fn create_revision_tag(state: &State, e: &EnvRef, body: &[u8]) -> Response {
     saved(&store, StatusCode::NO_CONTENT.into_response())
 }
 
-fn get_revision_tag(state: &State, e: &EnvRef, tag: &str) -> Response {
+fn get_revision_tag(state: &EscServerState, e: &EnvRef, tag: &str) -> Response {
     let store = lock(&state.store);
     let Some(env) = store.env(&e.org, &e.project, &e.name) else {
         return env_not_found(e);
@@ -971,7 +979,7 @@ fn get_revision_tag(state: &State, e: &EnvRef, tag: &str) -> Response {
     }
 }
 
-fn update_revision_tag(state: &State, e: &EnvRef, tag: &str, body: &[u8]) -> Response {
+fn update_revision_tag(state: &EscServerState, e: &EnvRef, tag: &str, body: &[u8]) -> Response {
     let req: UpdateRevisionTag = match parse_body(body) {
         Ok(r) => r,
         Err(res) => return res.into_response(),
@@ -1000,7 +1008,7 @@ fn update_revision_tag(state: &State, e: &EnvRef, tag: &str, body: &[u8]) -> Res
     saved(&store, StatusCode::NO_CONTENT.into_response())
 }
 
-fn delete_revision_tag(state: &State, e: &EnvRef, tag: &str) -> Response {
+fn delete_revision_tag(state: &EscServerState, e: &EnvRef, tag: &str) -> Response {
     if tag == LATEST {
         return error(StatusCode::BAD_REQUEST, "the latest tag cannot be deleted");
     }
@@ -1019,7 +1027,7 @@ fn env_tag_json(name: &str, t: &EnvTag) -> Json {
         "editorLogin": t.editor_login, "editorName": t.editor_name})
 }
 
-fn list_tags(state: &State, e: &EnvRef, query: &HashMap<String, String>) -> Response {
+fn list_tags(state: &EscServerState, e: &EnvRef, query: &HashMap<String, String>) -> Response {
     let count = match query_u64(query, "count") {
         Ok(c) => c,
         Err(res) => return res.into_response(),
@@ -1060,7 +1068,7 @@ struct CurrentTag {
     value: String,
 }
 
-fn create_tag(state: &State, e: &EnvRef, body: &[u8]) -> Response {
+fn create_tag(state: &EscServerState, e: &EnvRef, body: &[u8]) -> Response {
     let req: CreateTag = match parse_body(body) {
         Ok(r) => r,
         Err(res) => return res.into_response(),
@@ -1088,7 +1096,7 @@ fn create_tag(state: &State, e: &EnvRef, body: &[u8]) -> Response {
     saved(&store, json_response(StatusCode::OK, body))
 }
 
-fn get_tag(state: &State, e: &EnvRef, name: &str) -> Response {
+fn get_tag(state: &EscServerState, e: &EnvRef, name: &str) -> Response {
     let store = lock(&state.store);
     let Some(env) = store.env(&e.org, &e.project, &e.name) else {
         return env_not_found(e);
@@ -1099,7 +1107,7 @@ fn get_tag(state: &State, e: &EnvRef, name: &str) -> Response {
     }
 }
 
-fn update_tag(state: &State, e: &EnvRef, name: &str, body: &[u8]) -> Response {
+fn update_tag(state: &EscServerState, e: &EnvRef, name: &str, body: &[u8]) -> Response {
     let req: UpdateTag = match parse_body(body) {
         Ok(r) => r,
         Err(res) => return res.into_response(),
@@ -1140,7 +1148,7 @@ fn update_tag(state: &State, e: &EnvRef, name: &str, body: &[u8]) -> Response {
     saved(&store, json_response(StatusCode::OK, body))
 }
 
-fn delete_tag(state: &State, e: &EnvRef, name: &str) -> Response {
+fn delete_tag(state: &EscServerState, e: &EnvRef, name: &str) -> Response {
     let mut store = lock(&state.store);
     let Some(env) = store.env_mut(&e.org, &e.project, &e.name) else {
         return env_not_found(e);
@@ -1261,10 +1269,10 @@ mod tests {
         assert!(!if_match_ok(&h, "\"abc\""));
     }
 
-    fn test_state() -> (tempfile::TempDir, State) {
+    fn test_state() -> (tempfile::TempDir, EscServerState) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("d.json")).unwrap();
-        (dir, State::new(store, Some("t0ken".into())))
+        (dir, EscServerState::new(store, Some("t0ken".into())))
     }
 
     #[test]
@@ -1320,7 +1328,7 @@ mod tests {
         assert!(!authorized(&state, &h));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("token t0ken"));
         assert!(authorized(&state, &h));
-        let open = State {
+        let open = EscServerState {
             token: None,
             ..test_state().1
         };
@@ -1374,7 +1382,7 @@ mod tests {
         assert_eq!(lock(&state.store).env("acme", "p", "e").unwrap().head(), 3);
     }
 
-    async fn call(state: &Arc<State>, method: Method, path: &str, auth: bool) -> Response {
+    async fn call(state: &Arc<EscServerState>, method: Method, path: &str, auth: bool) -> Response {
         let mut headers = HeaderMap::new();
         if auth {
             headers.insert(header::AUTHORIZATION, HeaderValue::from_static("token t0ken"));

@@ -13,7 +13,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use tokio::process::{Child, Command};
 
-use super::{DevError, pki, tools};
+use crate::error::DevError;
+use crate::{pki, tools};
 
 /// How the control plane is started.
 #[derive(Debug, Clone)]

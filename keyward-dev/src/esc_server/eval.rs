@@ -12,8 +12,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Number, Value as Json, json};
 
 use super::crypto::SecretKey;
-use super::path::{Accessor, PropertyPath, parse_path};
-use crate::yaml::{self, Kind, Node, Range};
+use keyward::esc::path::{PropertyPath, Segment};
+use keyward::yaml::{self, Kind, Node, Range};
 
 /// A range in a named environment, as the ESC API's `Range` schema.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,15 +220,15 @@ impl EValue {
         }
     }
 
-    pub fn get(&self, a: &Accessor) -> Option<&EValue> {
+    pub fn get(&self, a: &Segment) -> Option<&EValue> {
         match (&self.v, a) {
-            (V::Object(m), Accessor::Key(k)) => m.get(k),
-            (V::List(items), Accessor::Index(i)) => items.get(*i),
+            (V::Object(m), Segment::Key(k)) => m.get(k),
+            (V::List(items), Segment::Index(i)) => items.get(*i),
             _ => None,
         }
     }
 
-    pub fn at(&self, path: &[Accessor]) -> Option<&EValue> {
+    pub fn at(&self, path: &[Segment]) -> Option<&EValue> {
         path.iter().try_fold(self, |v, a| v.get(a))
     }
 }
@@ -683,7 +683,7 @@ impl EnvEval<'_> {
         self.walk(self.root, base.as_deref(), &path.0)
     }
 
-    fn walk(&mut self, own: Option<usize>, base: Option<&EValue>, path: &[Accessor]) -> Option<EValue> {
+    fn walk(&mut self, own: Option<usize>, base: Option<&EValue>, path: &[Segment]) -> Option<EValue> {
         let Some((first, rest)) = path.split_first() else {
             return match (own, base) {
                 (Some(id), Some(b)) => {
@@ -699,12 +699,12 @@ impl EnvEval<'_> {
             return base.and_then(|b| b.at(path)).cloned();
         };
         let shape = match (&self.exprs[id].kind, first) {
-            (ExprKind::Object(entries), Accessor::Key(k)) => {
+            (ExprKind::Object(entries), Segment::Key(k)) => {
                 Shape::Object(entries.iter().rev().find(|(ek, _)| ek == k).map(|(_, i)| *i))
             }
-            (ExprKind::Object(_), Accessor::Index(_)) => Shape::Object(None),
-            (ExprKind::List(items), Accessor::Index(i)) => Shape::List(items.get(*i).copied()),
-            (ExprKind::List(_), Accessor::Key(_)) => Shape::List(None),
+            (ExprKind::Object(_), Segment::Index(_)) => Shape::Object(None),
+            (ExprKind::List(items), Segment::Index(i)) => Shape::List(items.get(*i).copied()),
+            (ExprKind::List(_), Segment::Key(_)) => Shape::List(None),
             _ => Shape::Other,
         };
         match shape {
@@ -882,7 +882,9 @@ fn parse_interpolation(s: &str) -> Result<Vec<Part>, String> {
             if !text.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut text)));
             }
-            parts.push(Part::Ref(parse_path(inner[..end].trim())?));
+            parts.push(Part::Ref(
+                PropertyPath::parse_pulumi(inner[..end].trim()).map_err(|e| e.to_string())?,
+            ));
             rest = &inner[end + 1..];
         } else {
             text.push('$');
@@ -952,7 +954,7 @@ mod tests {
             json!({"a": "mid", "obj": {"x": 1, "y": 2, "z": 3}, "only_base": "b", "from_import": "b-2"})
         );
         // The overridden value is kept as trace.base.
-        let a = ev.properties.get(&Accessor::Key("a".into())).unwrap();
+        let a = ev.properties.get(&Segment::Key("a".into())).unwrap();
         assert_eq!(a.base.as_ref().unwrap().plain(), json!("base"));
         assert_eq!(a.def.as_ref().unwrap().environment, "p/mid");
     }
@@ -990,7 +992,7 @@ mod tests {
         );
         let ev = evaluate(&envs(&[]), &key, "p/e", &text);
         let props = &ev.properties;
-        let get = |k: &str| props.get(&Accessor::Key(k.into())).unwrap().clone();
+        let get = |k: &str| props.get(&Segment::Key(k.into())).unwrap().clone();
         assert!(ev.diagnostics.is_empty(), "{:?}", ev.diagnostics);
         assert_eq!((get("pw").plain(), get("pw").secret), (json!("s3cr3t"), true));
         assert_eq!((get("inline").plain(), get("inline").secret), (json!("plain"), true));
@@ -1023,7 +1025,7 @@ mod tests {
         assert_eq!(p["jn"], json!("a,b,3"));
         assert_eq!(p["fj"], json!({"x": 1}));
         assert_eq!(p["s"], json!("42"));
-        let aws = ev.properties.get(&Accessor::Key("aws".into())).unwrap();
+        let aws = ev.properties.get(&Segment::Key("aws".into())).unwrap();
         assert!(aws.unknown);
         assert_eq!(aws.to_json()["unknown"], json!(true));
     }
@@ -1037,7 +1039,7 @@ mod tests {
         );
         let ev = evaluate(&envs(&[]), &key, "p/e", &text);
         assert!(ev.diagnostics.is_empty(), "{:?}", ev.diagnostics);
-        let get = |k: &str| ev.properties.get(&Accessor::Key(k.into())).unwrap().clone();
+        let get = |k: &str| ev.properties.get(&Segment::Key(k.into())).unwrap().clone();
         assert_eq!((get("r").plain(), get("r").secret), (json!("st4te"), true));
         assert_eq!(get("fresh").plain(), json!(null));
         assert_eq!(get("bare").plain(), json!(null));
@@ -1070,7 +1072,7 @@ mod tests {
     fn values_carry_their_definition_range() {
         let key = SecretKey::generate().unwrap();
         let ev = evaluate(&envs(&[]), &key, "proj/env", "values:\n  greeting: hello\n");
-        let g = ev.properties.get(&Accessor::Key("greeting".into())).unwrap().to_json();
+        let g = ev.properties.get(&Segment::Key("greeting".into())).unwrap().to_json();
         assert_eq!(
             g["trace"]["def"],
             json!({"environment": "proj/env", "begin": {"line": 2, "column": 13, "byte": 20},

@@ -19,8 +19,9 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value as Json, json};
 use zeroize::Zeroizing;
 
+use super::error::GithubServerError;
+use super::state::{Counters, GithubFault, GithubFaultMode, GithubServerState, lock, normalize_scope};
 use super::store::{Scope, Store, Stored, fold_name};
-use super::{Counters, GithubFault, GithubFaultMode, GithubServerError, State, lock, normalize_scope};
 
 const DOCS: &str = "https://docs.github.com/rest/actions/secrets";
 const RATE_LIMIT_DOCS: &str = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api";
@@ -29,7 +30,7 @@ const MAX_SECRET_BYTES: usize = 48 * 1024;
 /// The quota every answer reports: the server never runs out unless a fault says so.
 const RATE_LIMIT: u64 = 5000;
 
-pub(crate) fn router(state: Arc<State>) -> Router {
+pub(crate) fn router(state: Arc<GithubServerState>) -> Router {
     Router::new()
         .route("/_dev/counters", get(dev_counters))
         .route("/_dev/counters/reset", post(dev_reset_counters))
@@ -39,22 +40,22 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-async fn dev_counters(AxState(state): AxState<Arc<State>>) -> Response {
+async fn dev_counters(AxState(state): AxState<Arc<GithubServerState>>) -> Response {
     let counters: Counters = lock(&state.counters).clone();
     json_response(StatusCode::OK, json!(counters))
 }
 
-async fn dev_reset_counters(AxState(state): AxState<Arc<State>>) -> Response {
+async fn dev_reset_counters(AxState(state): AxState<Arc<GithubServerState>>) -> Response {
     *lock(&state.counters) = Counters::default();
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn dev_get_fault(AxState(state): AxState<Arc<State>>) -> Response {
+async fn dev_get_fault(AxState(state): AxState<Arc<GithubServerState>>) -> Response {
     let fault = lock(&state.fault).clone();
     json_response(StatusCode::OK, json!(fault))
 }
 
-async fn dev_put_fault(AxState(state): AxState<Arc<State>>, body: Bytes) -> Response {
+async fn dev_put_fault(AxState(state): AxState<Arc<GithubServerState>>, body: Bytes) -> Response {
     match serde_json::from_slice::<GithubFault>(&body) {
         Ok(fault) => {
             if let Some(problem) = fault.problem() {
@@ -68,7 +69,10 @@ async fn dev_put_fault(AxState(state): AxState<Arc<State>>, body: Bytes) -> Resp
 }
 
 /// For tests only: the plaintexts received, optionally of one `scope` (`repo/acme/app`) and `name`.
-async fn dev_received(AxState(state): AxState<Arc<State>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn dev_received(
+    AxState(state): AxState<Arc<GithubServerState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let scope = q.get("scope").map(|s| normalize_scope(s));
     let secrets = lock(&state.store).received(scope.as_deref(), q.get("name").map(String::as_str));
     json_response(StatusCode::OK, json!({ "secrets": secrets }))
@@ -176,7 +180,7 @@ fn route(method: &Method, path: &str) -> Op {
     let decoded: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
-        .map(crate::dev::serve::percent_decode)
+        .map(crate::serve::percent_decode)
         .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let (scope, rest) = match segs.as_slice() {
@@ -206,7 +210,7 @@ fn route(method: &Method, path: &str) -> Op {
 }
 
 /// GitHub accepts `Authorization: Bearer <T>` and `token <T>`.
-fn authorize(state: &State, headers: &HeaderMap) -> Result<(), GithubServerError> {
+fn authorize(state: &GithubServerState, headers: &HeaderMap) -> Result<(), GithubServerError> {
     let Some(token) = &state.token else {
         return Ok(());
     };
@@ -215,7 +219,7 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<(), GithubServerError
     };
     let (scheme, presented) = value.trim().split_once(' ').unwrap_or(("", ""));
     let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
-    if known && crate::source::secrets_equal(presented.trim().as_bytes(), token.as_bytes()) {
+    if known && keyward::secret::secrets_equal(presented.trim().as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
         Err(GithubServerError::BadCredentials)
@@ -223,7 +227,7 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<(), GithubServerError
 }
 
 /// Decides whether this request fails by injection; heals a fault whose `failCount` runs out.
-fn injected_fault(state: &State) -> (Option<Response>, u64) {
+fn injected_fault(state: &GithubServerState) -> (Option<Response>, u64) {
     let mut fault = lock(&state.fault);
     let latency = fault.latency_ms;
     if fault.mode == GithubFaultMode::None {
@@ -298,7 +302,7 @@ fn injected_fault(state: &State) -> (Option<Response>, u64) {
 }
 
 async fn api(
-    AxState(state): AxState<Arc<State>>,
+    AxState(state): AxState<Arc<GithubServerState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -308,7 +312,7 @@ async fn api(
 }
 
 /// Counts, injects faults, authenticates, then answers one API request.
-async fn dispatch(state: &State, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn dispatch(state: &GithubServerState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
     let op = route(method, uri.path());
     {
         let mut c = lock(&state.counters);
@@ -330,7 +334,12 @@ async fn dispatch(state: &State, method: &Method, uri: &Uri, headers: &HeaderMap
     res
 }
 
-fn handle(state: &State, op: Op, query: &HashMap<String, String>, body: &[u8]) -> Result<Response, GithubServerError> {
+fn handle(
+    state: &GithubServerState,
+    op: Op,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, GithubServerError> {
     let scope = match &op {
         Op::NotFound => return Err(GithubServerError::NotFound),
         Op::PublicKey(s) | Op::List(s) | Op::Get(s, _) | Op::Put(s, _) | Op::Delete(s, _) => s.clone(),
@@ -364,7 +373,7 @@ fn handle(state: &State, op: Op, query: &HashMap<String, String>, body: &[u8]) -
 }
 
 /// A secret as the API shows it: never its value.
-fn metadata(state: &State, scope: &Scope, name: &str, s: &Stored) -> Json {
+fn metadata(state: &GithubServerState, scope: &Scope, name: &str, s: &Stored) -> Json {
     let mut m = json!({"name": name, "created_at": s.created_at, "updated_at": s.updated_at});
     if let Scope::Org(org) = scope {
         let visibility = s.visibility.as_deref().unwrap_or("private");
@@ -379,7 +388,7 @@ fn metadata(state: &State, scope: &Scope, name: &str, s: &Stored) -> Json {
     m
 }
 
-fn list(state: &State, store: &Store, scope: &Scope, query: &HashMap<String, String>) -> Response {
+fn list(state: &GithubServerState, store: &Store, scope: &Scope, query: &HashMap<String, String>) -> Response {
     let number = |k: &str, default: usize, max: usize| {
         query
             .get(k)
@@ -487,7 +496,7 @@ fn put(store: &mut Store, scope: &Scope, name: &str, body: &[u8]) -> Result<Resp
     let key = scope.key();
     let pair = store
         .existing_key(&key)
-        .filter(|p| crate::source::secrets_equal(p.key_id.as_bytes(), key_id.as_bytes()))
+        .filter(|p| keyward::secret::secrets_equal(p.key_id.as_bytes(), key_id.as_bytes()))
         .ok_or_else(|| {
             invalid(format!(
                 "key_id {key_id:?} is not the current public key of this scope."
@@ -512,12 +521,12 @@ fn put(store: &mut Store, scope: &Scope, name: &str, body: &[u8]) -> Result<Resp
 mod tests {
     use super::super::{GithubFault, Repository};
     use super::*;
-    use crate::dev::github_server::store::Store;
+    use crate::github_server::store::Store;
     use crypto_box::aead::OsRng;
     use std::sync::Mutex;
 
-    fn state(token: Option<&str>, repos: Vec<Repository>) -> State {
-        State {
+    fn state(token: Option<&str>, repos: Vec<Repository>) -> GithubServerState {
+        GithubServerState {
             store: Mutex::new(Store::new(repos)),
             counters: Mutex::new(Counters::default()),
             fault: Mutex::new(GithubFault::default()),
@@ -526,7 +535,13 @@ mod tests {
         }
     }
 
-    async fn call(state: &State, method: Method, path: &str, auth: Option<&str>, body: Json) -> (StatusCode, Json) {
+    async fn call(
+        state: &GithubServerState,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Json,
+    ) -> (StatusCode, Json) {
         let mut headers = HeaderMap::new();
         if let Some(a) = auth {
             headers.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
@@ -543,7 +558,7 @@ mod tests {
     }
 
     /// Gets the scope's key and seals `value` to it, as a client would.
-    async fn sealed_body(state: &State, scope_path: &str, value: &[u8]) -> (String, String) {
+    async fn sealed_body(state: &GithubServerState, scope_path: &str, value: &[u8]) -> (String, String) {
         let (status, key) = call(
             state,
             Method::GET,
@@ -591,7 +606,7 @@ mod tests {
         }
         assert_eq!(route(&Method::POST, "/repos/acme/app/actions/secrets/X"), Op::NotFound);
         assert_eq!(route(&Method::PUT, "/repos/acme/app/actions/secrets"), Op::NotFound);
-        assert_eq!(crate::dev::serve::percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
+        assert_eq!(crate::serve::percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }
 
     #[tokio::test]

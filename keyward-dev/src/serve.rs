@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::DevError;
+use crate::error::DevError;
 
 /// A router being served. [`Serving::stop`] ends it; dropping it also asks it to stop.
 pub struct Serving {

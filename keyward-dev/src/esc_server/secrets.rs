@@ -4,7 +4,7 @@
 
 use super::crypto::SecretKey;
 use super::eval::Diagnostic;
-use crate::yaml::{self, Kind, Node, Range};
+use keyward::yaml::{self, Kind, Node, Range};
 
 /// One `fn::secret: value` site.
 struct Site<'a> {
@@ -148,7 +148,7 @@ pub(crate) fn decrypt_definition(key: &SecretKey, text: &str) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::esc_server::eval::{Environments, evaluate};
+    use crate::esc_server::eval::{Environments, evaluate};
 
     struct NoEnvs;
     impl Environments for NoEnvs {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::EscServerError;
 use super::crypto::{SecretKey, random_bytes};
+use super::error::EscServerError;
 use super::eval::Environments;
 
 const FORMAT: u32 = 1;

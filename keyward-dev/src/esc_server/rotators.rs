@@ -5,20 +5,20 @@ use rand::distr::{Alphanumeric, SampleString};
 use zeroize::Zeroizing;
 
 use super::eval::{DEV_ROTATOR, Diagnostic, rotator_length};
-use super::path::{Accessor, PropertyPath, parse_path};
 use super::secrets::splice;
-use crate::rotation::esc_edit::{double_quoted, node_replacement};
-use crate::yaml::{self, Kind, Node};
+use keyward::esc::definition::{double_quoted, node_replacement};
+use keyward::esc::path::{PropertyPath, Segment};
+use keyward::yaml::{self, Kind, Node};
 
 /// One `fn::rotate::<provider>` call under `values`.
 struct Rotator<'a> {
-    path: Vec<Accessor>,
+    path: Vec<Segment>,
     provider: &'a str,
     /// The call's argument, `{inputs, state}`.
     arg: &'a Node,
 }
 
-fn rotators<'a>(node: &'a Node, path: &mut Vec<Accessor>, out: &mut Vec<Rotator<'a>>) {
+fn rotators<'a>(node: &'a Node, path: &mut Vec<Segment>, out: &mut Vec<Rotator<'a>>) {
     match &node.kind {
         Kind::Map(entries) => {
             if let [(k, arg)] = entries.as_slice()
@@ -32,14 +32,14 @@ fn rotators<'a>(node: &'a Node, path: &mut Vec<Accessor>, out: &mut Vec<Rotator<
                 return;
             }
             for (k, v) in entries {
-                path.push(Accessor::Key(k.key_string()));
+                path.push(Segment::Key(k.key_string()));
                 rotators(v, path, out);
                 path.pop();
             }
         }
         Kind::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
-                path.push(Accessor::Index(i));
+                path.push(Segment::Index(i));
                 rotators(item, path, out);
                 path.pop();
             }
@@ -76,14 +76,14 @@ pub(crate) fn rotate_definition(
         selected.extend(found.iter());
     }
     for p in requested {
-        let mut path = match parse_path(p) {
+        let mut path = match PropertyPath::parse_pulumi(p).map_err(|e| e.to_string()) {
             Ok(path) => path.0,
             Err(e) => {
                 diags.push(Diagnostic::new(e));
                 continue;
             }
         };
-        if path.len() > 1 && path[0] == Accessor::Key("values".into()) {
+        if path.len() > 1 && path[0] == Segment::Key("values".into()) {
             path.remove(0);
         }
         let under: Vec<&Rotator> = found.iter().filter(|r| r.path.starts_with(&path)).collect();
@@ -180,10 +180,10 @@ mod tests {
     fn state_of(text: &str, path: &str) -> serde_json::Value {
         let root = yaml::parse(text).unwrap().unwrap().to_json();
         let mut node = &root["values"];
-        for a in parse_path(path).unwrap().0 {
+        for a in PropertyPath::parse_pulumi(path).unwrap().0 {
             node = match a {
-                Accessor::Key(k) => &node[k.as_str()],
-                Accessor::Index(i) => &node[i],
+                Segment::Key(k) => &node[k.as_str()],
+                Segment::Index(i) => &node[i],
             };
         }
         node[DEV_ROTATOR]["state"].clone()
