@@ -11,13 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use crypto_box::aead::OsRng;
-use reqwest::header::{ACCEPT, HeaderMap, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{ACCEPT, HeaderMap, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use zeroize::Zeroizing;
 
-use super::PushError;
+use super::error::PushError;
 use crate::api::GithubTarget;
-use crate::source::SecretBytes;
+use crate::retry::{self, Refusal, RetryPolicy, Verdict};
+use crate::secret::SecretBytes;
 
 pub use crate::api::GithubVisibility as Visibility;
 
@@ -253,8 +254,8 @@ fn rate_limit_wait(status: StatusCode, headers: &HeaderMap, message: &str, now: 
         return None;
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(secs) = header(RETRY_AFTER.as_str()).and_then(|v| v.parse::<u64>().ok()) {
-        return Some(Duration::from_secs(secs));
+    if let Some(wait) = retry::retry_after(headers, now) {
+        return Some(wait);
     }
     let exhausted = header("x-ratelimit-remaining") == Some("0");
     if exhausted && let Some(reset) = header("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok()) {
@@ -276,9 +277,8 @@ struct ErrorBody {
 }
 
 /// GitHub's `message`, with the `errors` details a 422 may carry (GitHub never echoes a secret value).
-async fn error_message(resp: reqwest::Response) -> String {
-    let body = resp.bytes().await.unwrap_or_default();
-    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(&body) else {
+fn error_message(body: &[u8]) -> String {
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
         return String::new();
     };
     let mut msg = parsed.message.unwrap_or_default();
@@ -371,8 +371,8 @@ impl GithubClient {
         Ok(())
     }
 
-    /// Sends one request, retrying rate limits that fit `max_inline_wait` and transient failures, within
-    /// `attempts`. `target` names the secret in errors.
+    /// Sends one request through the shared retry loop: rate limits that fit `max_inline_wait` and transient
+    /// failures are retried within `attempts`. `target` names the secret in errors.
     async fn send(
         &self,
         method: Method,
@@ -380,12 +380,11 @@ impl GithubClient {
         body: Option<&serde_json::Value>,
         target: &str,
     ) -> Result<reqwest::Response, PushError> {
-        let attempts = self.config.attempts.max(1);
-        let mut last = PushError::Unavailable {
-            target: target.into(),
-            message: "no attempt made".into(),
+        let policy = RetryPolicy {
+            attempts: self.config.attempts,
+            max_inline_wait: self.config.max_inline_wait,
         };
-        for attempt in 0..attempts {
+        let request = || {
             let mut req = self
                 .http
                 .request(method.clone(), url)
@@ -399,71 +398,54 @@ impl GithubClient {
             if let Some(body) = body {
                 req = req.json(body);
             }
-            tracing::debug!(method = %method, target, attempt, "GitHub request");
-            let wait = match req.send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let message = error_message(resp).await;
-                    if let Some(wait) = rate_limit_wait(status, &headers, &message, SystemTime::now()) {
-                        let err = PushError::RateLimited {
-                            target: target.into(),
-                            retry_after: wait,
-                        };
-                        if wait > self.config.max_inline_wait {
-                            return Err(err); // the controller requeues after it instead
-                        }
-                        last = err;
-                        wait
-                    } else if status.is_server_error() {
-                        last = PushError::Unavailable {
-                            target: target.into(),
-                            message: format!("HTTP {}", status.as_u16()),
-                        };
-                        match retry_after_header(&headers) {
-                            Some(w) if w > self.config.max_inline_wait => break,
-                            Some(w) => w,
-                            None => crate::backoff::jittered(attempt),
-                        }
-                    } else {
-                        let target = target.to_string();
-                        let message = if message.is_empty() {
-                            format!("HTTP {}", status.as_u16())
-                        } else {
-                            message
-                        };
-                        return Err(match status {
-                            StatusCode::UNAUTHORIZED => PushError::Unauthorized { target, message },
-                            StatusCode::FORBIDDEN => PushError::Forbidden { target, message },
-                            StatusCode::NOT_FOUND => PushError::NotFound { target },
-                            StatusCode::UNPROCESSABLE_ENTITY => PushError::Invalid { target, message },
-                            s => invalid(target, format!("GitHub answered HTTP {}: {message}", s.as_u16())),
-                        });
-                    }
-                }
-                Err(e) => {
-                    // reqwest's errors name the URL; the kind is all that is worth keeping.
-                    let kind = if e.is_timeout() { "timed out" } else { "request failed" };
-                    last = PushError::Unavailable {
-                        target: target.into(),
-                        message: kind.into(),
-                    };
-                    crate::backoff::jittered(attempt)
-                }
-            };
-            if attempt + 1 == attempts {
-                break;
+            tracing::debug!(method = %method, target, "GitHub request");
+            req
+        };
+        let judge = |refusal: Refusal| {
+            let Refusal { status, headers, body } = refusal;
+            let message = error_message(&body);
+            let now = SystemTime::now();
+            if let Some(wait) = rate_limit_wait(status, &headers, &message, now) {
+                let error = PushError::RateLimited {
+                    target: target.into(),
+                    retry_after: wait,
+                };
+                return Verdict::Retry {
+                    error,
+                    wait: Some(wait),
+                };
             }
-            tokio::time::sleep(wait).await;
-        }
-        Err(last)
+            if status.is_server_error() {
+                let error = PushError::Unavailable {
+                    target: target.into(),
+                    message: format!("HTTP {}", status.as_u16()),
+                };
+                return Verdict::Retry {
+                    error,
+                    wait: retry::retry_after(&headers, now),
+                };
+            }
+            let target = target.to_string();
+            let message = if message.is_empty() {
+                format!("HTTP {}", status.as_u16())
+            } else {
+                message
+            };
+            Verdict::Fail(match status {
+                StatusCode::UNAUTHORIZED => PushError::Unauthorized { target, message },
+                StatusCode::FORBIDDEN => PushError::Forbidden { target, message },
+                StatusCode::NOT_FOUND => PushError::NotFound { target },
+                StatusCode::UNPROCESSABLE_ENTITY => PushError::Invalid { target, message },
+                s => invalid(target, format!("GitHub answered HTTP {}: {message}", s.as_u16())),
+            })
+        };
+        // reqwest's errors name the URL; the kind is all that is worth keeping.
+        let transport = |e: &reqwest::Error| PushError::Unavailable {
+            target: target.into(),
+            message: if e.is_timeout() { "timed out" } else { "request failed" }.into(),
+        };
+        retry::send(&policy, request, judge, transport, |_| {}).await
     }
-}
-
-fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -611,9 +593,15 @@ mod tests {
         // Garbage reset or retry-after: GitHub's default minute.
         let garbage = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "soon")];
         assert_eq!(wait(403, &garbage, ""), Some(DEFAULT_RATE_LIMIT_WAIT));
+        assert_eq!(wait(429, &[("retry-after", "soon")], ""), Some(DEFAULT_RATE_LIMIT_WAIT));
+        // Retry-After as an HTTP-date (RFC 9110): the time until then, nothing when it has passed.
         assert_eq!(
-            wait(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], ""),
-            Some(DEFAULT_RATE_LIMIT_WAIT)
+            wait(429, &[("retry-after", "Mon, 12 Jan 1970 13:46:50 GMT")], ""),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            wait(403, &[("retry-after", "Mon, 12 Jan 1970 13:00:00 GMT")], ""),
+            Some(Duration::ZERO)
         );
         // Secondary limit without headers: recognized by its message.
         assert_eq!(
@@ -638,7 +626,7 @@ mod tests {
 
     #[test]
     fn config_debug_redacts_the_token() {
-        crate::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let cfg = GithubConfig::new("http://x/", Some(Zeroizing::new("ghp_canary123".into())));
         assert_eq!(cfg.base_url, "http://x");
         let shown = format!("{cfg:?} {:?}", GithubClient::new(cfg.clone()).unwrap());

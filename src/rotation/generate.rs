@@ -13,7 +13,7 @@ use rand::distr::{Distribution, Uniform};
 use zeroize::Zeroizing;
 
 use crate::api::{CharClass, Generator};
-use crate::source::SecretBytes;
+use crate::secret::SecretBytes;
 
 pub const DEFAULT_LENGTH: u32 = 32;
 pub const MIN_LENGTH: u32 = 16;

@@ -1,6 +1,5 @@
-//! Rotation: when a value is due (schedule), how a new one is made (generate), and how it is written into an
-//! ESC definition without disturbing the rest of it (esc_edit).
+//! Rotation's pure parts: when a value is due (`schedule`) and how a new one is made (`generate`). Writing it
+//! to ESC is the ESC client's (`crate::esc`); carrying a rotation out is the controller's.
 
-pub mod esc_edit;
 pub mod generate;
 pub mod schedule;

@@ -1,9 +1,16 @@
 //! A key of another Secret in the ManagedSecret's namespace, as a source.
 
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use super::{SecretBytes, SourceError, SourceValue};
+use super::error::SourceError;
+use super::reader::{SecretSource, SourceValue};
+use crate::api;
+use crate::secret::SecretBytes;
 
 /// Reads `key` of Secret `name` in `namespace`.
 pub async fn get(client: &Client, namespace: &str, name: &str, key: &str) -> Result<SourceValue, SourceError> {
@@ -35,5 +42,34 @@ pub async fn get(client: &Client, namespace: &str, name: &str, key: &str) -> Res
         None => Err(SourceError::NotFound {
             what: format!("key {key:?} in {what}"),
         }),
+    }
+}
+
+/// Secrets of the cluster as a source: always read now (the API server is the cache).
+pub struct KubernetesSource {
+    client: Client,
+}
+
+impl KubernetesSource {
+    pub fn new(client: Client) -> Self {
+        KubernetesSource { client }
+    }
+}
+
+impl SecretSource for KubernetesSource {
+    fn read<'a>(
+        &'a self,
+        namespace: &'a str,
+        source: &'a api::Source,
+        _fresh_since: Instant,
+    ) -> BoxFuture<'a, Result<SourceValue, SourceError>> {
+        async move {
+            let k = source
+                .kubernetes_secret
+                .as_ref()
+                .ok_or_else(|| SourceError::Invalid("not a Kubernetes Secret source".into()))?;
+            get(&self.client, namespace, &k.name, &k.key).await
+        }
+        .boxed()
     }
 }

@@ -1,154 +1,51 @@
-//! Where secret values come from: Pulumi ESC (shared, coalesced environment snapshots) and other Kubernetes
-//! Secrets. Values are held only in zeroizing types and never formatted.
+//! Where secret values come from, behind one trait: Pulumi ESC (shared, coalesced environment snapshots) and
+//! other Kubernetes Secrets. Values are held only in zeroizing types and never formatted.
 
+pub mod error;
 pub mod esc;
+#[cfg(test)]
+pub mod fake;
 pub mod kubernetes;
-pub mod path;
+pub mod reader;
 
-use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::Instant;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use zeroize::Zeroizing;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
-/// A secret value. Its `Debug` never shows the bytes; its memory is wiped on drop.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
+pub use error::SourceError;
+pub use reader::{SecretSource, SourceValue};
 
-impl SecretBytes {
-    pub fn new(bytes: Vec<u8>) -> Self {
-        SecretBytes(Zeroizing::new(bytes))
-    }
+use crate::api;
 
-    /// The bytes, for the one place that needs them: the Secret's data.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
+/// Every source keyward has, chosen by what a spec names: ESC when configured, and the cluster's Secrets.
+pub struct Sources {
+    pub esc: Option<Arc<esc::EscSource>>,
+    pub kubernetes: kubernetes::KubernetesSource,
 }
 
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
-    }
-}
-
-/// Compares secrets (tokens, signatures) without revealing through timing how much of them matched.
-pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A value read from a source, with the revision it was read at (ESC) if the source has revisions.
-#[derive(Debug, Clone)]
-pub struct SourceValue {
-    pub value: SecretBytes,
-    pub revision: Option<i64>,
-}
-
-/// Why a source could not give a value. Messages name environments and paths, never values.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum SourceError {
-    #[error("{what} not found")]
-    NotFound { what: String },
-    #[error("not authorized by {service}: {message}")]
-    Unauthorized { service: &'static str, message: String },
-    #[error("{service} is throttling requests (retry after {}s)", retry_after.map(|d| d.as_secs()).unwrap_or(0))]
-    Throttled {
-        service: &'static str,
-        retry_after: Option<Duration>,
-    },
-    #[error("{service} is unavailable: {message}")]
-    Unavailable {
-        service: &'static str,
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    #[error("invalid source: {0}")]
-    Invalid(String),
-    /// A conditional write found the object changed since it was read (HTTP 409).
-    #[error("{what} was changed by someone else since it was read")]
-    Conflict { what: String },
-    #[error("no ESC endpoint configured (set --esc-url or KEYWARD_ESC_URL)")]
-    NotConfigured,
-}
-
-impl SourceError {
-    /// A bounded label for metrics and Events.
-    pub fn category(&self) -> &'static str {
-        match self {
-            SourceError::NotFound { .. } => "not_found",
-            SourceError::Unauthorized { .. } => "unauthorized",
-            SourceError::Throttled { .. } => "throttled",
-            SourceError::Unavailable { .. } => "unavailable",
-            SourceError::Invalid(_) => "invalid",
-            SourceError::Conflict { .. } => "conflict",
-            SourceError::NotConfigured => "not_configured",
+impl SecretSource for Sources {
+    fn read<'a>(
+        &'a self,
+        namespace: &'a str,
+        source: &'a api::Source,
+        fresh_since: Instant,
+    ) -> BoxFuture<'a, Result<SourceValue, SourceError>> {
+        match (&source.esc, &source.kubernetes_secret, &self.esc) {
+            (Some(_), None, Some(esc)) => esc.read(namespace, source, fresh_since),
+            (Some(_), None, None) => async { Err(SourceError::NotConfigured) }.boxed(),
+            (None, Some(_), _) => self.kubernetes.read(namespace, source, fresh_since),
+            _ => async { Err(SourceError::Invalid("exactly one source must be set".into())) }.boxed(),
         }
-    }
-
-    /// The condition reason this error becomes.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            SourceError::NotFound { .. } => "SourceNotFound",
-            SourceError::Unauthorized { .. } => "SourceUnauthorized",
-            SourceError::Throttled { .. } => "Throttled",
-            SourceError::Unavailable { .. } => "SourceUnavailable",
-            SourceError::Invalid(_) => "InvalidSource",
-            SourceError::Conflict { .. } => "Conflict",
-            SourceError::NotConfigured => "SourceNotConfigured",
-        }
-    }
-
-    /// How long the source asked us to wait, if it said.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            SourceError::Throttled { retry_after, .. } | SourceError::Unavailable { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// Whether trying again later may help (as opposed to a spec or permission problem).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            SourceError::Throttled { .. } | SourceError::Unavailable { .. } | SourceError::Conflict { .. }
-        )
-    }
-}
-
-/// Keyed hashes of values: they tell versions apart in annotations and status without revealing anything.
-#[derive(Clone)]
-pub struct ValueHasher {
-    key: Zeroizing<Vec<u8>>,
-}
-
-impl fmt::Debug for ValueHasher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ValueHasher(<key redacted>)")
-    }
-}
-
-impl ValueHasher {
-    pub fn new(key: Vec<u8>) -> Self {
-        ValueHasher {
-            key: Zeroizing::new(key),
-        }
-    }
-
-    /// `hmac-sha256:<hex>` of the value.
-    pub fn hash(&self, value: &[u8]) -> String {
-        // new_from_slice accepts any key length for HMAC; the fallback is unreachable but keeps us panic-free.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
-            return "hmac-sha256:invalid-key".into();
-        };
-        mac.update(value);
-        format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::SecretBytes;
+    use fake::FakeSource;
 
     #[test]
     fn secret_bytes_debug_redacts() {
@@ -163,13 +60,51 @@ mod tests {
         assert!(!shown.contains("canary"), "{shown}");
     }
 
-    #[test]
-    fn hashes_are_keyed_and_stable() {
-        let a = ValueHasher::new(b"k1".to_vec());
-        let b = ValueHasher::new(b"k2".to_vec());
-        assert_eq!(a.hash(b"v"), a.hash(b"v"));
-        assert_ne!(a.hash(b"v"), b.hash(b"v"));
-        assert_ne!(a.hash(b"v"), a.hash(b"w"));
-        assert!(a.hash(b"v").starts_with("hmac-sha256:"));
+    fn esc_spec(env: &str, path: &str) -> api::Source {
+        api::Source {
+            esc: Some(api::EscProperty {
+                environment: env.into(),
+                path: path.into(),
+                version: None,
+            }),
+            kubernetes_secret: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sources_route_by_spec_and_say_what_is_missing() {
+        let fake = Arc::new(FakeSource::default());
+        fake.set("acme/app/prod", "db.password", b"v1", 7);
+        let without_esc = Sources {
+            esc: None,
+            kubernetes: kubernetes::KubernetesSource::new(fake_client()),
+        };
+        let e = without_esc
+            .read("ns", &esc_spec("acme/app/prod", "db.password"), Instant::now())
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), "SourceNotConfigured");
+        let neither = api::Source::default();
+        let e = without_esc.read("ns", &neither, Instant::now()).await.unwrap_err();
+        assert_eq!(e.reason(), "InvalidSource");
+
+        let v = fake
+            .read("ns", &esc_spec("acme/app/prod", "db.password"), Instant::now())
+            .await
+            .unwrap();
+        assert_eq!((v.value.expose(), v.revision), (&b"v1"[..], Some(7)));
+        let e = fake
+            .read("ns", &esc_spec("acme/app/prod", "nope"), Instant::now())
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), "SourceNotFound");
+        assert_eq!(fake.reads(), 2);
+    }
+
+    /// A client that is never used: the routing above must not reach the cluster.
+    fn fake_client() -> kube::Client {
+        let (service, _handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        kube::Client::new(service, "default")
     }
 }

@@ -1,5 +1,8 @@
-//! ESC property paths: `a.b`, `a.b[0]`, `a["k.x"]`, relative to `values:` (a leading `values.` is accepted and
-//! stripped, as the team's secret_map.yaml writes them).
+//! ESC property paths, in Pulumi's path syntax: `a.b`, `a.b[0]`, `a["k.x"]`, `["a b"].c`. One parser, two
+//! dialects: a ManagedSecret's path (`spec.source.esc.path`) is relative to `values:` (a leading `values.` is
+//! accepted and stripped, as the team's secret_map.yaml writes them) and its plain names are letters, digits,
+//! `_` and `-` (the CRD's admission rule); Pulumi's own syntax, as `?property=` and `${...}` interpolations take
+//! it, lets a plain name hold anything up to `.`, `[` or `]`.
 
 use std::fmt;
 
@@ -23,9 +26,29 @@ pub struct PathError {
     pub why: &'static str,
 }
 
+/// Which paths a parse accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// A ManagedSecret's path: strict plain names, a leading `values` segment dropped.
+    Spec,
+    /// Pulumi's syntax, unchanged.
+    Pulumi,
+}
+
 impl PropertyPath {
-    /// Parses a path, dropping a leading `values` segment.
+    /// Parses a ManagedSecret's path: plain names of letters, digits, `_` and `-` (quote others), a leading
+    /// `values` segment dropped.
     pub fn parse(text: &str) -> Result<PropertyPath, PathError> {
+        Self::parse_as(text, Dialect::Spec)
+    }
+
+    /// Parses a path in Pulumi's syntax, where a plain name is anything up to `.`, `[` or `]`; nothing is
+    /// dropped.
+    pub fn parse_pulumi(text: &str) -> Result<PropertyPath, PathError> {
+        Self::parse_as(text, Dialect::Pulumi)
+    }
+
+    fn parse_as(text: &str, dialect: Dialect) -> Result<PropertyPath, PathError> {
         let err = |at: usize, why: &'static str| PathError {
             path: text.to_string(),
             at,
@@ -95,8 +118,12 @@ impl PropertyPath {
                     let start = i;
                     while i < bytes.len() && !matches!(bytes[i], b'.' | b'[') {
                         let c = bytes[i];
-                        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
-                            return Err(err(i, "names may hold letters, digits, '_' and '-'; quote others"));
+                        match dialect {
+                            Dialect::Spec if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'-') => {
+                                return Err(err(i, "names may hold letters, digits, '_' and '-'; quote others"));
+                            }
+                            Dialect::Pulumi if c == b']' => return Err(err(i, "']' without '['")),
+                            _ => {}
                         }
                         i += 1;
                     }
@@ -112,7 +139,7 @@ impl PropertyPath {
         if segs.is_empty() {
             return Err(err(0, "empty path"));
         }
-        if segs.len() > 1 && segs[0] == Segment::Key("values".into()) {
+        if dialect == Dialect::Spec && segs.len() > 1 && segs[0] == Segment::Key("values".into()) {
             segs.remove(0);
         }
         Ok(PropertyPath(segs))
@@ -191,5 +218,42 @@ mod tests {
             assert_eq!(PropertyPath::parse(&parsed.to_string()).unwrap(), parsed, "{s}");
         }
         assert_eq!(PropertyPath::parse("values.a.b").unwrap().to_string(), "a.b");
+    }
+
+    // Pulumi's own syntax, as the dev ESC server parses `?property=` and interpolations.
+    fn pulumi(s: &str) -> Vec<Segment> {
+        PropertyPath::parse_pulumi(s).unwrap().0
+    }
+
+    #[test]
+    fn parses_the_pulumi_path_syntax() {
+        assert_eq!(pulumi("a"), [Key("a".into())]);
+        assert_eq!(pulumi("a.b"), [Key("a".into()), Key("b".into())]);
+        assert_eq!(pulumi("a[0]"), [Key("a".into()), Index(0)]);
+        assert_eq!(
+            pulumi("a.b[12].c"),
+            [Key("a".into()), Key("b".into()), Index(12), Key("c".into())]
+        );
+        assert_eq!(pulumi(r#"a["k.x"]"#), [Key("a".into()), Key("k.x".into())]);
+        assert_eq!(pulumi(r#"["a"].b"#), [Key("a".into()), Key("b".into())]);
+        assert_eq!(pulumi(r#"a["q\"uote"]"#), [Key("a".into()), Key("q\"uote".into())]);
+        assert_eq!(pulumi("sophia.ai.openai_api_key").len(), 3);
+        assert_eq!(pulumi("my-key_1"), [Key("my-key_1".into())]);
+    }
+
+    #[test]
+    fn rejects_malformed_paths() {
+        for bad in [
+            "", ".a", "a.", "a..b", "a[", "a[x]", "a[0", r#"a["x"#, "a]", "a[0]b", "[0",
+        ] {
+            assert!(PropertyPath::parse_pulumi(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn formats_back() {
+        for s in ["a", "a.b", "a[0].b", r#"a["k.x"]"#, r#"["a.b"].c"#] {
+            assert_eq!(PropertyPath::parse_pulumi(s).unwrap().to_string(), s);
+        }
     }
 }

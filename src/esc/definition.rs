@@ -5,7 +5,7 @@
 
 use serde_json::Value as Json;
 
-use crate::source::path::{PropertyPath, Segment};
+use super::path::{PropertyPath, Segment};
 use crate::yaml::{self, Kind, Node};
 
 /// Why a value could not be written. Messages name paths and functions, never values.
@@ -235,7 +235,7 @@ fn replacement(text: &str, node: &Node, value: &str) -> (usize, usize, String) {
 
 /// Where a node's text is and what replaces it: `flow` (a one-line flow node, valid wherever a node is) or,
 /// for a block mapping, `block` (one `key: value` line, put where its first key was, so at its indentation).
-pub(crate) fn node_replacement(text: &str, node: &Node, flow: &str, block: &str) -> (usize, usize, String) {
+pub fn node_replacement(text: &str, node: &Node, flow: &str, block: &str) -> (usize, usize, String) {
     let begin = node.range.begin.byte;
     let end = node.range.end.byte;
     if let Some(tag) = node.tag_begin {
@@ -264,7 +264,7 @@ pub(crate) fn node_replacement(text: &str, node: &Node, flow: &str, block: &str)
 /// A YAML double-quoted scalar that reads back as exactly `s`, on one line: escapes for `"`, `\`, line breaks
 /// and every character YAML does not allow raw (control characters, C1, U+FFFE/F) or that some parsers treat
 /// as a line break or byte-order mark (U+2028, U+2029, U+FEFF).
-pub(crate) fn double_quoted(s: &str) -> String {
+pub fn double_quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
