@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
+
+use super::workload::WorkloadKind;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +43,7 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct ManagedSecretSpec {
     /// Where the value comes from. Exactly one source must be set.
-    pub source: SecretSource,
+    pub source: Source,
 
     /// The Secret keyward owns and keeps equal to the source.
     pub target: Target,
@@ -281,17 +283,9 @@ pub enum ConsumerPolicy {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
-    pub kind: WorkloadKindName,
+    pub kind: WorkloadKind,
     #[schemars(length(max = 253))]
     pub name: String,
-}
-
-/// The kinds of workload keyward restarts.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum WorkloadKindName {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
 }
 
 /// The one place a value is read from.
@@ -299,10 +293,10 @@ pub enum WorkloadKindName {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.esc), has(self.kubernetesSecret)].filter(x, x).size() == 1")
     .message("exactly one source must be set: source.esc or source.kubernetesSecret"))]
-pub struct SecretSource {
+pub struct Source {
     /// A property of a Pulumi ESC environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub esc: Option<EscSource>,
+    pub esc: Option<EscProperty>,
 
     /// A key of another Secret in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,7 +306,7 @@ pub struct SecretSource {
 /// A value in a Pulumi ESC environment.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct EscSource {
+pub struct EscProperty {
     /// The environment as `org/project/env`, or `org/env` for project `default`.
     #[x_kube(validation = Rule::new(
         "self.matches('^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+$')"
@@ -394,58 +388,106 @@ pub enum DeletionPolicy {
 }
 
 /// What keyward last did and saw. Never holds a secret value.
+//
+// Each field has one writer (`ManagedSecretStatus::WRITERS`): the reconcile, or the restart task (which watches
+// workloads). A writer sends merge patches of the fields it owns and only those, so the two never undo each
+// other's writes.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedSecretStatus {
+    // Written by the reconcile alone.
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
+    // Written by the reconcile alone.
     /// Ready, Synced and the other conditions, in the standard shape.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
+    // Written by the reconcile alone.
     /// The source revision and a keyed hash of the value last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceStatus>,
 
+    // Written by the reconcile alone.
     /// When the target Secret last matched the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
 
+    // Written by the reconcile alone.
     /// The value of the `keyward.dev/refresh-now` annotation last honored, so that one request refreshes once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_request: Option<String>,
 
+    // Written by the reconcile alone.
     /// The last change of the value, while it is being verified by its consumers' rollouts
     /// (`consumers.rollbackOnFailure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<ValueChange>,
 
+    // Written by the reconcile alone.
     /// Set when a consumer's rollout failed after a change: the Secret holds the previous value until the
     /// source moves past the value that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
 
+    // Written by the restart task alone.
     /// The workloads that consume the target Secret and whether they run its current value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<ConsumerStatus>,
 
+    // Written by the reconcile alone.
     /// When the value was last rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
 
+    // Written by the reconcile alone.
     /// When the next rotation is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
 
+    // Written by the reconcile alone.
     /// The rotation keyward is carrying out, and the last emergency request it honored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
 
+    // Written by the reconcile alone.
     /// What was last pushed to each `rotation.pushTo` target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pushes: Vec<PushStatus>,
+}
+
+/// The writers of `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWriter {
+    /// One reconcile of the ManagedSecret (its phases, one write at the end).
+    Reconcile,
+    /// The restart task, from what it sees of the consuming workloads.
+    Restarts,
+}
+
+impl ManagedSecretStatus {
+    /// Every status field by its JSON name, with its one writer.
+    pub const WRITERS: [(&'static str, StatusWriter); 12] = [
+        ("observedGeneration", StatusWriter::Reconcile),
+        ("conditions", StatusWriter::Reconcile),
+        ("source", StatusWriter::Reconcile),
+        ("lastSyncTime", StatusWriter::Reconcile),
+        ("refreshRequest", StatusWriter::Reconcile),
+        ("lastChange", StatusWriter::Reconcile),
+        ("rollback", StatusWriter::Reconcile),
+        ("consumers", StatusWriter::Restarts),
+        ("lastRotationTime", StatusWriter::Reconcile),
+        ("nextRotationTime", StatusWriter::Reconcile),
+        ("rotation", StatusWriter::Reconcile),
+        ("pushes", StatusWriter::Reconcile),
+    ];
+
+    /// Who writes the field with this JSON name (None for a name that is no field).
+    pub fn writer_of(field: &str) -> Option<StatusWriter> {
+        Self::WRITERS.iter().find(|(f, _)| *f == field).map(|(_, w)| *w)
+    }
 }
 
 /// Rotation bookkeeping. The authoritative copy of `inProgress` and of the last rotation time is kept on the
@@ -497,16 +539,47 @@ pub struct PushStatus {
 }
 
 /// One consuming workload, as keyward last saw it.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerStatus {
-    pub kind: String,
+    pub kind: WorkloadKind,
     pub name: String,
     /// The restart hash its pod template carries (`keyward.dev/secrets-hash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_hash: Option<String>,
-    /// Restarted (runs the current versions), Waiting (restart pending), Rolling, or Failed.
-    pub state: String,
+    pub state: ConsumerState,
+    /// State Failed: why the rollout failed, as the workload's controller (or keyward's rollout deadline) said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// State Failed: the keyed hash of this ManagedSecret's value that the failed rollout was rolling out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_value_hash: Option<String>,
+}
+
+/// Whether a consuming workload runs the current value.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConsumerState {
+    /// It runs the current versions of every managed Secret it consumes.
+    Restarted,
+    /// A restart is pending (debounce, budget, restart window).
+    #[default]
+    Waiting,
+    /// Its rollout is under way.
+    Rolling,
+    /// Its rollout failed.
+    Failed,
+}
+
+impl ConsumerState {
+    /// The name as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerState::Restarted => "Restarted",
+            ConsumerState::Waiting => "Waiting",
+            ConsumerState::Rolling => "Rolling",
+            ConsumerState::Failed => "Failed",
+        }
+    }
 }
 
 /// A change of the value, by keyed hashes.
@@ -555,6 +628,11 @@ pub const VALUE_HASH_ANNOTATION: &str = "keyward.dev/value-hash";
 pub const SOURCE_REVISION_ANNOTATION: &str = "keyward.dev/source-revision";
 /// Annotation on the Secret that keeps a ManagedSecret's previous value (for rollbacks), naming it.
 pub const PREVIOUS_OF_ANNOTATION: &str = "keyward.dev/previous-of";
+/// The rotation reason of a value that changed in the source without keyward rotating it
+/// (`keyward.dev/last-rotation-reason`, `status.rotation.lastReason`).
+pub const REASON_SOURCE_CHANGED: &str = "changed in the source";
+/// The rotation reason of a rotation that came due.
+pub const REASON_SCHEDULED: &str = "scheduled";
 /// Annotation that asks for an emergency rotation; its value is the reason. Each distinct reason rotates once.
 pub const ROTATE_NOW_ANNOTATION: &str = "keyward.dev/rotate-now";
 /// Annotation on a target Secret: when its value was last rotated (RFC 3339).
@@ -600,6 +678,55 @@ impl ManagedSecret {
 mod tests {
     use super::*;
     use kube::CustomResourceExt;
+
+    #[test]
+    fn every_status_field_has_one_writer() {
+        let full = ManagedSecretStatus {
+            observed_generation: Some(1),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Synced".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            }],
+            source: Some(SourceStatus::default()),
+            last_sync_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            refresh_request: Some("r".into()),
+            last_change: Some(ValueChange::default()),
+            rollback: Some(Rollback::default()),
+            consumers: vec![ConsumerStatus {
+                kind: WorkloadKind::Deployment,
+                name: "d".into(),
+                secrets_hash: None,
+                state: ConsumerState::Restarted,
+                message: None,
+                failed_value_hash: None,
+            }],
+            last_rotation_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            next_rotation_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            rotation: Some(RotationStatus::default()),
+            pushes: vec![PushStatus::default()],
+        };
+        let json = serde_json::to_value(&full).unwrap();
+        let names: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut listed: Vec<&str> = ManagedSecretStatus::WRITERS.iter().map(|(f, _)| *f).collect();
+        listed.sort_unstable();
+        assert_eq!(
+            names, listed,
+            "a status field without a writer, or a writer of no field"
+        );
+        assert_eq!(
+            ManagedSecretStatus::writer_of("consumers"),
+            Some(StatusWriter::Restarts)
+        );
+        assert_eq!(
+            ManagedSecretStatus::writer_of("rollback"),
+            Some(StatusWriter::Reconcile)
+        );
+        assert_eq!(ManagedSecretStatus::writer_of("nope"), None);
+    }
 
     #[test]
     fn crd_generates_with_cel_rules_and_printer_columns() {

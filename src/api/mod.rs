@@ -1,9 +1,12 @@
 //! The `keyward.dev/v1alpha1` API. The CRD in `crds/` is generated from these types (`keyward crd`), so every
 //! admission rule lives here, next to the field it guards.
 
+pub mod conditions;
 mod managed_secret;
+mod workload;
 
 pub use managed_secret::*;
+pub use workload::{UnknownKind, WorkloadKind};
 
 use kube::CustomResourceExt;
 
