@@ -281,7 +281,7 @@ async fn a_change_restarts_every_kind_of_consumer_once_and_nothing_else() {
     let mut listed: Vec<(String, String, String)> = status
         .consumers
         .iter()
-        .map(|c| (c.kind.clone(), c.name.clone(), c.state.clone()))
+        .map(|c| (c.kind.to_string(), c.name.clone(), c.state.as_str().to_string()))
         .collect();
     listed.sort();
     let expected: Vec<(String, String, String)> = [
@@ -609,7 +609,7 @@ async fn a_rollout_past_keywards_deadline_counts_as_failed() {
         let st = managed_api.get("db").await.ok()?.status?;
         st.consumers
             .iter()
-            .any(|c| c.name == "slow" && c.state == "Failed")
+            .any(|c| c.name == "slow" && c.state.as_str() == "Failed")
             .then_some(())
     })
     .await;

@@ -1,10 +1,12 @@
-//! Consumers: which workloads use which Secrets, the hash that restarts them, and the planner that decides
-//! when. Pure logic; the controller does the watching and patching.
+//! Consumers: which workloads use which Secrets (`discovery`, `index`), the hash that restarts them (`hash`),
+//! when restarts may start (`planner`, `window`), and every restart decision (`restarts`). Pure logic; the
+//! controller's restart task does the watching and patching.
 
 pub mod discovery;
 pub mod hash;
 pub mod index;
 pub mod planner;
+pub mod restarts;
 pub mod window;
 
 pub use discovery::{
@@ -16,4 +18,5 @@ pub use index::ConsumerIndex;
 pub use planner::{
     Desired, InFlightRestart, PendingRestart, Plan, Planner, PlannerConfig, PlannerError, WorkloadStatus, parse_windows,
 };
+pub use restarts::{Managed, Observation, RestartResult, Restarts, Rollout, Step};
 pub use window::{RestartWindow, RestartWindowSpec, WindowError};

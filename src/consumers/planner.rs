@@ -137,13 +137,13 @@ pub struct WorkloadStatus<'a> {
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct WorkloadPlan {
     pending: Option<Pending>,
     in_flight: Option<InFlight>,
     failed: Option<String>,
 }
 
-impl State {
+impl WorkloadPlan {
     fn is_empty(&self) -> bool {
         self.pending.is_none() && self.in_flight.is_none() && self.failed.is_none()
     }
@@ -173,7 +173,7 @@ pub struct Planner {
     config: PlannerConfig,
     seq: u64,
     /// Only workloads with something pending, running or failed.
-    states: BTreeMap<WorkloadRef, State>,
+    states: BTreeMap<WorkloadRef, WorkloadPlan>,
     queue: BTreeSet<QueueKey>,
     in_flight: usize,
     in_flight_by_namespace: BTreeMap<Arc<str>, usize>,

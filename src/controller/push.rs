@@ -1,19 +1,50 @@
-//! Pushes to GitHub Actions secrets, level-triggered: every target is brought to the value the source (ESC)
-//! holds, whenever the hash last pushed there differs. A failed push is therefore retried from ESC's value on a
-//! later reconcile, never from a value kept in memory; pushing the same value twice is harmless.
+//! Phase 4 — push to GitHub Actions secrets, level-triggered: every target is brought to the value the source
+//! (ESC) holds, whenever the hash last pushed there differs. A failed push is therefore retried from ESC's value
+//! on a later reconcile, never from a value kept in memory; pushing the same value twice is harmless.
+
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 
-use super::Context;
-use super::conditions::{self, PUSHED};
-use super::reconcile::{Failure, Synced, audit, publish, publish_distinct};
+use super::context::Context;
+use super::failure::Failure;
+use super::fault::checkpoint;
+use super::record::{audit, publish, publish_distinct};
+use super::sync::Synced;
+use super::timing::backoff;
+use crate::api::conditions::{self, PUSHED};
 use crate::api::{ManagedSecret, ManagedSecretStatus, PushStatus, Rotation};
 use crate::push::github::GithubScope;
 use crate::telemetry::audit::Action;
 
+/// Pushes when the spec names targets and the sync succeeded. Push failures back off on a counter of their
+/// own (objects without pushes never touch it); returns how soon to come back after one.
+pub async fn push_if_configured(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    uid: &str,
+    outcome: &Result<Synced, Failure>,
+    status: &mut ManagedSecretStatus,
+    now: &Time,
+) -> Option<Duration> {
+    let rotation = ms.spec.rotation.as_ref().filter(|r| !r.push_to.is_empty())?;
+    let result = match outcome {
+        Ok(synced) => push_all(ms, ctx, rotation, synced, status, now).await,
+        Err(_) => Ok(()),
+    };
+    let key = format!("{uid}/push");
+    match result {
+        Ok(()) => {
+            ctx.succeeded(&key);
+            None
+        }
+        Err(f) => Some(backoff(ctx.failed(&key), f.retry_after, ms.refresh_interval())),
+    }
+}
+
 /// Pushes the synced value wherever `rotation.pushTo` says and it is not there yet; sets condition Pushed.
-pub(super) async fn push_all(
+async fn push_all(
     ms: &ManagedSecret,
     ctx: &Context,
     rotation: &Rotation,
@@ -43,17 +74,16 @@ pub(super) async fn push_all(
             continue;
         }
         let Some(github) = ctx.github.as_ref() else {
-            result = Err(Failure {
-                reason: "PushNotConfigured",
-                message: "rotation.pushTo names GitHub, but keyward has no GitHub client configured".into(),
-                retry_after: None,
-            });
+            result = Err(Failure::new(
+                "PushNotConfigured",
+                "rotation.pushTo names GitHub, but keyward has no GitHub client configured",
+            ));
             continue;
         };
         match github.put_secret(&scope, &t.secret_name, &synced.value.value).await {
             Ok(()) => {
                 audit(ctx, ms, Action::Pushed, true, Some(&name));
-                super::rotate::checkpoint("github-push");
+                checkpoint("github-push");
                 status.pushes.retain(|p| p.target != name);
                 status.pushes.push(PushStatus {
                     target: name.clone(),

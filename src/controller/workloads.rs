@@ -6,24 +6,15 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
-use crate::api::WorkloadKindName;
+use crate::api::WorkloadKind;
+use crate::consumers::discovery::WorkloadRef;
+use crate::consumers::restarts::{Observation, Rollout};
 use crate::consumers::{SECRETS_HASH_ANNOTATION, restart_opted_out as opted_out};
-
-/// How a rollout is going.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rollout {
-    /// The controller has not caught up, or Pods are still being replaced.
-    InProgress,
-    /// Every replica runs the current template and is available.
-    Complete,
-    /// The workload's controller gave up (e.g. ProgressDeadlineExceeded).
-    Failed(String),
-}
 
 /// One workload, reduced to what restarts need.
 #[derive(Debug, Clone)]
 pub struct WorkloadView {
-    pub kind: WorkloadKindName,
+    pub kind: WorkloadKind,
     pub namespace: String,
     pub name: String,
     pub template: PodTemplateSpec,
@@ -34,7 +25,7 @@ pub struct WorkloadView {
 }
 
 impl WorkloadView {
-    fn new(kind: WorkloadKindName, meta: &kube::api::ObjectMeta, template: PodTemplateSpec, rollout: Rollout) -> Self {
+    fn new(kind: WorkloadKind, meta: &kube::api::ObjectMeta, template: PodTemplateSpec, rollout: Rollout) -> Self {
         WorkloadView {
             kind,
             namespace: meta.namespace.clone().unwrap_or_default(),
@@ -43,6 +34,24 @@ impl WorkloadView {
             adopted_hash: adopted(meta),
             opted_out: opted_out(meta),
             rollout,
+        }
+    }
+
+    /// The workload this is.
+    pub fn workload(&self) -> WorkloadRef {
+        WorkloadRef::new(self.kind, self.namespace.as_str(), self.name.as_str())
+    }
+
+    /// What the restart decisions take in: the restart hash on the pod template, or else the one recorded at
+    /// adoption.
+    pub fn observed(self) -> Observation {
+        let current_hash = self.current_hash().or(self.adopted_hash.as_deref()).map(str::to_string);
+        Observation::Workload {
+            workload: self.workload(),
+            template: Box::new(self.template),
+            opted_out: self.opted_out,
+            current_hash,
+            rollout: self.rollout,
         }
     }
 
@@ -87,7 +96,7 @@ impl From<&Deployment> for WorkloadView {
         } else {
             Rollout::InProgress
         };
-        WorkloadView::new(WorkloadKindName::Deployment, &d.metadata, spec.template, rollout)
+        WorkloadView::new(WorkloadKind::Deployment, &d.metadata, spec.template, rollout)
     }
 }
 
@@ -106,7 +115,7 @@ impl From<&StatefulSet> for WorkloadView {
         } else {
             Rollout::InProgress
         };
-        WorkloadView::new(WorkloadKindName::StatefulSet, &s.metadata, spec.template, rollout)
+        WorkloadView::new(WorkloadKind::StatefulSet, &s.metadata, spec.template, rollout)
     }
 }
 
@@ -122,7 +131,7 @@ impl From<&DaemonSet> for WorkloadView {
         } else {
             Rollout::InProgress
         };
-        WorkloadView::new(WorkloadKindName::DaemonSet, &d.metadata, spec.template, rollout)
+        WorkloadView::new(WorkloadKind::DaemonSet, &d.metadata, spec.template, rollout)
     }
 }
 
@@ -130,7 +139,7 @@ impl From<&DaemonSet> for WorkloadView {
 /// Only this one annotation is in the apply configuration, so nothing else of the workload is claimed.
 pub async fn apply_hash(
     client: &Client,
-    kind: WorkloadKindName,
+    kind: WorkloadKind,
     namespace: &str,
     name: &str,
     hash: &str,
@@ -142,7 +151,7 @@ pub async fn apply_hash(
 /// Records the restart hash on the workload's own metadata, which rolls nothing out (adoption).
 pub async fn adopt_hash(
     client: &Client,
-    kind: WorkloadKindName,
+    kind: WorkloadKind,
     namespace: &str,
     name: &str,
     hash: &str,
@@ -153,16 +162,16 @@ pub async fn adopt_hash(
 
 async fn apply(
     client: &Client,
-    kind: WorkloadKindName,
+    kind: WorkloadKind,
     namespace: &str,
     name: &str,
     extra_meta: serde_json::Value,
     spec: serde_json::Value,
 ) -> Result<(), kube::Error> {
     let (api_version, kind_name) = match kind {
-        WorkloadKindName::Deployment => ("apps/v1", "Deployment"),
-        WorkloadKindName::StatefulSet => ("apps/v1", "StatefulSet"),
-        WorkloadKindName::DaemonSet => ("apps/v1", "DaemonSet"),
+        WorkloadKind::Deployment => ("apps/v1", "Deployment"),
+        WorkloadKind::StatefulSet => ("apps/v1", "StatefulSet"),
+        WorkloadKind::DaemonSet => ("apps/v1", "DaemonSet"),
     };
     let mut metadata = serde_json::json!({"name": name, "namespace": namespace});
     if let (Some(m), Some(extra)) = (metadata.as_object_mut(), extra_meta.as_object()) {
@@ -172,19 +181,19 @@ async fn apply(
     if spec.as_object().is_some_and(|o| !o.is_empty()) {
         patch["spec"] = spec;
     }
-    let params = PatchParams::apply(super::FIELD_MANAGER).force();
+    let params = PatchParams::apply(super::context::FIELD_MANAGER).force();
     match kind {
-        WorkloadKindName::Deployment => {
+        WorkloadKind::Deployment => {
             Api::<Deployment>::namespaced(client.clone(), namespace)
                 .patch(name, &params, &Patch::Apply(&patch))
                 .await?;
         }
-        WorkloadKindName::StatefulSet => {
+        WorkloadKind::StatefulSet => {
             Api::<StatefulSet>::namespaced(client.clone(), namespace)
                 .patch(name, &params, &Patch::Apply(&patch))
                 .await?;
         }
-        WorkloadKindName::DaemonSet => {
+        WorkloadKind::DaemonSet => {
             Api::<DaemonSet>::namespaced(client.clone(), namespace)
                 .patch(name, &params, &Patch::Apply(&patch))
                 .await?;

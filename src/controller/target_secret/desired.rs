@@ -1,5 +1,6 @@
-//! The target Secret: what keyward wants it to hold — the value, the replaced value during a grace period, and
-//! the rotation bookkeeping that must survive the loss of the ManagedSecret's status — and whether it does.
+//! The target Secret as keyward wants it — the value, the replaced value during a grace period, and the
+//! rotation bookkeeping that must survive the loss of the ManagedSecret's status — and whether a Secret already
+//! is that. Pure functions of the spec and the value.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,8 @@ use crate::api::{
     ROTATED_FOR_ANNOTATION, ROTATION_INTENT_ANNOTATION, RotationIntent, SOURCE_REVISION_ANNOTATION,
     VALUE_HASH_ANNOTATION,
 };
-use crate::source::{SecretBytes, SourceValue};
+use crate::secret::SecretBytes;
+use crate::source::SourceValue;
 
 /// The annotations keyward alone sets on a target Secret, which must match exactly (absent when unset).
 const BOOKKEEPING: [&str; 6] = [

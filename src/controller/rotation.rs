@@ -1,5 +1,5 @@
-//! Rotation inside a reconcile. The steps are ordered so that a crash between any two of them converges to
-//! exactly one rotation:
+//! Phase 3 — rotate when due (or asked to), and report the schedule. The steps are ordered so that a crash
+//! between any two of them converges to exactly one rotation:
 //!
 //! 1. record the intent on the target Secret (and in status) — nothing has changed yet;
 //! 2. write the new value to ESC (strategy Generate), or ask ESC to rotate (strategy Esc);
@@ -18,32 +18,83 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
-use super::conditions::{self, ROTATION_DUE, ROTATION_OVERDUE};
-use super::reconcile::{Failure, SCHEDULED, SOURCE_CHANGED, Synced, audit, publish, publish_distinct, sync};
-use super::target::{self, Bookkeeping};
-use super::{Context, backoff};
-use crate::api::{ManagedSecret, ManagedSecretStatus, ROTATE_NOW_ANNOTATION, RotationIntent, RotationStrategy};
-use crate::rotation::schedule::Policy;
+use super::context::Context;
+use super::failure::Failure;
+use super::fault::checkpoint;
+use super::record::{audit, publish, publish_distinct};
+use super::sync::{Synced, sync};
+use super::target_secret::{self, Bookkeeping};
+use super::timing::backoff;
+use crate::api::conditions::{self, ROTATION_DUE, ROTATION_OVERDUE};
+use crate::api::{
+    ManagedSecret, ManagedSecretStatus, REASON_SCHEDULED, REASON_SOURCE_CHANGED, ROTATE_NOW_ANNOTATION, RotationIntent,
+    RotationStrategy,
+};
+use crate::esc::{EnvRef, PropertyPath};
+use crate::rotation::schedule::{Policy, ScheduleError};
 use crate::rotation::{generate, schedule};
 use crate::source::SourceError;
-use crate::source::esc::EnvRef;
-use crate::source::path::PropertyPath;
 use crate::telemetry::audit::Action;
+use crate::telemetry::metrics::RotationLabels;
 
-/// Aborts the process after a named step when `KEYWARD_TEST_ABORT_AFTER` names it: the crash-safety tests'
-/// fault injection. Only in builds with the developer tools.
-pub(super) fn checkpoint(step: &'static str) {
-    #[cfg(feature = "dev")]
-    if std::env::var("KEYWARD_TEST_ABORT_AFTER").is_ok_and(|s| s == step) {
-        tracing::error!(step, "aborting after this rotation step (KEYWARD_TEST_ABORT_AFTER)");
-        std::process::abort();
+/// The spec's rotation policy: None without a rotation block, an error for one keyward cannot use.
+pub fn policy(ms: &ManagedSecret) -> Option<Result<Policy, ScheduleError>> {
+    ms.spec
+        .rotation
+        .as_ref()
+        .map(|r| schedule::policy(r, &ms.spec.target.key))
+}
+
+/// Rotates when wanted — a started rotation to finish, an unhonored rotate-now request, or the schedule —
+/// unless the Secret holds a rolled-back value. A rotation that changed the value replaces `outcome` with the
+/// sync that wrote it; a failed one is returned.
+pub async fn rotate_if_wanted(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    uid: &str,
+    policy: Option<&Policy>,
+    status: &mut ManagedSecretStatus,
+    outcome: &mut Result<Synced, Failure>,
+) -> Option<Failure> {
+    let (Ok(synced), Some(policy)) = (&*outcome, policy) else {
+        return None;
+    };
+    if synced.written.holding.is_some() {
+        return None;
     }
-    #[cfg(not(feature = "dev"))]
-    let _ = step;
+    let reason = wanted(ms, ctx, status, &synced.written.book, policy)?;
+    let strategy = match policy.strategy {
+        RotationStrategy::Generate => "generate",
+        RotationStrategy::Esc => "esc",
+        RotationStrategy::Notify => "notify",
+    };
+    // What the read phase saw: a rotation in progress was read fresh already.
+    let resuming = ms
+        .status
+        .as_ref()
+        .and_then(|s| s.rotation.as_ref())
+        .is_some_and(|r| r.in_progress.is_some());
+    let result = rotate(ms, ctx, status, policy, reason, synced, resuming).await;
+    if !matches!(result, Ok(None)) {
+        let labels = RotationLabels {
+            strategy,
+            result: if result.is_ok() { "success" } else { "failure" },
+        };
+        ctx.metrics.rotations.get_or_create(&labels).inc();
+    }
+    match result {
+        Ok(Some(after)) => {
+            ctx.rotation_succeeded(uid);
+            *outcome = Ok(after);
+            None
+        }
+        Ok(None) => None,
+        Err(f) => Some(f),
+    }
 }
 
 /// The rotate-now request on the object, if it has not been honored yet.
-pub(super) fn pending_request(
+fn pending_request(
     ms: &ManagedSecret,
     ctx: &Context,
     status: &ManagedSecretStatus,
@@ -62,7 +113,7 @@ pub(super) fn pending_request(
 }
 
 /// Why a rotation should run now: a started one to finish, an unhonored request, or the schedule.
-pub(super) fn wanted(
+fn wanted(
     ms: &ManagedSecret,
     ctx: &Context,
     status: &ManagedSecretStatus,
@@ -82,11 +133,11 @@ pub(super) fn wanted(
         policy,
         false,
     );
-    state.due.then(|| SCHEDULED.to_string())
+    state.due.then(|| REASON_SCHEDULED.to_string())
 }
 
 /// When the value was last rotated: the Secret's record first (it survives the loss of status).
-pub(super) fn last_rotation(status: &ManagedSecretStatus, book: &Bookkeeping) -> Option<Timestamp> {
+fn last_rotation(status: &ManagedSecretStatus, book: &Bookkeeping) -> Option<Timestamp> {
     book.last_rotation
         .or_else(|| status.last_rotation_time.as_ref().map(|t| t.0))
 }
@@ -99,11 +150,12 @@ fn created(ms: &ManagedSecret) -> Timestamp {
 }
 
 fn esc_target(ms: &ManagedSecret) -> Result<(EnvRef, PropertyPath), Failure> {
-    let esc = ms.spec.source.esc.as_ref().ok_or_else(|| Failure {
-        reason: "InvalidSpec",
-        message: "rotation strategies Generate and Esc need source.esc".into(),
-        retry_after: None,
-    })?;
+    let esc = ms
+        .spec
+        .source
+        .esc
+        .as_ref()
+        .ok_or_else(|| Failure::new("InvalidSpec", "rotation strategies Generate and Esc need source.esc"))?;
     let env = EnvRef::parse(&esc.environment)?;
     let path = PropertyPath::parse(&esc.path).map_err(|e| SourceError::Invalid(e.to_string()))?;
     Ok((env, path))
@@ -111,7 +163,7 @@ fn esc_target(ms: &ManagedSecret) -> Result<(EnvRef, PropertyPath), Failure> {
 
 /// Runs (or finishes) one rotation. Returns the sync that put the new value into the Secret, or None when the
 /// strategy does not change values.
-pub(super) async fn rotate(
+async fn rotate(
     ms: &ManagedSecret,
     ctx: &Context,
     status: &mut ManagedSecretStatus,
@@ -135,12 +187,10 @@ pub(super) async fn rotate(
     }
     let (env, path) = esc_target(ms)?;
     let esc = ctx.esc.as_ref().ok_or(SourceError::NotConfigured)?;
-    let started = base
-        .written
-        .book
-        .intent
-        .as_ref()
-        .map_or_else(|| target::second(Timestamp::now()).to_string(), |i| i.started.clone());
+    let started = base.written.book.intent.as_ref().map_or_else(
+        || target_secret::second(Timestamp::now()).to_string(),
+        |i| i.started.clone(),
+    );
     let mut intent = RotationIntent {
         reason: reason.clone(),
         started,
@@ -150,11 +200,7 @@ pub(super) async fn rotate(
     match policy.strategy {
         RotationStrategy::Generate => {
             let generator = ms.spec.rotation.as_ref().and_then(|r| r.generator.as_ref());
-            let value = generate::generate(generator).map_err(|e| Failure {
-                reason: "InvalidGenerator",
-                message: e.to_string(),
-                retry_after: None,
-            })?;
+            let value = generate::generate(generator).map_err(|e| Failure::new("InvalidGenerator", e.to_string()))?;
             intent.value_hash = Some(ctx.hasher.hash(value.expose()));
             record_intent(ms, ctx, status, policy, base, intent).await?;
             esc.client().write_secret_value(&env, &path, &value).await?;
@@ -165,11 +211,10 @@ pub(super) async fn rotate(
             // ESC answers 200 with a failed rotation event when its rotator fails: say so, rather than
             // reading back the old value and reporting it as not visible.
             if outcome.status == "failed" {
-                return Err(Failure {
-                    reason: "EscRotationFailed",
-                    message: format!("ESC reported the rotation of {path} in {env} as failed"),
-                    retry_after: None,
-                });
+                return Err(Failure::new(
+                    "EscRotationFailed",
+                    format!("ESC reported the rotation of {path} in {env} as failed"),
+                ));
             }
         }
         RotationStrategy::Notify => return Ok(None),
@@ -188,6 +233,53 @@ pub(super) async fn rotate(
     Ok(Some(after))
 }
 
+/// The rotation's part of status after a sync: the value's age (tracked for every object, rotation policy or
+/// not, for `secret_rotation_age_days`), the schedule and its conditions, and an unusable policy. Returns when
+/// to come back for the rotation: exactly at the due time, when the grace period ends, or after a failure's
+/// backoff.
+pub async fn report_status(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    policy: Option<&Result<Policy, ScheduleError>>,
+    outcome: &Result<Synced, Failure>,
+    failure: Option<&Failure>,
+    status: &mut ManagedSecretStatus,
+    now: &Time,
+) -> Option<Duration> {
+    let mut come_back: Option<Duration> = None;
+    let mut at_most = |d: Duration| come_back = Some(come_back.map_or(d, |c| c.min(d)));
+    if let Ok(synced) = outcome {
+        if let Some(last) = synced.written.book.last_rotation {
+            status.last_rotation_time = Some(Time(last));
+        }
+        if let Some(Ok(policy)) = policy
+            && let Some(d) = report(ms, ctx, status, policy, synced, failure, now).await
+        {
+            // A little after the due time, so that it counts as due.
+            at_most(d + Duration::from_millis(50));
+        }
+        if let Some(p) = &synced.written.book.previous {
+            let left = Duration::try_from(p.until.duration_since(Timestamp::now())).unwrap_or_default();
+            at_most(left + Duration::from_millis(50));
+        }
+    }
+    if let Some(f) = failure {
+        at_most(retry_in(ctx, &ms.uid().unwrap_or_default(), f, ms.refresh_interval()));
+    }
+    if let Some(Err(e)) = policy {
+        conditions::set(
+            &mut status.conditions,
+            ROTATION_DUE,
+            false,
+            "InvalidPolicy",
+            e.to_string(),
+            ms.metadata.generation,
+            now,
+        );
+    }
+    come_back
+}
+
 /// Step 1: the intent, on the target Secret (the value unchanged) and in status.
 async fn record_intent(
     ms: &ManagedSecret,
@@ -198,7 +290,7 @@ async fn record_intent(
     intent: RotationIntent,
 ) -> Result<(), Failure> {
     status.rotation.get_or_insert_default().in_progress = Some(intent.clone());
-    super::reconcile::ensure_secret(
+    target_secret::ensure(
         ms,
         ctx,
         &base.value,
@@ -214,7 +306,7 @@ async fn record_intent(
 
 /// Rotation status after a reconcile: times, conditions, Events. Returns how long until the next rotation is
 /// due, for an exact requeue.
-pub(super) async fn report(
+async fn report(
     ms: &ManagedSecret,
     ctx: &Context,
     status: &mut ManagedSecretStatus,
@@ -243,10 +335,10 @@ pub(super) async fn report(
         ctx.remember_rotation(&ms.uid().unwrap_or_default(), request);
     }
     if let Some(reason) = &synced.written.replaced {
-        if reason != SOURCE_CHANGED {
+        if reason != REASON_SOURCE_CHANGED {
             audit(ctx, ms, Action::Rotated, true, Some(reason));
         }
-        let note = if reason == SOURCE_CHANGED {
+        let note = if reason == REASON_SOURCE_CHANGED {
             format!("the value of Secret {} changed in the source", ms.target_name())
         } else {
             format!("Secret {} rotated ({reason})", ms.target_name())
@@ -322,7 +414,7 @@ pub(super) async fn report(
 }
 
 /// When a failed rotation is tried again.
-pub(super) fn retry_in(ctx: &Context, ms: &ManagedSecret, failure: &Failure, interval: Duration) -> Duration {
-    let n = ctx.rotation_failed(&ms.uid().unwrap_or_default());
+fn retry_in(ctx: &Context, uid: &str, failure: &Failure, interval: Duration) -> Duration {
+    let n = ctx.rotation_failed(uid);
     backoff(n, failure.retry_after, interval)
 }

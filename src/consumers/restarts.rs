@@ -1,0 +1,768 @@
+//! Restart decisions, without I/O: from what the restart task observes (workloads and their rollouts, the
+//! value hashes of the Secrets keyward manages, each ManagedSecret's consumer policy) to the steps it must carry
+//! out (adopt a workload, restart it, tell about it, write `status.consumers`), and what an outcome means. The
+//! task reports back whether a restart could be started. Time comes in as `jiff::Timestamp`.
+//!
+//! Idempotent by content: the hash on a pod template names the versions it runs, so a restart is wanted only
+//! when the hash keyward wants differs from the one there. Nothing is remembered across restarts of keyward:
+//! pending restarts are hash mismatches, found again on start.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+use super::discovery::WorkloadRef;
+use super::hash::secrets_hash;
+use super::index::ConsumerIndex;
+use super::planner::Planner;
+use crate::api::{ConsumerPolicy, ConsumerState, ConsumerStatus, Consumers};
+
+/// Failure notes are the workload controller's words; keep them short in status.
+const MAX_NOTE: usize = 300;
+
+/// How a rollout is going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// The controller has not caught up, or Pods are still being replaced.
+    InProgress,
+    /// Every replica runs the current template and is available.
+    Complete,
+    /// The workload's controller gave up (e.g. ProgressDeadlineExceeded).
+    Failed(String),
+}
+
+/// A Secret keyward manages: which ManagedSecret wrote it and the hash of the value it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    pub managed_secret: String,
+    pub value_hash: String,
+    /// The data key holding the replaced value during a rotation's grace period, while it exists.
+    pub previous_key: Option<String>,
+}
+
+/// What the restart task sees.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// A workload as it is now.
+    Workload {
+        workload: WorkloadRef,
+        template: Box<PodTemplateSpec>,
+        opted_out: bool,
+        /// The restart hash on its pod template, or else the one keyward recorded when it adopted it.
+        current_hash: Option<String>,
+        rollout: Rollout,
+    },
+    WorkloadGone(WorkloadRef),
+    /// A Secret labelled as keyward's: its ManagedSecret and value hash (None: gone, or no longer keyward's).
+    Secret {
+        namespace: String,
+        name: String,
+        managed: Option<Managed>,
+    },
+    /// A ManagedSecret's consumer policy (None: the ManagedSecret is gone).
+    Policy {
+        namespace: String,
+        name: String,
+        consumers: Option<Consumers>,
+    },
+}
+
+/// How a restart ended, as counted (`keyward_restarts_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartResult {
+    Triggered,
+    Success,
+    Failure,
+}
+
+impl RestartResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartResult::Triggered => "triggered",
+            RestartResult::Success => "success",
+            RestartResult::Failure => "failure",
+        }
+    }
+}
+
+/// Something the restart task must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Record `hash` on the workload's own metadata: it runs today's values, so no rollout (adoption).
+    Adopt { workload: WorkloadRef, hash: String },
+    /// Set `hash` on the workload's pod template, which rolls it out; then report back with
+    /// [`Restarts::started`] or [`Restarts::not_started`].
+    Restart { workload: WorkloadRef, hash: String },
+    /// An Event on the workload.
+    Event {
+        workload: WorkloadRef,
+        warning: bool,
+        reason: &'static str,
+        note: String,
+    },
+    /// Count a restart outcome.
+    Count {
+        workload: WorkloadRef,
+        result: RestartResult,
+    },
+    /// An audit line: a restart of `workload` was triggered for ManagedSecret `managed_secret`.
+    Audit {
+        namespace: String,
+        managed_secret: String,
+        workload: String,
+    },
+    /// Write a ManagedSecret's `status.consumers`; then report back with [`Restarts::consumers_written`].
+    WriteConsumers {
+        namespace: String,
+        managed_secret: String,
+        consumers: Vec<ConsumerStatus>,
+    },
+}
+
+/// A failed rollout, as `status.consumers` reports it.
+#[derive(Debug, Clone)]
+struct Failure {
+    note: String,
+    /// The value hash of each managed Secret the workload consumed when its rollout failed.
+    value_hashes: BTreeMap<String, String>,
+}
+
+/// The restart decisions. See the module documentation.
+#[derive(Debug)]
+pub struct Restarts {
+    index: ConsumerIndex,
+    planner: Planner,
+    /// The restart hash each known workload carries (None: keyward never set one).
+    known: HashMap<WorkloadRef, Option<String>>,
+    managed: HashMap<(String, String), Managed>,
+    policies: HashMap<(String, String), Consumers>,
+    /// Restarts started and not yet seen finished: the hash they set.
+    rolling: BTreeMap<WorkloadRef, String>,
+    failures: HashMap<WorkloadRef, Failure>,
+    /// Managed Secrets (namespace, name) whose consumers' status may have changed.
+    dirty: BTreeSet<(String, String)>,
+    /// The consumer status last written per ManagedSecret, so that nothing is written twice.
+    written: HashMap<(String, String), Vec<ConsumerStatus>>,
+    /// How long a rollout may take before it counts as failed (StatefulSets and DaemonSets have no deadline
+    /// of their own; a stuck one must not hold a restart slot forever).
+    rollout_deadline: Duration,
+}
+
+impl Restarts {
+    pub fn new(planner: Planner, rollout_deadline: Duration) -> Self {
+        Restarts {
+            index: ConsumerIndex::new(),
+            planner,
+            known: HashMap::new(),
+            managed: HashMap::new(),
+            policies: HashMap::new(),
+            rolling: BTreeMap::new(),
+            failures: HashMap::new(),
+            dirty: BTreeSet::new(),
+            written: HashMap::new(),
+            rollout_deadline,
+        }
+    }
+
+    /// Takes in one observation; returns what to do about it now.
+    pub fn observe(&mut self, observation: Observation, now: Timestamp) -> Vec<Step> {
+        let mut steps = Vec::new();
+        match observation {
+            Observation::Workload {
+                workload: w,
+                template,
+                opted_out,
+                current_hash,
+                rollout,
+            } => {
+                self.index.upsert(w.clone(), &template, opted_out);
+                if let Some(started) = self.rolling.get(&w).cloned()
+                    && current_hash.as_deref() == Some(started.as_str())
+                {
+                    match &rollout {
+                        Rollout::Complete => self.finished(&w, true, "rollout complete", &mut steps),
+                        Rollout::Failed(why) => self.finished(&w, false, why, &mut steps),
+                        Rollout::InProgress => {}
+                    }
+                }
+                self.known.insert(w.clone(), current_hash);
+                self.touch(&w);
+                self.reconsider(&w, now, &mut steps);
+            }
+            Observation::WorkloadGone(w) => {
+                self.index.remove(&w);
+                self.known.remove(&w);
+                self.failures.remove(&w);
+                if self.rolling.remove(&w).is_some() {
+                    self.planner.rollout_finished(&w, false);
+                }
+                self.planner.cancel(&w);
+            }
+            Observation::Secret {
+                namespace,
+                name,
+                managed,
+            } => {
+                let key = (namespace.clone(), name.clone());
+                let changed = match managed {
+                    Some(m) => self.managed.insert(key, m.clone()).as_ref() != Some(&m),
+                    None => self.managed.remove(&key).is_some(),
+                };
+                if changed {
+                    self.dirty.insert((namespace.clone(), name.clone()));
+                    for w in self.index.consumers_of(&namespace, &name) {
+                        self.reconsider(&w, now, &mut steps);
+                    }
+                }
+            }
+            Observation::Policy {
+                namespace,
+                name,
+                consumers,
+            } => {
+                let key = (namespace.clone(), name.clone());
+                match consumers {
+                    Some(c) => self.policies.insert(key, c),
+                    None => self.policies.remove(&key),
+                };
+                let secrets: Vec<String> = self
+                    .managed
+                    .iter()
+                    .filter(|((ns, _), m)| *ns == namespace && m.managed_secret == name)
+                    .map(|((_, s), _)| s.clone())
+                    .collect();
+                for s in secrets {
+                    self.dirty.insert((namespace.clone(), s.clone()));
+                    for w in self.index.consumers_of(&namespace, &s) {
+                        self.reconsider(&w, now, &mut steps);
+                    }
+                }
+            }
+        }
+        steps
+    }
+
+    /// Fails rollouts that ran past the deadline and starts what the planner allows now. Returns the steps
+    /// (Restart steps among them) and when to call again.
+    pub fn due(&mut self, now: Timestamp) -> (Vec<Step>, Option<Timestamp>) {
+        let mut steps = Vec::new();
+        let deadline = self.expire(now, &mut steps);
+        let plan = self.planner.next(now);
+        let wake_at = match (plan.wake_at, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        for (workload, hash) in plan.start {
+            steps.push(Step::Restart { workload, hash });
+        }
+        (steps, wake_at)
+    }
+
+    /// A Restart step was carried out: the workload now rolls towards `hash`.
+    pub fn started(&mut self, w: &WorkloadRef, hash: &str) -> Vec<Step> {
+        let mut steps = Vec::new();
+        self.record(w, RestartResult::Triggered, &mut steps);
+        self.rolling.insert(w.clone(), hash.to_string());
+        self.failures.remove(w);
+        self.touch(w);
+        steps.push(Step::Event {
+            workload: w.clone(),
+            warning: false,
+            reason: "RestartTriggered",
+            note: format!("{w}: Secrets it consumes changed"),
+        });
+        steps
+    }
+
+    /// A Restart step could not be carried out (the hash could not be set).
+    pub fn not_started(&mut self, w: &WorkloadRef) -> Vec<Step> {
+        let mut steps = Vec::new();
+        self.record(w, RestartResult::Failure, &mut steps);
+        self.planner.rollout_finished(w, false);
+        steps.push(Step::Event {
+            workload: w.clone(),
+            warning: true,
+            reason: "RestartFailed",
+            note: format!("{w}: could not set the restart hash"),
+        });
+        steps
+    }
+
+    /// `status.consumers` of every ManagedSecret whose consumers changed, where it differs from what was last
+    /// written.
+    pub fn consumer_status(&mut self) -> Vec<Step> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut steps = Vec::new();
+        for (ns, secret) in dirty {
+            let Some(m) = self.managed.get(&(ns.clone(), secret.clone())).cloned() else {
+                continue;
+            };
+            let mut consumers = Vec::new();
+            for w in self.index.consumers_of(&ns, &secret) {
+                if !self.included(&w, &m) {
+                    continue;
+                }
+                let current = self.known.get(&w).cloned().flatten();
+                let planned = self.planner.status(&w);
+                let state = if self.rolling.contains_key(&w) {
+                    ConsumerState::Rolling
+                } else if planned.failed.is_some() {
+                    ConsumerState::Failed
+                } else if planned.pending.is_some() || current != self.desired(&w) {
+                    ConsumerState::Waiting
+                } else {
+                    ConsumerState::Restarted
+                };
+                let failure = (state == ConsumerState::Failed)
+                    .then(|| self.failures.get(&w))
+                    .flatten();
+                consumers.push(ConsumerStatus {
+                    kind: w.kind,
+                    name: w.name.to_string(),
+                    secrets_hash: current,
+                    state,
+                    message: failure.map(|f| f.note.clone()),
+                    failed_value_hash: failure.and_then(|f| f.value_hashes.get(&secret).cloned()),
+                });
+            }
+            let key = (ns.clone(), m.managed_secret.clone());
+            if self.written.get(&key) == Some(&consumers) {
+                continue;
+            }
+            steps.push(Step::WriteConsumers {
+                namespace: ns,
+                managed_secret: m.managed_secret,
+                consumers,
+            });
+        }
+        steps
+    }
+
+    /// A WriteConsumers step was carried out.
+    pub fn consumers_written(&mut self, namespace: &str, managed_secret: &str, consumers: Vec<ConsumerStatus>) {
+        self.written
+            .insert((namespace.to_string(), managed_secret.to_string()), consumers);
+    }
+
+    /// Counts a restart outcome; a triggered one gets an audit line per ManagedSecret whose Secret it consumes.
+    fn record(&self, w: &WorkloadRef, result: RestartResult, steps: &mut Vec<Step>) {
+        steps.push(Step::Count {
+            workload: w.clone(),
+            result,
+        });
+        if result != RestartResult::Triggered {
+            return;
+        }
+        let ns = w.namespace.to_string();
+        for secret in self.index.secrets_of(w) {
+            if let Some(m) = self.managed.get(&(ns.clone(), secret.to_string())) {
+                steps.push(Step::Audit {
+                    namespace: ns.clone(),
+                    managed_secret: m.managed_secret.clone(),
+                    workload: format!("{}/{}", w.kind, w.name),
+                });
+            }
+        }
+    }
+
+    /// Marks the managed Secrets `w` consumes, so their ManagedSecrets' consumer status is brought up to date.
+    fn touch(&mut self, w: &WorkloadRef) {
+        let ns = w.namespace.to_string();
+        for secret in self.index.secrets_of(w) {
+            self.dirty.insert((ns.clone(), secret.to_string()));
+        }
+    }
+
+    /// Whether `w` is restarted for changes of the managed Secret `m` (policy, explicit list, opt-out).
+    fn included(&self, w: &WorkloadRef, m: &Managed) -> bool {
+        let policy = self.policies.get(&(w.namespace.to_string(), m.managed_secret.clone()));
+        match policy.map(|p| p.policy).unwrap_or_default() {
+            ConsumerPolicy::Auto => self.index.is_opted_out(w) != Some(true),
+            ConsumerPolicy::None => false,
+            // An explicit list overrides the workload's own opt-out.
+            ConsumerPolicy::Explicit => {
+                policy.is_some_and(|p| p.workloads.iter().any(|s| s.kind == w.kind && s.name == *w.name))
+            }
+        }
+    }
+
+    /// The restart hash keyward wants on `w`, or None when it consumes no Secret whose policy restarts it.
+    fn desired(&self, w: &WorkloadRef) -> Option<String> {
+        let ns = w.namespace.to_string();
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for secret in self.index.secrets_of(w) {
+            let Some(m) = self.managed.get(&(ns.clone(), secret.to_string())) else {
+                continue;
+            };
+            if self.included(w, m) {
+                // Pods that see the grace-period key (envFrom, a whole-Secret volume, or by name) restart once
+                // more when it goes; pods that read only the value do not.
+                let hash = match &m.previous_key {
+                    Some(k) if self.index.references_key(w, secret, k) => format!("{}+{k}", m.value_hash),
+                    _ => m.value_hash.clone(),
+                };
+                entries.push((secret.to_string(), hash));
+            }
+        }
+        if entries.is_empty() {
+            return None;
+        }
+        Some(secrets_hash(entries.iter().map(|(a, b)| (a.as_str(), b.as_str()))))
+    }
+
+    fn reconsider(&mut self, w: &WorkloadRef, now: Timestamp, steps: &mut Vec<Step>) {
+        let Some(current) = self.known.get(w) else { return };
+        let Some(want) = self.desired(w) else { return };
+        if current.as_deref() == Some(want.as_str()) || self.rolling.get(w) == Some(&want) {
+            return;
+        }
+        if current.is_none() {
+            // Never restarted by keyward: its Pods started with today's values. Record that on the workload's
+            // own metadata (no rollout), so that only later changes restart it — installing keyward must not
+            // restart every consumer in the cluster.
+            steps.push(Step::Adopt {
+                workload: w.clone(),
+                hash: want,
+            });
+            return;
+        }
+        self.planner.desire(w, &want, now);
+    }
+
+    fn finished(&mut self, w: &WorkloadRef, ok: bool, note: &str, steps: &mut Vec<Step>) {
+        self.rolling.remove(w);
+        self.touch(w);
+        self.planner.rollout_finished(w, ok);
+        let result = if ok {
+            RestartResult::Success
+        } else {
+            RestartResult::Failure
+        };
+        self.record(w, result, steps);
+        steps.push(Step::Event {
+            workload: w.clone(),
+            warning: !ok,
+            reason: if ok { "RestartFinished" } else { "RestartFailed" },
+            note: format!("{w}: {note}"),
+        });
+        if ok {
+            self.failures.remove(w);
+            return;
+        }
+        // What the failure was about, for the ManagedSecrets whose Secrets it consumes: their reconciles decide
+        // whether to roll their value back (`consumers.rollbackOnFailure`).
+        let ns = w.namespace.to_string();
+        let value_hashes = self
+            .index
+            .secrets_of(w)
+            .into_iter()
+            .filter_map(|s| {
+                self.managed
+                    .get(&(ns.clone(), s.to_string()))
+                    .map(|m| (s.to_string(), m.value_hash.clone()))
+            })
+            .collect();
+        let failure = Failure {
+            note: note.chars().take(MAX_NOTE).collect(),
+            value_hashes,
+        };
+        self.failures.insert(w.clone(), failure);
+    }
+
+    /// Fails rollouts that ran past the deadline; returns when the next one would.
+    fn expire(&mut self, now: Timestamp, steps: &mut Vec<Step>) -> Option<Timestamp> {
+        let deadline = jiff::SignedDuration::try_from(self.rollout_deadline).unwrap_or(jiff::SignedDuration::MAX);
+        let mut expired = Vec::new();
+        let mut next: Option<Timestamp> = None;
+        for r in self.planner.in_flight() {
+            let Ok(at) = r.started.checked_add(deadline) else {
+                continue;
+            };
+            if at <= now {
+                expired.push(r.workload.clone());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        for w in expired {
+            let note = format!("no complete rollout within {}s", self.rollout_deadline.as_secs());
+            self.finished(&w, false, &note, steps);
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{WorkloadKind, WorkloadSelector};
+    use crate::consumers::planner::PlannerConfig;
+
+    const NS: &str = "team";
+
+    fn restarts() -> Restarts {
+        let planner = Planner::new(PlannerConfig {
+            debounce: Duration::from_secs(10),
+            max_in_flight: 5,
+            max_in_flight_per_namespace: 2,
+            windows: Vec::new(),
+        })
+        .unwrap();
+        Restarts::new(planner, Duration::from_secs(600))
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn deployment(name: &str) -> WorkloadRef {
+        WorkloadRef::new(WorkloadKind::Deployment, NS, name)
+    }
+
+    /// A Deployment whose container reads `secret` through envFrom.
+    fn seen(name: &str, secret: &str, hash: Option<&str>, rollout: Rollout) -> Observation {
+        let template: PodTemplateSpec = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "c", "envFrom": [{"secretRef": {"name": secret}}]}]}}))
+        .unwrap();
+        Observation::Workload {
+            workload: deployment(name),
+            template: Box::new(template),
+            opted_out: false,
+            current_hash: hash.map(str::to_string),
+            rollout,
+        }
+    }
+
+    fn secret(name: &str, ms: &str, value_hash: &str) -> Observation {
+        Observation::Secret {
+            namespace: NS.into(),
+            name: name.into(),
+            managed: Some(Managed {
+                managed_secret: ms.into(),
+                value_hash: value_hash.into(),
+                previous_key: None,
+            }),
+        }
+    }
+
+    fn restart_of(steps: &[Step]) -> Option<(WorkloadRef, String)> {
+        steps.iter().find_map(|s| match s {
+            Step::Restart { workload, hash } => Some((workload.clone(), hash.clone())),
+            _ => None,
+        })
+    }
+
+    fn events(steps: &[Step]) -> Vec<&'static str> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Event { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_workload_keyward_never_restarted_is_adopted_not_restarted() {
+        let mut r = restarts();
+        r.observe(secret("db", "db", "h1"), t(0));
+        let steps = r.observe(seen("api", "db", None, Rollout::Complete), t(0));
+        let [Step::Adopt { workload, hash }] = steps.as_slice() else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(workload, &deployment("api"));
+        assert_eq!(hash, &secrets_hash([("db", "h1")]));
+        assert!(restart_of(&r.due(t(60)).0).is_none());
+    }
+
+    #[test]
+    fn a_value_change_restarts_once_after_the_debounce_and_reports_the_rollout() {
+        let mut r = restarts();
+        let h1 = secrets_hash([("db", "h1")]);
+        r.observe(secret("db", "db", "h1"), t(0));
+        r.observe(seen("api", "db", Some(&h1), Rollout::Complete), t(0));
+        // Two changes within the debounce: one restart, to the last value.
+        r.observe(secret("db", "db", "h2"), t(1));
+        r.observe(secret("db", "db", "h3"), t(5));
+        assert!(restart_of(&r.due(t(10)).0).is_none(), "still in the debounce");
+        let (steps, _) = r.due(t(11));
+        let (w, hash) = restart_of(&steps).unwrap();
+        assert_eq!(hash, secrets_hash([("db", "h3")]));
+        let started = r.started(&w, &hash);
+        assert_eq!(events(&started), ["RestartTriggered"]);
+        assert!(started.contains(&Step::Audit {
+            namespace: NS.into(),
+            managed_secret: "db".into(),
+            workload: "Deployment/api".into()
+        }));
+        let status = r.consumer_status();
+        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
+            panic!("{status:?}")
+        };
+        assert_eq!(consumers[0].state, ConsumerState::Rolling);
+        // The controller rolls it out.
+        let done = r.observe(seen("api", "db", Some(&hash), Rollout::Complete), t(30));
+        assert_eq!(events(&done), ["RestartFinished"]);
+        assert!(done.contains(&Step::Count {
+            workload: w.clone(),
+            result: RestartResult::Success
+        }));
+        let status = r.consumer_status();
+        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
+            panic!("{status:?}")
+        };
+        assert_eq!(consumers[0].state, ConsumerState::Restarted);
+        r.consumers_written(NS, "db", consumers.clone());
+        // Seen again, nothing changed: nothing to do, nothing to write.
+        assert!(
+            r.observe(seen("api", "db", Some(&hash), Rollout::Complete), t(40))
+                .is_empty()
+        );
+        assert!(r.consumer_status().is_empty());
+        assert!(restart_of(&r.due(t(100)).0).is_none());
+    }
+
+    #[test]
+    fn policies_choose_who_restarts() {
+        let mut r = restarts();
+        let h1 = secrets_hash([("db", "h1")]);
+        r.observe(secret("db", "db", "h1"), t(0));
+        r.observe(seen("api", "db", Some(&h1), Rollout::Complete), t(0));
+        r.observe(seen("worker", "db", Some(&h1), Rollout::Complete), t(0));
+        let explicit = Consumers {
+            policy: ConsumerPolicy::Explicit,
+            workloads: vec![WorkloadSelector {
+                kind: WorkloadKind::Deployment,
+                name: "worker".into(),
+            }],
+            rollback_on_failure: false,
+        };
+        r.observe(
+            Observation::Policy {
+                namespace: NS.into(),
+                name: "db".into(),
+                consumers: Some(explicit),
+            },
+            t(0),
+        );
+        r.observe(secret("db", "db", "h2"), t(1));
+        let (steps, _) = r.due(t(20));
+        let restarted: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Restart { workload, .. } => Some(workload.name.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(restarted, ["worker"]);
+        let none = Consumers {
+            policy: ConsumerPolicy::None,
+            ..Consumers::default()
+        };
+        r.observe(
+            Observation::Policy {
+                namespace: NS.into(),
+                name: "db".into(),
+                consumers: Some(none),
+            },
+            t(21),
+        );
+        r.observe(secret("db", "db", "h3"), t(22));
+        assert!(restart_of(&r.due(t(60)).0).is_none());
+    }
+
+    /// Deployment `api` consumes `db`, whose value changed from h1 to h2: its restart has started.
+    fn rolling_to_h2() -> (Restarts, String) {
+        let mut r = restarts();
+        let h1 = secrets_hash([("db", "h1")]);
+        r.observe(secret("db", "db", "h1"), t(0));
+        r.observe(seen("api", "db", Some(&h1), Rollout::Complete), t(0));
+        r.observe(secret("db", "db", "h2"), t(1));
+        let (steps, _) = r.due(t(20));
+        let (w, hash) = restart_of(&steps).unwrap();
+        r.started(&w, &hash);
+        (r, hash)
+    }
+
+    #[test]
+    fn a_failed_rollout_is_reported_with_the_value_it_failed_with() {
+        let (mut r, hash) = rolling_to_h2();
+        let failed = r.observe(
+            seen(
+                "api",
+                "db",
+                Some(&hash),
+                Rollout::Failed("ProgressDeadlineExceeded".into()),
+            ),
+            t(30),
+        );
+        assert_eq!(events(&failed), ["RestartFailed"]);
+        let status = r.consumer_status();
+        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
+            panic!("{status:?}")
+        };
+        assert_eq!(consumers[0].state, ConsumerState::Failed);
+        assert_eq!(consumers[0].message.as_deref(), Some("ProgressDeadlineExceeded"));
+        assert_eq!(consumers[0].failed_value_hash.as_deref(), Some("h2"));
+        // The failed hash is not retried.
+        assert!(restart_of(&r.due(t(100)).0).is_none());
+    }
+
+    #[test]
+    fn a_rollout_past_the_deadline_fails() {
+        let (mut r, hash) = rolling_to_h2();
+        let (steps, wake) = r.due(t(30));
+        assert!(steps.is_empty());
+        assert_eq!(wake, Some(t(620)), "woken at the deadline");
+        let (steps, _) = r.due(t(620));
+        assert_eq!(events(&steps), ["RestartFailed"]);
+        let Some(Step::Event { note, .. }) = steps.iter().find(|s| matches!(s, Step::Event { .. })) else {
+            panic!()
+        };
+        assert!(note.ends_with("no complete rollout within 600s"), "{note}");
+    }
+
+    #[test]
+    fn the_grace_key_restarts_only_those_that_can_see_it() {
+        let mut r = restarts();
+        let template_value_only: PodTemplateSpec = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "c", "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "db", "key": "K"}}}]}]}}))
+        .unwrap();
+        let h = |v: &str| secrets_hash([("db", v)]);
+        r.observe(secret("db", "db", "h1"), t(0));
+        r.observe(seen("all", "db", Some(&h("h1")), Rollout::Complete), t(0));
+        r.observe(
+            Observation::Workload {
+                workload: deployment("one"),
+                template: Box::new(template_value_only),
+                opted_out: false,
+                current_hash: Some(h("h1")),
+                rollout: Rollout::Complete,
+            },
+            t(0),
+        );
+        r.observe(
+            Observation::Secret {
+                namespace: NS.into(),
+                name: "db".into(),
+                managed: Some(Managed {
+                    managed_secret: "db".into(),
+                    value_hash: "h1".into(),
+                    previous_key: Some("K_PREVIOUS".into()),
+                }),
+            },
+            t(1),
+        );
+        let (steps, _) = r.due(t(20));
+        let starts: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Restart { workload, hash } => Some((workload.name.to_string(), hash.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, [("all".to_string(), h("h1+K_PREVIOUS"))]);
+    }
+}

@@ -1,0 +1,170 @@
+//! What every reconcile shares: the dependencies (clients, sources, hasher, policy, telemetry) and a small
+//! per-object memory (failure counts for backoff, and the refresh-now and rotate-now requests honoured), keyed
+//! by the object's uid.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use super::leader::Elector;
+use crate::access::AccessPolicy;
+use crate::consumers::Planner;
+use crate::push::github::GithubClient;
+use crate::secret::ValueHasher;
+use crate::source::SecretSource;
+use crate::source::esc::EscSource;
+use crate::telemetry::audit::Audit;
+use crate::telemetry::metrics::{ManagedView, Metrics};
+
+/// The field manager keyward writes with (server-side apply).
+pub const FIELD_MANAGER: &str = "keyward";
+
+/// What the controller needs to run.
+pub struct Settings {
+    /// Where values are read from (ESC when configured, and the cluster's Secrets).
+    pub source: Arc<dyn SecretSource>,
+    /// ESC, for the writes of rotations; None when no ESC endpoint is configured.
+    pub esc: Option<Arc<EscSource>>,
+    pub hasher: ValueHasher,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// A snapshot taken this recently is reused even by a reconcile that wants fresh data (new objects,
+    /// refresh-now), so that a burst of them costs one ESC open.
+    pub coalesce_window: Duration,
+    /// The identity in Events.
+    pub instance: String,
+    /// Watch only this namespace (namespaced mode); all namespaces when None.
+    pub watch_namespace: Option<String>,
+    pub metrics: Arc<Metrics>,
+    /// Set once the ManagedSecret cache has synced.
+    pub ready: Arc<AtomicBool>,
+    /// Consumer restarts (debounce, budgets, windows); None turns restarts off.
+    pub planner: Option<Planner>,
+    /// How long a restart's rollout may take before it counts as failed.
+    pub rollout_deadline: Duration,
+    /// Where `rotation.pushTo` GitHub targets are pushed.
+    pub github: Option<GithubClient>,
+    /// Which namespaces may read which ESC environments.
+    pub policy: AccessPolicy,
+    /// The audit log.
+    pub audit: Arc<Audit>,
+    /// Filled with the ManagedSecret cache once the controller runs (metrics, /health/secrets).
+    pub view: ManagedView,
+    /// Leader election among replicas; None: this process is the only one and always writes.
+    pub leader: Option<Elector>,
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub source: Arc<dyn SecretSource>,
+    pub esc: Option<Arc<EscSource>>,
+    pub hasher: ValueHasher,
+    pub recorder: Recorder,
+    /// Who Events come from, for Events that must keep their own note (`record::publish_distinct`).
+    pub reporter: Reporter,
+    pub coalesce_window: Duration,
+    pub metrics: Arc<Metrics>,
+    /// Where `rotation.pushTo` GitHub targets are pushed; None when not configured.
+    pub github: Option<GithubClient>,
+    pub policy: AccessPolicy,
+    pub audit: Arc<Audit>,
+    memory: Memory,
+}
+
+/// What this process remembers per object (by uid) between reconciles.
+#[derive(Default)]
+struct Memory {
+    /// Consecutive failures per key (a uid, or `uid/push`), for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// The refresh-now request last honoured.
+    refreshes: Mutex<HashMap<String, String>>,
+    /// The rotate-now request last honoured.
+    rotations: Mutex<HashMap<String, String>>,
+    /// Consecutive failed rotations.
+    rotation_failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: "keyward".into(),
+            instance: Some(settings.instance),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
+            client,
+            source: settings.source,
+            esc: settings.esc,
+            hasher: settings.hasher,
+            coalesce_window: settings.coalesce_window,
+            metrics: settings.metrics,
+            github: settings.github,
+            policy: settings.policy,
+            audit: settings.audit,
+            memory: Memory::default(),
+        }
+    }
+
+    /// Records a failure and returns how many in a row `key` (a uid, or `uid/push`) has had.
+    pub fn failed(&self, key: &str) -> u32 {
+        count(&self.memory.failures, key)
+    }
+
+    /// Forgets `key`'s failures.
+    pub fn succeeded(&self, key: &str) {
+        if let Ok(mut map) = self.memory.failures.lock() {
+            map.remove(key);
+        }
+    }
+
+    /// Records a failed rotation and returns how many in a row this object has had.
+    pub fn rotation_failed(&self, uid: &str) -> u32 {
+        count(&self.memory.rotation_failures, uid)
+    }
+
+    pub fn rotation_succeeded(&self, uid: &str) {
+        if let Ok(mut map) = self.memory.rotation_failures.lock() {
+            map.remove(uid);
+        }
+    }
+
+    /// Whether the rotate-now `request` was honoured for this object (by this process).
+    pub fn rotation_handled(&self, uid: &str, request: &str) -> bool {
+        self.memory
+            .rotations
+            .lock()
+            .is_ok_and(|map| map.get(uid).map(String::as_str) == Some(request))
+    }
+
+    pub fn remember_rotation(&self, uid: &str, request: &str) {
+        if let Ok(mut map) = self.memory.rotations.lock() {
+            map.insert(uid.to_string(), request.to_string());
+        }
+    }
+
+    /// Whether `request` was already honoured for this object; records it as honoured if not.
+    pub fn refresh_handled(&self, uid: &str, request: Option<&str>) -> bool {
+        let (Some(request), Ok(mut map)) = (request, self.memory.refreshes.lock()) else {
+            return false;
+        };
+        if map.get(uid).map(String::as_str) == Some(request) {
+            return true;
+        }
+        map.insert(uid.to_string(), request.to_string());
+        false
+    }
+}
+
+/// Adds one to `key`'s counter and returns it.
+fn count(counters: &Mutex<HashMap<String, u32>>, key: &str) -> u32 {
+    let Ok(mut map) = counters.lock() else { return 1 };
+    let n = map.entry(key.to_string()).or_insert(0);
+    *n = n.saturating_add(1);
+    *n
+}

@@ -1,0 +1,14 @@
+//! The crash-safety tests' fault injection: keyward aborts after a named rotation step when
+//! `KEYWARD_TEST_ABORT_AFTER` names it. Compiled only with the `fault-injection` feature, which only the test
+//! build turns on; the operator as shipped has none of it.
+
+/// Aborts the process here if the tests asked for it (`intent`, `esc-write`, `secret-write`, `github-push`).
+pub fn checkpoint(step: &'static str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("KEYWARD_TEST_ABORT_AFTER").is_ok_and(|s| s == step) {
+        tracing::error!(step, "aborting after this rotation step (KEYWARD_TEST_ABORT_AFTER)");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = step;
+}

@@ -1,0 +1,79 @@
+//! Phase 1a — read the source: how fresh the read must be (this refresh tick's shared snapshot, a fresh one
+//! for a new or changed object or a refresh-now request, the newest for a rotation to finish), whether the
+//! access policy lets this namespace read it, and the read itself.
+
+use std::time::Instant;
+
+use kube::ResourceExt;
+
+use super::context::Context;
+use super::failure::Failure;
+use super::timing::{requested_since, tick_start};
+use crate::api::conditions::REASON_ACCESS_DENIED;
+use crate::api::{ManagedSecret, ManagedSecretStatus, REFRESH_NOW_ANNOTATION};
+use crate::esc::EnvRef;
+use crate::source::SourceValue;
+
+/// How fresh this reconcile's read of the source must be. A refresh-now request it honours is recorded in
+/// `status` (and in memory: the cache can still hold the object from before our own status write).
+pub fn fresh_since(ms: &ManagedSecret, ctx: &Context, uid: &str, status: &mut ManagedSecretStatus) -> Instant {
+    let old = ms.status.clone().unwrap_or_default();
+    let refresh_request = ms.annotations().get(REFRESH_NOW_ANNOTATION).cloned();
+    let refresh_requested = refresh_request.is_some()
+        && refresh_request != old.refresh_request
+        && !ctx.refresh_handled(uid, refresh_request.as_deref());
+    if refresh_request.is_some() {
+        status.refresh_request = refresh_request.clone();
+    }
+    // A rotation that started and has not reached the Secret must see what ESC holds now.
+    let resuming = old.rotation.as_ref().is_some_and(|r| r.in_progress.is_some());
+    if resuming {
+        Instant::now()
+    } else if refresh_requested {
+        // An explicit request wants what ESC holds now, not a snapshot taken before it was made. One stamped
+        // with its time (the ESC webhook's) is met by any snapshot taken since: one call, one open.
+        refresh_request
+            .as_deref()
+            .and_then(requested_since)
+            .unwrap_or_else(Instant::now)
+    } else if old.observed_generation != ms.metadata.generation {
+        // New or changed objects: fresh data, shared by a burst of them.
+        let now = Instant::now();
+        now.checked_sub(ctx.coalesce_window).unwrap_or(now)
+    } else {
+        tick_start(ms.refresh_interval())
+    }
+}
+
+/// Reads the value the spec names, from a read at least as fresh as `fresh_since`, if the access policy
+/// allows it.
+pub async fn read(ms: &ManagedSecret, ctx: &Context, fresh_since: Instant) -> Result<SourceValue, Failure> {
+    check_access(ms, ctx)?;
+    let ns = ms.namespace().unwrap_or_default();
+    Ok(ctx.source.read(&ns, &ms.spec.source, fresh_since).await?)
+}
+
+/// The source, for messages: `ESC org/project/env path` or `Secret name key K`.
+pub fn describe(ms: &ManagedSecret) -> String {
+    match (&ms.spec.source.esc, &ms.spec.source.kubernetes_secret) {
+        (Some(e), _) => format!("ESC {} {}", e.environment, e.path),
+        (_, Some(k)) => format!("Secret {} key {}", k.name, k.key),
+        _ => "no source".into(),
+    }
+}
+
+/// Refuses an ESC source the access policy does not grant to the ManagedSecret's namespace.
+fn check_access(ms: &ManagedSecret, ctx: &Context) -> Result<(), Failure> {
+    let Some(esc) = &ms.spec.source.esc else {
+        return Ok(());
+    };
+    let ns = ms.namespace().unwrap_or_default();
+    let env = EnvRef::parse(&esc.environment)?;
+    if ctx.policy.allows(&ns, &env) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        REASON_ACCESS_DENIED,
+        format!("namespace {ns} may not read ESC environment {env}: no rule of keyward's access policy allows it"),
+    ))
+}

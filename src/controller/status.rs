@@ -1,0 +1,116 @@
+//! The status writers. Every status field has one writer (`ManagedSecretStatus::WRITERS`): the reconcile, or
+//! the restart task. Each sends merge patches of the fields it owns that changed, and only those, so the two
+//! never undo each other's writes, and a reconcile working from a stale cached object does not copy older
+//! values back. Nothing is sent when nothing changed.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use super::context::Context;
+use super::error::ControllerError;
+use crate::api::{ConsumerStatus, ManagedSecret, ManagedSecretStatus, StatusWriter};
+
+/// The reconcile's write: the fields it owns that differ from what `ms` (as cached) holds, null for those it
+/// cleared.
+pub async fn write_reconciled(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    status: &ManagedSecretStatus,
+) -> Result<(), ControllerError> {
+    if ms.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let changed = changed_fields(ms.status.as_ref(), status, StatusWriter::Reconcile);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let ns = ms.namespace().ok_or(ControllerError::MissingField("namespace"))?;
+    let api: Api<ManagedSecret> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({"status": serde_json::Value::Object(changed)});
+    api.patch_status(&ms.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// The restart task's write: `status.consumers` of ManagedSecret `name` in `namespace`.
+pub async fn write_consumers(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    consumers: &[ConsumerStatus],
+) -> Result<(), kube::Error> {
+    debug_assert_eq!(
+        ManagedSecretStatus::writer_of("consumers"),
+        Some(StatusWriter::Restarts)
+    );
+    let api: Api<ManagedSecret> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({"status": {"consumers": consumers}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// The fields `writer` owns whose value differs between `old` and `new` (null for those `new` drops).
+fn changed_fields(
+    old: Option<&ManagedSecretStatus>,
+    new: &ManagedSecretStatus,
+    writer: StatusWriter,
+) -> serde_json::Map<String, serde_json::Value> {
+    let object = |s: Option<&ManagedSecretStatus>| match s.map(serde_json::to_value) {
+        Some(Ok(serde_json::Value::Object(o))) => o,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (object(old), object(Some(new)));
+    let mut changed = serde_json::Map::new();
+    for (key, value) in &new {
+        if old.get(key) != Some(value) {
+            changed.insert(key.clone(), value.clone());
+        }
+    }
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            changed.insert(key.clone(), serde_json::Value::Null);
+        }
+    }
+    changed.retain(|key, _| ManagedSecretStatus::writer_of(key) == Some(writer));
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ConsumerState, SourceStatus, WorkloadKind};
+
+    #[test]
+    fn a_writer_sends_only_its_own_changed_fields() {
+        let old = ManagedSecretStatus {
+            observed_generation: Some(1),
+            refresh_request: Some("r1".into()),
+            consumers: vec![ConsumerStatus {
+                kind: WorkloadKind::Deployment,
+                name: "api".into(),
+                secrets_hash: None,
+                state: ConsumerState::Rolling,
+                message: None,
+                failed_value_hash: None,
+            }],
+            ..ManagedSecretStatus::default()
+        };
+        let mut new = old.clone();
+        new.observed_generation = Some(2);
+        new.refresh_request = None;
+        new.source = Some(SourceStatus {
+            revision: Some(3),
+            value_hash: None,
+        });
+        // A stale copy of the restart task's field must never be sent by the reconcile.
+        new.consumers.clear();
+        let changed = changed_fields(Some(&old), &new, StatusWriter::Reconcile);
+        let keys: Vec<&str> = changed.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["observedGeneration", "refreshRequest", "source"]);
+        assert_eq!(changed["refreshRequest"], serde_json::Value::Null);
+        let theirs = changed_fields(Some(&old), &new, StatusWriter::Restarts);
+        assert_eq!(theirs.keys().collect::<Vec<_>>(), ["consumers"]);
+        assert!(changed_fields(Some(&new), &new, StatusWriter::Reconcile).is_empty());
+    }
+}

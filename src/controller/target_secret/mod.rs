@@ -1,0 +1,210 @@
+//! Phase 1b — make the target Secret match: the source's value (or, while a rollback is in force, the previous
+//! one), the rotation bookkeeping, and the spec's labels and annotations, written by server-side apply only
+//! when something differs. A Secret that is not this ManagedSecret's is never overwritten.
+
+mod desired;
+mod previous;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+pub use desired::{Bookkeeping, second};
+
+use desired::Previous;
+
+use crate::api::{
+    MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus, REASON_SCHEDULED,
+    REASON_SOURCE_CHANGED, Rollback, RotationIntent, ValueChange,
+};
+use crate::controller::consumers;
+use crate::controller::context::{Context, FIELD_MANAGER};
+use crate::controller::failure::{Failure, kube_failure};
+use crate::rotation::schedule::{self, Policy};
+use crate::secret::SecretBytes;
+use crate::source::SourceValue;
+
+/// What [`ensure`] did.
+pub struct Written {
+    pub wrote: bool,
+    /// The rollback in force, when the Secret holds the previous value instead of the source's.
+    pub holding: Option<Rollback>,
+    /// The hash of the value the Secret now holds.
+    pub hash: String,
+    /// The rotation bookkeeping the Secret now holds.
+    pub book: Bookkeeping,
+    /// Set when this write replaced the value: the reason (a rotation's, or [`REASON_SOURCE_CHANGED`]).
+    pub replaced: Option<String>,
+}
+
+/// Makes the target Secret match the source — or, while a rollback is in force, the previous value —
+/// recording `start` as a started rotation when given.
+pub async fn ensure(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    source: &SourceValue,
+    source_hash: &str,
+    status: &mut ManagedSecretStatus,
+    policy: Option<&Policy>,
+    start: Option<RotationIntent>,
+) -> Result<Written, Failure> {
+    let ns = ms.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = ms.target_name();
+    let rollback_on = ms.spec.consumers.as_ref().is_some_and(|c| c.rollback_on_failure);
+    consumers::note_failed_rollout(ms, status, source_hash);
+    let mut holding = None;
+    let mut held_value = None;
+    if let Some(rb) = status.rollback.clone() {
+        if rollback_on && rb.failed_value_hash == source_hash {
+            let previous = previous::read(&api, ms).await?.ok_or_else(|| {
+                Failure::new(
+                    "RollbackUnavailable",
+                    format!(
+                        "rollout of {} failed, but no previous value of Secret {name} was kept",
+                        rb.workload
+                    ),
+                )
+            })?;
+            held_value = Some(SourceValue {
+                value: previous,
+                revision: source.revision,
+            });
+            holding = Some(rb);
+        } else {
+            // The source moved past the value that failed (or rollback was turned off): follow it again.
+            status.rollback = None;
+        }
+    }
+    let value = held_value.as_ref().unwrap_or(source);
+    let hash = match &held_value {
+        Some(v) => ctx.hasher.hash(v.value.expose()),
+        None => source_hash.to_string(),
+    };
+    let current = api
+        .get_opt(name)
+        .await
+        .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
+    let (mut book, replaced) = bookkeeping(
+        current.as_ref(),
+        &ms.spec.target.key,
+        value,
+        holding.is_some(),
+        policy,
+        start,
+    );
+    if current.is_none() {
+        // A recreated Secret keeps the rotation record that status still has.
+        book.last_rotation = book.last_rotation.or(status.last_rotation_time.as_ref().map(|t| t.0));
+        let recorded = status.rotation.as_ref();
+        book.rotated_for = book
+            .rotated_for
+            .or_else(|| recorded.and_then(|r| r.handled_request.clone()));
+        book.last_reason = book
+            .last_reason
+            .or_else(|| recorded.and_then(|r| r.last_reason.clone()));
+    }
+    let desired = desired::desired(ms, value, &hash, &book);
+    if let Some(current) = &current {
+        let ours = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
+            && current.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any());
+        if !ours {
+            return Err(Failure::new(
+                "TargetConflict",
+                format!(
+                    "Secret {name} exists and is not managed by this ManagedSecret; keyward will not overwrite it \
+                     (delete it, or label it {}={} and annotate it {}={})",
+                    MANAGED_BY_LABEL.0,
+                    MANAGED_BY_LABEL.1,
+                    MANAGED_SECRET_ANNOTATION,
+                    ms.name_any()
+                ),
+            ));
+        }
+        if desired::up_to_date(current, &desired) {
+            return Ok(Written {
+                wrote: false,
+                holding,
+                hash,
+                book,
+                replaced,
+            });
+        }
+        // Keep the value being replaced, so that a failed rollout can go back to it. Written before the
+        // change, so it is never only in memory.
+        let old = current.data.as_ref().and_then(|d| d.get(&ms.spec.target.key));
+        if rollback_on
+            && holding.is_none()
+            && let Some(old) = old
+            && old.0 != value.value.expose()
+        {
+            let old_hash = ctx.hasher.hash(&old.0);
+            previous::save(&api, ms, &old.0, &old_hash).await?;
+            status.last_change = Some(ValueChange {
+                previous_value_hash: old_hash,
+                value_hash: hash.clone(),
+            });
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &params, &Patch::Apply(&desired))
+        .await
+        .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
+    Ok(Written {
+        wrote: true,
+        holding,
+        hash,
+        book,
+        replaced,
+    })
+}
+
+/// The rotation bookkeeping the target Secret should hold after this write, and the reason of the change when
+/// the value is being replaced. A replaced value counts as rotated (whoever made the new one), completes a
+/// started rotation, and is kept under the previous key for the grace period.
+fn bookkeeping(
+    current: Option<&Secret>,
+    key: &str,
+    value: &SourceValue,
+    holding: bool,
+    policy: Option<&Policy>,
+    start: Option<RotationIntent>,
+) -> (Bookkeeping, Option<String>) {
+    let mut book = current.map(Bookkeeping::read).unwrap_or_default();
+    let now = second(jiff::Timestamp::now());
+    let old = current.and_then(|c| c.data.as_ref()).and_then(|d| d.get(key));
+    let mut replaced = None;
+    if !holding
+        && let Some(old) = old
+        && old.0 != value.value.expose()
+    {
+        book.last_rotation = Some(now);
+        let reason = book
+            .intent
+            .take()
+            .map_or_else(|| REASON_SOURCE_CHANGED.to_string(), |i| i.reason);
+        if reason != REASON_SCHEDULED && reason != REASON_SOURCE_CHANGED {
+            book.rotated_for = Some(reason.clone());
+        }
+        book.last_reason = Some(reason.clone());
+        replaced = Some(reason);
+        book.previous = policy.and_then(|p| {
+            schedule::grace_until(now, p.grace).map(|until| Previous {
+                key: p.previous_key.clone(),
+                value: SecretBytes::new(old.0.clone()),
+                until,
+            })
+        });
+    }
+    let keep_previous = match (&book.previous, policy) {
+        (Some(p), Some(policy)) => now < p.until && p.key == policy.previous_key,
+        _ => false,
+    };
+    if !keep_previous {
+        book.previous = None;
+    }
+    if let Some(intent) = start {
+        book.intent = Some(intent);
+    }
+    (book, replaced)
+}

@@ -1,0 +1,266 @@
+//! Wiring: the ManagedSecret cache every replica keeps, leadership, and — while this replica leads — the
+//! controller that runs [`reconcile`](super::reconcile) with its watches and concurrency, and the restart task;
+//! shutdown, graceful or on a lost lease.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::sync::{mpsc, watch};
+
+use super::context::{Context, Settings};
+use super::error::ControllerError;
+use super::leader::{Elector, Leadership};
+use super::reconcile::reconcile;
+use super::restart_task;
+use super::task::AbortOnDrop;
+use super::timing::backoff;
+use crate::api::{MANAGED_SECRET_ANNOTATION, ManagedSecret};
+use crate::telemetry::metrics::Metrics;
+
+/// Where the ManagedSecret cache sends what it sees while this replica writes.
+type Triggers = Arc<Mutex<Option<mpsc::UnboundedSender<ManagedSecret>>>>;
+
+/// Runs the ManagedSecret controller until `shutdown` resolves.
+///
+/// Every replica keeps the ManagedSecret cache from the start (readiness needs it, and a replica that takes over
+/// has it warm); only the leader writes: the reconciles and the restart task start once this replica leads
+/// (at once without leader election) and its cache has synced. A leader that loses the lease stops them at
+/// once and returns [`ControllerError::LostLeadership`]; a graceful stop lets in-flight reconciles finish, then
+/// releases the lease.
+pub async fn run(
+    client: Client,
+    mut settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), ControllerError> {
+    let shutdown = shutdown.boxed().shared();
+    let managed: Api<ManagedSecret> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    // Set once per process; a second run (tests) keeps the first view. Followers serve it too.
+    let _ = settings.view.set(reader.clone());
+    let triggers: Triggers = Arc::default();
+    let _cache = AbortOnDrop(tokio::spawn(keep_cache(managed, writer, triggers.clone())));
+
+    let elector = settings.leader.take();
+    // Without leader election this process is the only one and always leads.
+    let (_sole, mut leadership) = match &elector {
+        Some(e) => (None, e.subscribe()),
+        None => {
+            let (tx, rx) = watch::channel(Leadership::Leader);
+            (Some(tx), rx)
+        }
+    };
+    let (synced_tx, mut synced) = watch::channel(false);
+    let _readiness = AbortOnDrop(tokio::spawn(track_readiness(
+        reader.clone(),
+        synced_tx,
+        leadership.clone(),
+        settings.ready.clone(),
+        settings.metrics.clone(),
+    )));
+
+    let lead = async {
+        loop {
+            if leadership.borrow_and_update().is_leader() && *synced.borrow_and_update() {
+                return true;
+            }
+            tokio::select! {
+                r = leadership.changed() => if r.is_err() { return false },
+                r = synced.changed() => if r.is_err() { return false },
+            }
+        }
+    };
+    tokio::select! {
+        () = shutdown.clone() => {
+            release(elector).await;
+            return Ok(());
+        }
+        leads = lead => if !leads {
+            // Only the election's own end closes its channel; without it this replica can never lead.
+            tracing::error!("leader election stopped");
+            return Err(ControllerError::ElectionStopped);
+        },
+    }
+    tracing::info!("starting to write: reconciles and consumer restarts");
+    let mut lost = leadership.clone();
+    tokio::select! {
+        () = write(client, settings, reader, triggers, shutdown) => {
+            release(elector).await;
+            Ok(())
+        }
+        // Dropping the writers cancels every reconcile and restart at its next await: nothing is written after
+        // this. What was in flight is left as a crash leaves it, which the next leader picks up.
+        _ = lost.wait_for(|l| !l.is_leader()) => {
+            tracing::error!("lost the leader lease: stopped writing");
+            Err(ControllerError::LostLeadership)
+        }
+    }
+}
+
+async fn release(elector: Option<Elector>) {
+    if let Some(e) = elector {
+        e.release().await;
+    }
+}
+
+/// Keeps the ManagedSecret cache and, while this replica writes, hands each object it sees to the controller.
+async fn keep_cache(api: Api<ManagedSecret>, writer: reflector::store::Writer<ManagedSecret>, triggers: Triggers) {
+    let mut objects = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .boxed();
+    while let Some(item) = objects.next().await {
+        match item {
+            Ok(ms) => {
+                if let Ok(slot) = triggers.lock()
+                    && let Some(tx) = slot.as_ref()
+                {
+                    let _ = tx.send(ms);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ManagedSecret watch error"),
+        }
+    }
+}
+
+/// Keeps `ready` (cache synced and leadership known) and the `keyward_leader` gauge up to date.
+async fn track_readiness(
+    store: Store<ManagedSecret>,
+    synced_tx: watch::Sender<bool>,
+    mut leadership: watch::Receiver<Leadership>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut synced = false;
+    let mut known = true;
+    loop {
+        let role = leadership.borrow_and_update().clone();
+        let is_known = known && role.is_known();
+        ready.store(synced && is_known, Ordering::Relaxed);
+        metrics.leader.set(i64::from(known && role.is_leader()));
+        tokio::select! {
+            r = leadership.changed(), if known => {
+                // The election stopped (this process is stopping): nobody here knows who leads any more.
+                known = r.is_ok();
+            }
+            // The store's readiness wakes only its most recent waiter, so ask again every half second instead
+            // of waiting once.
+            r = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()), if !synced => {
+                if let Ok(Ok(())) = r {
+                    tracing::info!("ManagedSecret cache synced");
+                    synced = true;
+                    synced_tx.send_replace(true);
+                }
+            }
+            else => {
+                ready.store(false, Ordering::Relaxed);
+                metrics.leader.set(0);
+                return;
+            }
+        }
+    }
+}
+
+/// The writing part: the ManagedSecret controller and the restart task, until `shutdown` (graceful: in-flight
+/// reconciles finish).
+async fn write(
+    client: Client,
+    mut settings: Settings,
+    store: Store<ManagedSecret>,
+    triggers: Triggers,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) {
+    let concurrency = settings.concurrency;
+    let secrets: Api<PartialObjectMeta<Secret>> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let reporter = Reporter {
+        controller: "keyward".into(),
+        instance: Some(settings.instance.clone()),
+    };
+    let _restarts = settings.planner.take().map(|planner| {
+        let recorder = Recorder::new(client.clone(), reporter);
+        AbortOnDrop(tokio::spawn(restart_task::run(
+            client.clone(),
+            recorder,
+            planner,
+            settings.watch_namespace.clone(),
+            settings.rollout_deadline,
+            settings.metrics.clone(),
+            settings.audit.clone(),
+        )))
+    });
+    let ctx = Arc::new(Context::new(client.clone(), settings));
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Ok(mut slot) = triggers.lock() {
+        *slot = Some(tx);
+    }
+    let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) });
+    let controller = Controller::for_stream(changes, store.clone())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        // The cache synced before this replica started writing: each object in it gets its first reconcile.
+        .reconcile_all_on(futures::stream::once(async {}));
+    // Secrets are watched as metadata only: a change to one keyward wrote (drift) or to one a ManagedSecret
+    // reads from wakes the owner; the data itself is read only in reconcile, for the one Secret it needs.
+    let secret_events = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    controller
+        .watches_stream(secret_events, move |secret| {
+            let ns = secret.metadata.namespace.clone().unwrap_or_default();
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let mut refs: Vec<ObjectRef<ManagedSecret>> = Vec::new();
+            if let Some(owner) = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(MANAGED_SECRET_ANNOTATION))
+            {
+                refs.push(ObjectRef::new(owner).within(&ns));
+            }
+            for ms in store.state() {
+                let reads_it = ms.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && ms
+                        .spec
+                        .source
+                        .kubernetes_secret
+                        .as_ref()
+                        .is_some_and(|k| k.name == name);
+                if reads_it {
+                    refs.push(ObjectRef::from_obj(ms.as_ref()));
+                }
+            }
+            refs
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    if let Ok(mut slot) = triggers.lock() {
+        *slot = None;
+    }
+}
+
+fn error_policy(obj: Arc<ManagedSecret>, err: &ControllerError, ctx: Arc<Context>) -> Action {
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    let n = ctx.failed(&uid);
+    tracing::warn!(category = err.category(), error = %err, "reconcile error");
+    Action::requeue(backoff(n, None, obj.refresh_interval()))
+}
