@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::source::esc::EnvRef;
+use crate::esc::EnvRef;
 
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]

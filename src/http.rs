@@ -18,8 +18,9 @@ use kube::{Api, Client, ResourceExt};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::api::conditions::{READY, ROTATION_OVERDUE};
 use crate::api::{ManagedSecret, REFRESH_NOW_ANNOTATION, STAMPED_REFRESH_PREFIX};
-use crate::source::esc::EnvRef;
+use crate::esc::EnvRef;
 use crate::telemetry::audit::{Action, Audit, Entry};
 use crate::telemetry::metrics::{ManagedView, Metrics, WebhookLabels};
 
@@ -93,10 +94,10 @@ async fn health_secrets(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
                 .or_default()
                 .entry(c.status.clone())
                 .or_default() += 1;
-            if c.type_ == "RotationOverdue" && c.status == "True" {
+            if c.type_ == ROTATION_OVERDUE && c.status == "True" {
                 overdue.push(serde_json::json!({"name": name, "reason": c.reason, "message": c.message}));
             }
-            if c.type_ == "Ready" && c.status == "False" {
+            if c.type_ == READY && c.status == "False" {
                 failing.push(serde_json::json!({"name": name, "reason": c.reason, "message": c.message}));
             }
         }

@@ -10,7 +10,7 @@ use serde_json::{Number, Value as Json};
 
 /// A position in a definition, as the ESC API's `Pos` schema: 1-based line and column, 0-based byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Pos {
+pub struct Pos {
     pub line: usize,
     pub column: usize,
     pub byte: usize,
@@ -24,13 +24,13 @@ impl Pos {
 
 /// A source range: `begin` inclusive, `end` exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Range {
+pub struct Range {
     pub begin: Pos,
     pub end: Pos,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Scalar {
         text: String,
         /// Plain scalars are resolved to null/bool/number; quoted and block scalars are always strings.
@@ -43,7 +43,7 @@ pub(crate) enum Kind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Node {
+pub struct Node {
     pub kind: Kind,
     pub range: Range,
     /// Flow collection (`{..}`, `[..]`) rather than block.
@@ -100,13 +100,13 @@ impl Node {
 
 /// A YAML syntax error with where it happened.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SyntaxError {
+pub struct SyntaxError {
     pub message: String,
     pub pos: Pos,
 }
 
 /// Resolves a scalar the way YAML 1.2's core schema does (which is what ESC's Go YAML library does).
-pub(crate) fn scalar_to_json(text: &str, plain: bool, tag: Option<&str>) -> Json {
+pub fn scalar_to_json(text: &str, plain: bool, tag: Option<&str>) -> Json {
     if let Some(tag) = tag {
         // An explicit `!!str` keeps the text; other tags fall through to the usual resolution.
         if tag.ends_with(":str") || tag == "!!str" {
@@ -268,7 +268,7 @@ enum Frame {
 }
 
 /// Parses a single-document YAML text. `Ok(None)` for a document without content (empty or comments only).
-pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
@@ -429,7 +429,7 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
 
 /// Renders a string as a YAML scalar that reads back as exactly that string: plain when that is safe in
 /// both block and flow context, else double-quoted (JSON string escapes are valid YAML escapes).
-pub(crate) fn render_string(s: &str) -> String {
+pub fn render_string(s: &str) -> String {
     let safe = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '+' | '=' | '@' | '-'))

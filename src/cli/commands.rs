@@ -1,134 +1,13 @@
-//! Arguments of the operations commands (import, report, rotate, status) and their hand-over to `crate::ops`.
-//! Each decides its own exit code: `report` exits 2 when something is overdue.
+//! The operations commands (import, report, rotate, status), handed over to `crate::ops`. Each decides its own
+//! exit code: `report` exits 2 when something is overdue.
 
-use std::ffi::OsStr;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, ValueEnum};
-
-use super::Cli;
+use super::args::{ImportArgs, KubeArgs, ReportArgs, ReportFormat, RotateArgs, StatusArgs};
 use crate::ops::client::{self, Connection};
-use crate::ops::{OpsError, human, import, report, rotate, status};
-
-/// The name kubectl runs a plugin by: `kubectl keyward ...` executes `kubectl-keyward ...`.
-const PLUGIN_FILE: &str = "kubectl-keyward";
-
-/// Whether the binary runs as the kubectl plugin (its file name, as kubectl found it on PATH).
-pub fn invoked_as_plugin(argv0: &OsStr) -> bool {
-    Path::new(argv0)
-        .file_name()
-        .and_then(OsStr::to_str)
-        .is_some_and(|f| f == PLUGIN_FILE || f.strip_prefix(PLUGIN_FILE).is_some_and(|rest| rest.starts_with('.')))
-}
-
-/// Parses the command line; usage and help say `kubectl keyward` when run as the plugin.
-pub fn parse() -> Cli {
-    let mut command = Cli::command();
-    if std::env::args_os().next().is_some_and(|a| invoked_as_plugin(&a)) {
-        command = command.bin_name("kubectl keyward").display_name("kubectl-keyward");
-    }
-    let matches = command.get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-}
-
-/// How to reach the cluster, as kubectl takes it.
-#[derive(Args, Debug, Clone)]
-pub struct KubeArgs {
-    /// Path to the kubeconfig file (instead of KUBECONFIG or ~/.kube/config).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use (instead of the current one).
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct ImportArgs {
-    /// The secret map: one `SECRET_NAME: esc.path` per line (e.g. config/pulumi/secret_map.yaml).
-    pub file: PathBuf,
-    /// The ESC environment every secret is read from, as org/project/env.
-    #[arg(long, short = 'e', value_name = "ORG/PROJECT/ENV")]
-    pub environment: String,
-    /// The namespace of the ManagedSecrets (an override may move an entry).
-    #[arg(long, short = 'n', value_name = "NS")]
-    pub namespace: String,
-    /// Per-secret adjustments (YAML, keyed by secret name): category, period, strategy, gracePeriod, namespace,
-    /// name, refreshInterval, consumers, skip.
-    #[arg(long, value_name = "FILE")]
-    pub overrides: Option<PathBuf>,
-    /// Write one file per ManagedSecret and a kustomization.yaml into this directory (replaced as a whole)
-    /// instead of one YAML stream to stdout.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-}
-
-/// Output formats of `report`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReportFormat {
-    Table,
-    Json,
-    Csv,
-}
-
-#[derive(Args, Debug)]
-pub struct ReportArgs {
-    #[command(flatten)]
-    pub kube: KubeArgs,
-    /// The namespace to report on (default: the context's namespace).
-    #[arg(long, short = 'n', value_name = "NS", conflicts_with = "all_namespaces")]
-    pub namespace: Option<String>,
-    /// Report on every namespace.
-    #[arg(long, short = 'A')]
-    pub all_namespaces: bool,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Table)]
-    pub output: ReportFormat,
-}
-
-#[derive(Args, Debug)]
-pub struct RotateArgs {
-    /// The ManagedSecret to rotate.
-    pub name: String,
-    #[command(flatten)]
-    pub kube: KubeArgs,
-    /// Its namespace (default: the context's namespace).
-    #[arg(long, short = 'n', value_name = "NS")]
-    pub namespace: Option<String>,
-    /// Why: recorded in the status and the Rotated Event. Each distinct reason rotates once.
-    #[arg(long, value_name = "TEXT")]
-    pub reason: String,
-    /// Rotate again for a reason that was already handled (a timestamp is appended to it).
-    #[arg(long)]
-    pub force: bool,
-    /// Follow the rotation step by step until its consumers have restarted.
-    #[arg(long)]
-    pub wait: bool,
-    /// How long --wait waits, e.g. 30s, 5m, 1h.
-    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_timeout)]
-    pub timeout: Duration,
-}
-
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match crate::duration::parse(s) {
-        Ok(d) if d.is_zero() => Err("must be longer than 0s".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// The ManagedSecret to show.
-    pub name: String,
-    #[command(flatten)]
-    pub kube: KubeArgs,
-    /// Its namespace (default: the context's namespace).
-    #[arg(long, short = 'n', value_name = "NS")]
-    pub namespace: Option<String>,
-}
+use crate::ops::{OpsError, human, import, report, rotate_now, status};
 
 fn connection(kube: &KubeArgs, namespace: Option<&String>) -> Connection {
     Connection {
@@ -235,8 +114,9 @@ pub fn report(args: ReportArgs) -> ExitCode {
 pub fn rotate(args: RotateArgs) -> ExitCode {
     let result = block_on(async {
         let (client, namespace) = client::connect(&connection(&args.kube, args.namespace.as_ref())).await?;
-        let (base, ms) = rotate::request(&client, &namespace, &args.name, &args.reason, args.force, args.wait).await?;
-        if rotate::notify_only(&ms) {
+        let (base, ms) =
+            rotate_now::request(&client, &namespace, &args.name, &args.reason, args.force, args.wait).await?;
+        if rotate_now::notify_only(&ms) {
             eprintln!(
                 "note: {namespace}/{} has rotation strategy Notify: keyward records the request and raises a \
                  RotationRequested Event, but the value must be replaced in ESC by hand",
@@ -259,7 +139,7 @@ pub fn rotate(args: RotateArgs) -> ExitCode {
             args.name,
             human::period(args.timeout)
         );
-        rotate::wait(&client, &namespace, &args.name, &base, args.timeout, &mut |line| {
+        rotate_now::wait(&client, &namespace, &args.name, &base, args.timeout, &mut |line| {
             println!("{line}")
         })
         .await
@@ -276,71 +156,5 @@ pub fn status(args: StatusArgs) -> ExitCode {
     match result.and_then(|text| stdout(&text)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failed(&e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[test]
-    fn plugin_names() {
-        for (argv0, plugin) in [
-            ("kubectl-keyward", true),
-            ("/home/u/.local/bin/kubectl-keyward", true),
-            ("kubectl-keyward.exe", true),
-            ("keyward", false),
-            ("/usr/bin/keyward", false),
-            ("kubectl-keywardx", false),
-        ] {
-            assert_eq!(invoked_as_plugin(OsStr::new(argv0)), plugin, "{argv0}");
-        }
-    }
-
-    #[test]
-    fn usage_says_kubectl_keyward_as_a_plugin() {
-        let mut command = Cli::command()
-            .bin_name("kubectl keyward")
-            .display_name("kubectl-keyward");
-        let err = command
-            .try_get_matches_from_mut(["kubectl-keyward", "report", "--bogus"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("Usage: kubectl keyward report"), "{err}");
-    }
-
-    #[test]
-    fn flags_parse_like_kubectl() {
-        let cli = Cli::try_parse_from(["keyward", "report", "-A", "-o", "csv", "--context", "prod"]).unwrap();
-        let super::super::Command::Report(r) = cli.command else {
-            panic!()
-        };
-        assert!(r.all_namespaces);
-        assert_eq!(r.output, ReportFormat::Csv);
-        assert_eq!(r.kube.context.as_deref(), Some("prod"));
-        assert!(Cli::try_parse_from(["keyward", "report", "-A", "-n", "x"]).is_err());
-        let cli = Cli::try_parse_from([
-            "keyward",
-            "rotate",
-            "db",
-            "-n",
-            "x",
-            "--reason",
-            "leak",
-            "--wait",
-            "--timeout",
-            "30s",
-        ])
-        .unwrap();
-        let super::super::Command::Rotate(r) = cli.command else {
-            panic!()
-        };
-        assert_eq!(r.timeout, Duration::from_secs(30));
-        assert!(Cli::try_parse_from(["keyward", "rotate", "db", "--reason", "x", "--timeout", "0s"]).is_err());
-        assert!(
-            Cli::try_parse_from(["keyward", "rotate", "db"]).is_err(),
-            "--reason is required"
-        );
     }
 }

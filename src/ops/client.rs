@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use super::OpsError;
+use super::error::OpsError;
 
 /// Where to connect, as the user said it.
 #[derive(Debug, Clone, Default)]

@@ -14,11 +14,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::categories::{self, Inferred};
+use super::error::{OpsError, Problem};
+use super::human;
 use super::secret_map::{self, Entry};
 use super::validate::Checker;
-use super::{OpsError, Problem, human};
 use crate::api::{
-    Consumers, EscSource, ManagedSecret, ManagedSecretSpec, Rotation, RotationCategory, RotationStrategy, SecretSource,
+    Consumers, EscProperty, ManagedSecret, ManagedSecretSpec, Rotation, RotationCategory, RotationStrategy, Source,
     Target,
 };
 use crate::rotation::schedule;
@@ -338,8 +339,8 @@ pub fn import(map_text: &str, overrides: &Overrides, opts: &Options) -> Result<O
                 ..ObjectMeta::default()
             },
             spec: ManagedSecretSpec {
-                source: SecretSource {
-                    esc: Some(EscSource {
+                source: Source {
+                    esc: Some(EscProperty {
                         environment: opts.environment.clone(),
                         path: esc_path(&p.entry.path).to_string(),
                         version: None,

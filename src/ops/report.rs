@@ -12,10 +12,11 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::categories;
+use super::error::OpsError;
 use super::human::{self, Cell, Colour};
-use super::{OpsError, categories};
-use crate::api::{ManagedSecret, RotationStrategy};
-use crate::controller::conditions::{READY, ROTATION_DUE, ROTATION_OVERDUE};
+use crate::api::conditions::{READY, ROTATION_DUE, ROTATION_OVERDUE};
+use crate::api::{ConsumerState, ManagedSecret, RotationStrategy};
 use crate::rotation::schedule;
 
 /// The exit code when something is overdue.
@@ -168,9 +169,9 @@ pub fn row(ms: &ManagedSecret, now: Timestamp) -> Row {
     let mut consumers = Consumers::default();
     for c in status.map(|s| s.consumers.as_slice()).unwrap_or_default() {
         consumers.total += 1;
-        match c.state.as_str() {
-            "Restarted" => consumers.restarted += 1,
-            "Failed" => consumers.failed += 1,
+        match c.state {
+            ConsumerState::Restarted => consumers.restarted += 1,
+            ConsumerState::Failed => consumers.failed += 1,
             _ => {}
         }
     }
@@ -380,7 +381,7 @@ pub async fn fetch(client: &Client, namespace: Option<&str>) -> Result<Vec<Manag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ConsumerStatus, ManagedSecretStatus, RotationStatus};
+    use crate::api::{ConsumerStatus, ManagedSecretStatus, RotationStatus, WorkloadKind};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     const DAY: i64 = 86_400;
@@ -512,16 +513,20 @@ mod tests {
         );
         st.consumers = vec![
             ConsumerStatus {
-                kind: "Deployment".into(),
+                kind: WorkloadKind::Deployment,
                 name: "api".into(),
                 secrets_hash: None,
-                state: "Restarted".into(),
+                state: ConsumerState::Restarted,
+                message: None,
+                failed_value_hash: None,
             },
             ConsumerStatus {
-                kind: "Deployment".into(),
+                kind: WorkloadKind::Deployment,
                 name: "worker".into(),
                 secrets_hash: None,
-                state: "Failed".into(),
+                state: ConsumerState::Failed,
+                message: None,
+                failed_value_hash: None,
             },
         ];
         st.rotation = Some(RotationStatus {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
-use super::Problem;
+use super::error::Problem;
 use crate::yaml::{self, Kind, Node};
 
 /// One line of the map.

@@ -6,9 +6,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
+use super::categories;
+use super::error::OpsError;
 use super::human::{self, Cell};
 use super::report::{self, State};
-use super::{OpsError, categories};
 use crate::api::ManagedSecret;
 
 /// How many Events `status` shows.

@@ -7,7 +7,7 @@ use kube::CustomResourceExt;
 use regex::Regex;
 use serde_json::Value as Json;
 
-use super::OpsError;
+use super::error::OpsError;
 use crate::api::{ConsumerPolicy, ManagedSecret, RotationStrategy};
 use crate::rotation::schedule;
 
@@ -239,7 +239,7 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{EscSource, ManagedSecretSpec, Rotation, RotationCategory, SecretSource, Target};
+    use crate::api::{EscProperty, ManagedSecretSpec, Rotation, RotationCategory, Source, Target};
 
     /// The `x-kubernetes-validations` rules of the schema node at `path` (property names from the root).
     fn rules_at(schema: &Json, path: &[&str]) -> Vec<String> {
@@ -286,8 +286,8 @@ mod tests {
         let mut ms = ManagedSecret::new(
             "openai-api-key",
             ManagedSecretSpec {
-                source: SecretSource {
-                    esc: Some(EscSource {
+                source: Source {
+                    esc: Some(EscProperty {
                         environment: "acme/sophia/prod".into(),
                         path: "sophia.ai.openai_api_key".into(),
                         version: None,

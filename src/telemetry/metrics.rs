@@ -11,6 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::api::ManagedSecret;
+use crate::api::conditions::{READY, ROTATION_OVERDUE};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -111,11 +112,11 @@ impl Collector for StateCollector {
             if let Some(since) = since {
                 ages.push((name.clone(), crate::rotation::schedule::age_days(now, since)));
             }
-            let is_overdue = condition_is(ms, "RotationOverdue", "True");
+            let is_overdue = condition_is(ms, ROTATION_OVERDUE, "True");
             overdue.push((name, i64::from(is_overdue)));
-            let state = if condition_is(ms, "Ready", "True") {
+            let state = if condition_is(ms, READY, "True") {
                 0
-            } else if condition_is(ms, "Ready", "False") {
+            } else if condition_is(ms, READY, "False") {
                 1
             } else {
                 2

@@ -9,9 +9,10 @@ use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
-use super::{OpsError, human};
-use crate::api::{ManagedSecret, ROTATE_NOW_ANNOTATION, RotationStrategy};
-use crate::controller::conditions::{CONSUMERS_UPDATED, PUSHED, READY, ROTATION_OVERDUE};
+use super::error::OpsError;
+use super::human;
+use crate::api::conditions::{CONSUMERS_UPDATED, PUSHED, READY, ROTATION_OVERDUE};
+use crate::api::{ConsumerState, ManagedSecret, ROTATE_NOW_ANNOTATION, RotationStrategy};
 
 /// The steps of a rotation, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -193,7 +194,7 @@ pub fn progress(ms: &ManagedSecret, base: &Baseline) -> Progress {
                 .get(&format!("{}/{}", c.kind, c.name))
                 .cloned()
                 .flatten();
-            c.state == "Restarted" && (before.is_none() || before != c.secrets_hash)
+            c.state == ConsumerState::Restarted && (before.is_none() || before != c.secrets_hash)
         })
         .count();
     let updated_condition = status.conditions.iter().find(|c| c.type_ == CONSUMERS_UPDATED);
@@ -388,7 +389,7 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ConsumerStatus, PushStatus, RotationIntent, RotationStatus, SourceStatus};
+    use crate::api::{ConsumerStatus, PushStatus, RotationIntent, RotationStatus, SourceStatus, WorkloadKind};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     fn t(secs: i64) -> Timestamp {
@@ -412,7 +413,7 @@ mod tests {
                 revision: Some(1),
                 value_hash: Some("h1".into()),
             }),
-            consumers: vec![consumer("api", "c1", "Restarted")],
+            consumers: vec![consumer("api", "c1", ConsumerState::Restarted)],
             pushes: (0..push_targets)
                 .map(|i| PushStatus {
                     target: format!("github:org/acme/S{i}"),
@@ -426,12 +427,14 @@ mod tests {
         ms
     }
 
-    fn consumer(name: &str, hash: &str, state: &str) -> ConsumerStatus {
+    fn consumer(name: &str, hash: &str, state: ConsumerState) -> ConsumerStatus {
         ConsumerStatus {
-            kind: "Deployment".into(),
+            kind: WorkloadKind::Deployment,
             name: name.into(),
             secrets_hash: Some(hash.into()),
-            state: state.into(),
+            state,
+            message: None,
+            failed_value_hash: None,
         }
     }
 
@@ -495,9 +498,9 @@ mod tests {
         assert_eq!(p.reached, Step::Pushed);
         assert_eq!(p.pending.as_deref(), Some("0/1 restarted"));
 
-        m.status.as_mut().unwrap().consumers = vec![consumer("api", "c2", "Rolling")];
+        m.status.as_mut().unwrap().consumers = vec![consumer("api", "c2", ConsumerState::Rolling)];
         assert_eq!(progress(&m, &base).reached, Step::Pushed);
-        m.status.as_mut().unwrap().consumers = vec![consumer("api", "c2", "Restarted")];
+        m.status.as_mut().unwrap().consumers = vec![consumer("api", "c2", ConsumerState::Restarted)];
         let p = progress(&m, &base);
         assert_eq!(p.reached, Step::ConsumersRestarted);
         assert_eq!(p.details[&Step::ConsumersRestarted], "1/1 restarted");

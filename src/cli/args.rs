@@ -1,0 +1,316 @@
+//! The command line as clap reads it: the subcommands and their arguments, and the parse that says
+//! `kubectl keyward` in usage when keyward runs as the kubectl plugin.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyward",
+    version,
+    about = "Keeps Kubernetes Secrets in step with Pulumi ESC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions keyward serves, as YAML.
+    Crd,
+    /// Run the operator (current kubeconfig, or in-cluster configuration).
+    Run(Box<RunArgs>),
+    /// Generate ManagedSecrets from a secret map (`SECRET_NAME: esc.path` per line), checked against the CRD.
+    Import(ImportArgs),
+    /// Rotation compliance of every ManagedSecret. Exit code 0: nothing overdue; 2: something overdue; 1: error.
+    Report(ReportArgs),
+    /// Ask for an emergency rotation (keyward.dev/rotate-now) and, with --wait, follow it step by step.
+    Rotate(RotateArgs),
+    /// One ManagedSecret for humans: source, target, conditions, rotation, consumers, pushes, Events.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// ESC API base URL, including /api/esc.
+    #[arg(long, env = "KEYWARD_ESC_URL")]
+    pub esc_url: Option<String>,
+    /// File holding the ESC access token.
+    #[arg(long, env = "KEYWARD_ESC_TOKEN_FILE")]
+    pub esc_token_file: Option<PathBuf>,
+    /// Secret holding the ESC access token, as NAMESPACE/NAME[:KEY] (key defaults to "token").
+    #[arg(long, env = "KEYWARD_ESC_TOKEN_SECRET", conflicts_with = "esc_token_file")]
+    pub esc_token_secret: Option<String>,
+    /// ESC request timeout in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub esc_timeout_seconds: u64,
+    /// GitHub API base URL, for `rotation.pushTo` GitHub targets.
+    #[arg(long, env = "KEYWARD_GITHUB_URL", default_value = "https://api.github.com")]
+    pub github_url: String,
+    /// File holding the GitHub token (needs the Actions secrets write permission of the targets).
+    #[arg(long, env = "KEYWARD_GITHUB_TOKEN_FILE")]
+    pub github_token_file: Option<PathBuf>,
+    /// Secret holding the GitHub token, as NAMESPACE/NAME[:KEY] (key defaults to "token").
+    #[arg(long, env = "KEYWARD_GITHUB_TOKEN_SECRET", conflicts_with = "github_token_file")]
+    pub github_token_secret: Option<String>,
+    /// The access policy (YAML: `rules: [{namespaces: [...], environments: [...]}]`, globs). Without it no
+    /// namespace may read any ESC environment — unless --allow-all-environments says otherwise.
+    #[arg(long, env = "KEYWARD_ACCESS_POLICY_FILE")]
+    pub access_policy_file: Option<PathBuf>,
+    /// Let every namespace read every ESC environment (development; prefer a policy file).
+    #[arg(long, env = "KEYWARD_ALLOW_ALL_ENVIRONMENTS", conflicts_with = "access_policy_file")]
+    pub allow_all_environments: bool,
+    /// Where audit lines go: `stdout` (logs go to stderr), a file path to append to, or `off`.
+    #[arg(long, env = "KEYWARD_AUDIT_LOG", default_value = "stdout")]
+    pub audit_log: String,
+    /// File holding the ESC webhook's shared secret. Without it, POST /webhooks/esc refuses every call.
+    #[arg(long, env = "KEYWARD_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// File holding the key for value hashes (any bytes). Without it, keyward keeps one in the Secret
+    /// `keyward-hash-key` of its namespace, created on first start.
+    #[arg(long, env = "KEYWARD_HASH_KEY_FILE")]
+    pub hash_key_file: Option<PathBuf>,
+    /// keyward's own namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "keyward-system")]
+    pub namespace: String,
+    /// Reconciles running at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u16,
+    /// Seconds within which a fresh ESC snapshot is shared by reconciles that demand fresh data.
+    #[arg(long, default_value_t = 2)]
+    pub coalesce_seconds: u64,
+    /// Watch ManagedSecrets and Secrets in this namespace only (namespaced mode).
+    #[arg(long, env = "KEYWARD_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Seconds after a Secret change before its consumers restart, so that changes arriving together restart
+    /// each workload once.
+    #[arg(long, env = "KEYWARD_RESTART_DEBOUNCE_SECONDS", default_value_t = 10)]
+    pub restart_debounce_seconds: u64,
+    /// Workloads keyward lets roll at once, cluster-wide.
+    #[arg(long, env = "KEYWARD_MAX_CONCURRENT_RESTARTS", default_value_t = 5)]
+    pub max_concurrent_restarts: usize,
+    /// Workloads keyward lets roll at once in one namespace.
+    #[arg(long, env = "KEYWARD_MAX_CONCURRENT_RESTARTS_PER_NAMESPACE", default_value_t = 2)]
+    pub max_concurrent_restarts_per_namespace: usize,
+    /// Restart windows as JSON: `[{"days": ["Mon-Fri"], "start": "02:00", "end": "05:00", "timeZone":
+    /// "Europe/Berlin"}]`. Restarts start only inside one; none means at any time.
+    #[arg(long, env = "KEYWARD_RESTART_WINDOWS")]
+    pub restart_windows: Option<String>,
+    /// Seconds a restart's rollout may take before keyward counts it as failed.
+    #[arg(long, env = "KEYWARD_ROLLOUT_DEADLINE_SECONDS", default_value_t = 600)]
+    pub rollout_deadline_seconds: u64,
+    /// Run as one of several replicas: only the holder of the Lease `--lease-name` writes; the others keep their
+    /// caches warm and take over when it stops or its lease runs out. Off for a single process.
+    /// (The variable takes true/false, yes/no, on/off or 1/0.)
+    #[arg(long, env = "KEYWARD_LEADER_ELECTION", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub leader_election: bool,
+    /// The Lease the replicas elect a leader with.
+    #[arg(long, env = "KEYWARD_LEASE_NAME", default_value = "keyward")]
+    pub lease_name: String,
+    /// The Lease's namespace (default: keyward's own, `--namespace`).
+    #[arg(long, env = "KEYWARD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds a leader's claim stands after its last renewal: the longest a failover waits for a leader that
+    /// died without letting go.
+    #[arg(long, env = "KEYWARD_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// The leader renews this many seconds before its claim runs out (default: a third of the duration).
+    #[arg(long, env = "KEYWARD_LEASE_RENEW_GRACE_SECONDS")]
+    pub lease_renew_grace_seconds: Option<u64>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "KEYWARD_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: std::net::SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, env = "KEYWARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// The name kubectl runs a plugin by: `kubectl keyward ...` executes `kubectl-keyward ...`.
+const PLUGIN_FILE: &str = "kubectl-keyward";
+
+/// Whether the binary runs as the kubectl plugin (its file name, as kubectl found it on PATH).
+pub fn invoked_as_plugin(argv0: &OsStr) -> bool {
+    Path::new(argv0)
+        .file_name()
+        .and_then(OsStr::to_str)
+        .is_some_and(|f| f == PLUGIN_FILE || f.strip_prefix(PLUGIN_FILE).is_some_and(|rest| rest.starts_with('.')))
+}
+
+/// Parses the command line; usage and help say `kubectl keyward` when run as the plugin.
+pub fn parse() -> Cli {
+    let mut command = Cli::command();
+    if std::env::args_os().next().is_some_and(|a| invoked_as_plugin(&a)) {
+        command = command.bin_name("kubectl keyward").display_name("kubectl-keyward");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// How to reach the cluster, as kubectl takes it.
+#[derive(Args, Debug, Clone)]
+pub struct KubeArgs {
+    /// Path to the kubeconfig file (instead of KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (instead of the current one).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The secret map: one `SECRET_NAME: esc.path` per line (e.g. config/pulumi/secret_map.yaml).
+    pub file: PathBuf,
+    /// The ESC environment every secret is read from, as org/project/env.
+    #[arg(long, short = 'e', value_name = "ORG/PROJECT/ENV")]
+    pub environment: String,
+    /// The namespace of the ManagedSecrets (an override may move an entry).
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: String,
+    /// Per-secret adjustments (YAML, keyed by secret name): category, period, strategy, gracePeriod, namespace,
+    /// name, refreshInterval, consumers, skip.
+    #[arg(long, value_name = "FILE")]
+    pub overrides: Option<PathBuf>,
+    /// Write one file per ManagedSecret and a kustomization.yaml into this directory (replaced as a whole)
+    /// instead of one YAML stream to stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Output formats of `report`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// The namespace to report on (default: the context's namespace).
+    #[arg(long, short = 'n', value_name = "NS", conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Report on every namespace.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Table)]
+    pub output: ReportFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// The ManagedSecret to rotate.
+    pub name: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Its namespace (default: the context's namespace).
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Why: recorded in the status and the Rotated Event. Each distinct reason rotates once.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Rotate again for a reason that was already handled (a timestamp is appended to it).
+    #[arg(long)]
+    pub force: bool,
+    /// Follow the rotation step by step until its consumers have restarted.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 30s, 5m, 1h.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match crate::duration::parse(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The ManagedSecret to show.
+    pub name: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Its namespace (default: the context's namespace).
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn plugin_names() {
+        for (argv0, plugin) in [
+            ("kubectl-keyward", true),
+            ("/home/u/.local/bin/kubectl-keyward", true),
+            ("kubectl-keyward.exe", true),
+            ("keyward", false),
+            ("/usr/bin/keyward", false),
+            ("kubectl-keywardx", false),
+        ] {
+            assert_eq!(invoked_as_plugin(OsStr::new(argv0)), plugin, "{argv0}");
+        }
+    }
+
+    #[test]
+    fn usage_says_kubectl_keyward_as_a_plugin() {
+        let mut command = Cli::command()
+            .bin_name("kubectl keyward")
+            .display_name("kubectl-keyward");
+        let err = command
+            .try_get_matches_from_mut(["kubectl-keyward", "report", "--bogus"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Usage: kubectl keyward report"), "{err}");
+    }
+
+    #[test]
+    fn flags_parse_like_kubectl() {
+        let cli = Cli::try_parse_from(["keyward", "report", "-A", "-o", "csv", "--context", "prod"]).unwrap();
+        let super::super::Command::Report(r) = cli.command else {
+            panic!()
+        };
+        assert!(r.all_namespaces);
+        assert_eq!(r.output, ReportFormat::Csv);
+        assert_eq!(r.kube.context.as_deref(), Some("prod"));
+        assert!(Cli::try_parse_from(["keyward", "report", "-A", "-n", "x"]).is_err());
+        let cli = Cli::try_parse_from([
+            "keyward",
+            "rotate",
+            "db",
+            "-n",
+            "x",
+            "--reason",
+            "leak",
+            "--wait",
+            "--timeout",
+            "30s",
+        ])
+        .unwrap();
+        let super::super::Command::Rotate(r) = cli.command else {
+            panic!()
+        };
+        assert_eq!(r.timeout, Duration::from_secs(30));
+        assert!(Cli::try_parse_from(["keyward", "rotate", "db", "--reason", "x", "--timeout", "0s"]).is_err());
+        assert!(
+            Cli::try_parse_from(["keyward", "rotate", "db"]).is_err(),
+            "--reason is required"
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! The `keyward` command line: the subcommands hand over to the library.
+
+mod args;
+mod commands;
+mod run;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+pub use args::{Cli, Command, ImportArgs, KubeArgs, ReportArgs, ReportFormat, RotateArgs, RunArgs, StatusArgs};
+
+/// Parses the command line and runs the chosen subcommand.
+pub fn main() -> ExitCode {
+    crate::tls::install_crypto_provider();
+    let cli = args::parse();
+    let result = match cli.command {
+        Command::Crd => print_crds(),
+        // The operations commands report their own errors and choose their own exit codes.
+        Command::Import(args) => return commands::import(args),
+        Command::Report(args) => return commands::report(args),
+        Command::Rotate(args) => return commands::rotate(args),
+        Command::Status(args) => return commands::status(args),
+        Command::Run(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run::run(*args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_crds() -> anyhow::Result<()> {
+    let yaml = crate::api::crds_yaml()?;
+    std::io::stdout().write_all(yaml.as_bytes())?;
+    Ok(())
+}
