@@ -4,6 +4,7 @@ SHELL := /bin/bash
 KEYWARD_TOOLS_DIR ?= $(shell tools/build.sh --path)
 export KEYWARD_TOOLS_DIR
 CARGO ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin
 
@@ -13,23 +14,29 @@ tools: ## build the pinned control plane, kwok, helm and promtool into the cache
 tools-path: ## print the tools cache directory
 	@echo $(KEYWARD_TOOLS_DIR)
 
-build:
-	$(CARGO) build --locked --all-targets
+build: ## the whole workspace: the operator, keyward-dev (the local control plane, ESC and GitHub servers), tests
+	$(CARGO) build --locked --workspace --all-targets
 
 generate: ## regenerate crds/ (and the chart's copy) from the code
 	$(CARGO) build --locked --bin keyward
 	target/debug/keyward crd > crds/managedsecrets.keyward.dev.yaml
 	cp crds/managedsecrets.keyward.dev.yaml charts/keyward/crds/managedsecrets.keyward.dev.yaml
 
-lint:
+lint: ## formatting, no import cycles, clippy on the workspace and on the operator as shipped, the shipped binary's contents
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	tools/module-graph.py src
+	tools/module-graph.py keyward-dev/src
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked -p keyward --lib --bins -- -D warnings
+	$(CARGO) build --locked --release -p keyward --bin keyward
+	tools/check-shipped.sh $(TARGET_DIR)/release/keyward
 
 unit:
-	$(CARGO) test --locked --lib --bins
+	$(CARGO) test --locked --workspace --lib --bins
 
 integration: tools
-	$(CARGO) test --locked --test '*'
+	$(CARGO) build --locked -p keyward-dev --bin keyward-dev
+	$(CARGO) test --locked -p keyward --test '*'
 	tools/check-no-strays.sh
 
 test: tools lint unit integration
@@ -42,10 +49,9 @@ clean:
 
 # The kubectl plugin is the keyward binary under the name kubectl-keyward: `kubectl keyward report -A`.
 PREFIX ?= $(HOME)/.local
-TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-plugin: ## build keyward (release, without the developer tools) for use as the kubectl plugin
-	$(CARGO) build --locked --release --bin keyward --no-default-features
+plugin: ## build keyward (release, the operator package alone) for use as the kubectl plugin
+	$(CARGO) build --locked --release -p keyward --bin keyward
 
 install-plugin: ## install the newest of target/release and target/debug keyward as $(PREFIX)/bin/kubectl-keyward
 	@bin=$$(ls -t $(TARGET_DIR)/release/keyward $(TARGET_DIR)/debug/keyward 2>/dev/null | head -n 1 || true); \
