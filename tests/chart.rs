@@ -671,7 +671,7 @@ fn dashboard_and_alerts_name_only_exported_metrics() {
 
 /// Installs the prometheus-operator CRDs the chart's optional objects need (pinned, from the tools cache).
 fn install_prometheus_operator_crds() {
-    let dir = keyward::dev::tools::tools_dir()
+    let dir = keyward_dev::tools::tools_dir()
         .unwrap()
         .join("prometheus-operator-crds");
     assert!(dir.is_dir(), "{} missing: run `make tools`", dir.display());
@@ -687,12 +687,23 @@ fn install_prometheus_operator_crds() {
         "servicemonitors.monitoring.coreos.com",
         "prometheusrules.monitoring.coreos.com",
     ] {
-        let out = support::cluster_any().kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/{crd}"),
-        ]);
+        // `kubectl wait` fails at once (".status.conditions accessor error") when it reads a CRD the API server
+        // has not given any condition yet: ask again until it has.
+        let mut tries = 0;
+        let out = loop {
+            let out = support::cluster_any().kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/{crd}"),
+            ]);
+            tries += 1;
+            let early = String::from_utf8_lossy(&out.stderr).contains("accessor error");
+            if out.status.success() || !early || tries == 50 {
+                break out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
         ok(out, "kubectl wait CRD");
     }
 }
@@ -866,7 +877,7 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
     let sa = pod.service_account_name.unwrap();
     let token = service_account_token(admin, release_ns, &sa).await;
     let kubeconfig = token_kubeconfig(dir.path(), &token);
-    let client = keyward::dev::control_plane::client_from_kubeconfig(&kubeconfig)
+    let client = keyward_dev::control_plane::client_from_kubeconfig(&kubeconfig)
         .await
         .unwrap();
     let keyward = Keyward::launch(&kubeconfig, &args, &env, http);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyward::api::ManagedSecret;
-use keyward::dev::esc_server::{EscServer, EscServerOptions, Fault};
+use keyward_dev::esc_server::{EscServer, EscServerOptions, Fault};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use support::{Keyward, TestNs, eventually, install_crd};
@@ -310,9 +310,10 @@ async fn source_failures_leave_the_secret_alone_and_recover() {
     wait_reason(&managed, "db", "Synced", "Throttled").await;
     assert_eq!(value(&secrets, "db").await.as_deref(), Some(&b"good"[..]));
 
-    // ESC returns: keyward recovers by itself and takes the newer value.
+    // ESC returns: keyward recovers by itself and takes the newer value, at its next retry. Four failures in a
+    // row (two refresh requests and their retries) back off up to 40 s, so allow twice that.
     esc.server.set_fault(Fault::none());
-    wait_value(&secrets, "db", "newer", 40, "recovery after the outage").await;
+    wait_value(&secrets, "db", "newer", 90, "recovery after the outage").await;
     let c = wait_reason(&managed, "db", "Ready", "Synced").await;
     assert_eq!(c.status, "True");
 }
