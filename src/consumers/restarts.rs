@@ -712,7 +712,7 @@ mod tests {
 
     #[test]
     fn a_rollout_past_the_deadline_fails() {
-        let (mut r, hash) = rolling_to_h2();
+        let (mut r, _) = rolling_to_h2();
         let (steps, wake) = r.due(t(30));
         assert!(steps.is_empty());
         assert_eq!(wake, Some(t(620)), "woken at the deadline");
