@@ -81,6 +81,24 @@ async fn refusal(resp: Response) -> Refusal {
     Refusal { status, headers, body }
 }
 
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) is encoded in a path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// One URL path segment, percent-encoded (`/` becomes `%2F`, a space `%20`). Callers refuse segments of only
+/// dots: URL parsers resolve those as `.` and `..`, encoded or not.
+pub fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Whether a name would be a `.` or `..` path segment (or only dots).
+pub fn only_dots(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|c| c == b'.')
+}
+
 /// The wait an answer's `Retry-After` header asks for: delay-seconds, or the time until an HTTP-date (zero
 /// when that date has passed). None when the header is absent or neither form.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
@@ -112,6 +130,15 @@ mod tests {
             let base = 200 * (1 << a);
             assert!(d >= base / 2 && d <= base + base / 2, "{a}: {d}");
         }
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(path_segment("prod"), "prod");
+        assert_eq!(path_segment("a b/c%d"), "a%20b%2Fc%25d");
+        assert_eq!(path_segment("é"), "%C3%A9");
+        assert_eq!(path_segment("x-y_z.~"), "x-y_z.~");
+        assert!(only_dots("..") && only_dots(".") && !only_dots("a.") && !only_dots(""));
     }
 
     #[test]

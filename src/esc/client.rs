@@ -146,10 +146,17 @@ impl EscClient {
         Ok(EscClient { http, config })
     }
 
+    /// The URL of `env` with `tail` (whose own segments the caller encodes). Every segment is percent-encoded;
+    /// `EnvRef` refuses parts that are only dots.
     fn url(&self, env: &EnvRef, tail: &str) -> String {
+        let seg = retry::path_segment;
         format!(
             "{}/environments/{}/{}/{}{}",
-            self.config.base_url, env.org, env.project, env.env, tail
+            self.config.base_url,
+            seg(&env.org),
+            seg(&env.project),
+            seg(&env.env),
+            tail
         )
     }
 
@@ -247,9 +254,11 @@ impl EscClient {
             return Ok(n);
         }
         let what = format!("revision tag {version:?} of ESC environment {env}");
-        let resp = self
-            .get(Method::GET, &self.url(env, &format!("/versions/tags/{version}")), &what)
-            .await?;
+        if version.is_empty() || retry::only_dots(version) {
+            return Err(EscError::Invalid(format!("{what} is not a tag name")));
+        }
+        let tail = format!("/versions/tags/{}", retry::path_segment(version));
+        let resp = self.get(Method::GET, &self.url(env, &tail), &what).await?;
         let tag: RevisionTag = resp.json().await.map_err(|e| invalid_body("revision tag", e))?;
         Ok(tag.revision)
     }
@@ -262,7 +271,11 @@ impl EscClient {
         let resp = self.get(Method::POST, &url, &what).await?;
         let open: OpenResponse = resp.json().await.map_err(|e| invalid_body("open", e))?;
         let resp = self
-            .get(Method::GET, &self.url(env, &format!("/open/{}", open.id)), &what)
+            .get(
+                Method::GET,
+                &self.url(env, &format!("/open/{}", retry::path_segment(&open.id))),
+                &what,
+            )
             .await?;
         let body = Zeroizing::new(
             resp.bytes()

@@ -222,9 +222,16 @@ fn import_names(imports: &Node) -> Vec<String> {
     }
 }
 
+/// A string as an ESC definition must write it to mean exactly `s`: ESC reads `$$` as `$` and `${...}` as an
+/// interpolation in every string, `fn::secret` arguments included (pulumi/esc `ast.parseInterpolate`), so each
+/// `$` is doubled.
+pub fn escape_interpolation(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
 /// The byte range to replace and its new text.
 fn replacement(text: &str, node: &Node, value: &str) -> (usize, usize, String) {
-    let quoted = double_quoted(value);
+    let quoted = double_quoted(&escape_interpolation(value));
     node_replacement(
         text,
         node,
@@ -292,7 +299,7 @@ fn verify(old_root: Option<&Node>, new_text: &str, path: &PropertyPath, value: &
         .ok_or(EditError::Internal("the result is empty"))?;
     let mut expected = old_root.map(Node::to_json).unwrap_or(Json::Null);
     let slot = json_at(&mut expected, path).ok_or(EditError::Internal("the path vanished"))?;
-    *slot = serde_json::json!({"fn::secret": value});
+    *slot = serde_json::json!({"fn::secret": escape_interpolation(value)});
     if new_root.to_json() != expected {
         return Err(EditError::Internal("values other than the path changed"));
     }
@@ -510,6 +517,13 @@ values:
     }
 
     #[test]
+    fn dollars_are_doubled_so_esc_reads_the_value_back() {
+        assert_eq!(escape_interpolation("a$b${c}$$"), "a$$b$${c}$$$$");
+        let out = set_secret("values:\n  k: 1\n", &path("k"), "p$w${x}").unwrap();
+        assert_eq!(out, "values:\n  k: {fn::secret: \"p$$w$${x}\"}\n");
+    }
+
+    #[test]
     fn interpolation_detection() {
         assert!(interpolates("${a}") && interpolates("x ${a.b} y") && interpolates("$x${a}"));
         assert!(
@@ -532,7 +546,8 @@ values:
                 let p = ["db.password", "db.host", "api.flow.token", "api.list[1]", "api.empty", "block"][which];
                 let out = set_secret(&text, &path(p), &value).unwrap();
                 let mut expected = json_of(&text);
-                *json_at(&mut expected, &path(p)).unwrap() = serde_json::json!({"fn::secret": value});
+                // The YAML holds the literal ESC reads as `value` (every `$` doubled).
+                *json_at(&mut expected, &path(p)).unwrap() = serde_json::json!({"fn::secret": escape_interpolation(&value)});
                 prop_assert_eq!(json_of(&out), expected);
             }
 

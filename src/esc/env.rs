@@ -13,7 +13,12 @@ pub struct EnvRef {
 impl EnvRef {
     pub fn parse(s: &str) -> Result<EnvRef, EscError> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
+        // A part of only dots would be resolved as `.` or `..` by URL parsers, even percent-encoded.
+        let ok = |p: &&str| {
+            !p.is_empty()
+                && p.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+                && !p.bytes().all(|c| c == b'.')
+        };
         match parts.as_slice() {
             [o, e] if ok(o) && ok(e) => Ok(EnvRef {
                 org: o.to_string(),
@@ -50,7 +55,16 @@ mod tests {
             ("ai-cherry", "sophia", "lambda-labs-production")
         );
         assert_eq!(EnvRef::parse("acme/prod").unwrap().project, "default");
-        for bad in ["acme", "a/b/c/d", "a//b", "a b/c"] {
+        for bad in [
+            "acme",
+            "a/b/c/d",
+            "a//b",
+            "a b/c",
+            "acme/team-a/..",
+            "acme/./prod",
+            "../x",
+            "a/.../b",
+        ] {
             assert!(EnvRef::parse(bad).is_err(), "{bad}");
         }
     }

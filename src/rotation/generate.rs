@@ -12,7 +12,7 @@ use rand::Rng;
 use rand::distr::{Distribution, Uniform};
 use zeroize::Zeroizing;
 
-use crate::api::{CharClass, Generator};
+use crate::api::{CharClass, Generator, MIN_GENERATOR_BITS, min_generator_length};
 use crate::secret::SecretBytes;
 
 pub const DEFAULT_LENGTH: u32 = 32;
@@ -32,7 +32,7 @@ const MAX_ATTEMPTS: u32 = 1_000;
 
 /// Why a generator spec is invalid (or, practically never, why drawing failed). Messages quote the spec,
 /// never a generated value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GenerateError {
     #[error("rotation.generator.length {0} is out of range: use {min} to {max}", min = MIN_LENGTH, max = MAX_LENGTH)]
     Length(u32),
@@ -52,6 +52,18 @@ pub enum GenerateError {
     NoCharacters,
     #[error("no value containing every class after {MAX_ATTEMPTS} draws", MAX_ATTEMPTS = MAX_ATTEMPTS)]
     Exhausted,
+    #[error(
+        "rotation.generator is too weak: {length} characters of an alphabet of {alphabet} give about {bits:.0} bits; \
+         at least {min} bits are needed ({need})",
+        min = MIN_GENERATOR_BITS
+    )]
+    TooWeak {
+        length: u32,
+        alphabet: usize,
+        bits: f64,
+        /// What would be enough: a length, or a larger alphabet.
+        need: String,
+    },
 }
 
 impl GenerateError {
@@ -65,6 +77,7 @@ impl GenerateError {
             | GenerateError::DuplicateSymbol(_)
             | GenerateError::SymbolsWithoutClass => "invalid_generator_symbols",
             GenerateError::Exhausted => "generator_exhausted",
+            GenerateError::TooWeak { .. } => "generator_too_weak",
         }
     }
 }
@@ -145,13 +158,34 @@ fn parse_symbols(symbols: &str) -> Result<Vec<u8>, GenerateError> {
     Ok(out)
 }
 
-/// Checks a spec without drawing a value, for validating a ManagedSecret before its first rotation.
+/// Checks a spec without drawing a value, for validating a ManagedSecret before its first rotation: its form,
+/// and at least [`MIN_GENERATOR_BITS`] of entropy (`length × log2(alphabet size)`, the rule admission applies).
 pub fn validate(spec: Option<&Generator>) -> Result<(), GenerateError> {
-    parse(spec).map(|_| ())
+    let (length, alphabet) = parse(spec)?;
+    strong_enough(length, &alphabet)
 }
 
-/// Makes a new value from the OS-seeded thread CSPRNG.
+fn strong_enough(length: usize, alphabet: &Alphabet) -> Result<(), GenerateError> {
+    let size = alphabet.chars.len();
+    let min = min_generator_length(size);
+    if min.is_some_and(|m| length >= m as usize) {
+        return Ok(());
+    }
+    let need = match min {
+        Some(m) if m <= MAX_LENGTH => format!("use at least {m} characters of this alphabet, or more classes"),
+        _ => "use more classes or symbols".to_string(),
+    };
+    Err(GenerateError::TooWeak {
+        length: u32::try_from(length).unwrap_or(u32::MAX),
+        alphabet: size,
+        bits: length as f64 * (size.max(1) as f64).log2(),
+        need,
+    })
+}
+
+/// Makes a new value from the OS-seeded thread CSPRNG, for a spec that passes [`validate`].
 pub fn generate(spec: Option<&Generator>) -> Result<SecretBytes, GenerateError> {
+    validate(spec)?;
     generate_with(spec, &mut rand::rng())
 }
 
@@ -221,7 +255,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_value() {
-        let v = generate(Some(&spec(Some(16), &[CharClass::Digits], None))).unwrap();
+        let v = generate(Some(&spec(Some(40), &[CharClass::Digits], None))).unwrap();
         let shown = format!("{v:?}");
         assert!(!shown.contains(std::str::from_utf8(v.expose()).unwrap()), "{shown}");
     }
@@ -321,6 +355,35 @@ mod tests {
         assert_eq!(validate(None), Ok(()));
     }
 
+    #[test]
+    fn weak_generators_are_refused_with_what_would_do() {
+        use CharClass::*;
+        // The issue's reproduction: one symbol, sixteen times.
+        let e = validate(Some(&spec(Some(16), &[Symbols], Some("!")))).unwrap_err();
+        assert_eq!(e.category(), "generator_too_weak");
+        assert!(e.to_string().contains("about 0 bits"), "{e}");
+        assert!(e.to_string().contains("use more classes or symbols"), "{e}");
+        let e = validate(Some(&spec(Some(16), &[Digits], None))).unwrap_err();
+        assert!(e.to_string().contains("use at least 39 characters"), "{e}");
+        assert!(generate(Some(&spec(Some(16), &[Digits], None))).is_err());
+        for (length, classes) in [
+            (39, vec![Digits]),
+            (28, vec![Lowercase]),
+            (22, vec![Lowercase, Uppercase, Digits]),
+            (20, vec![]),
+        ] {
+            assert_eq!(
+                validate(Some(&spec(Some(length), &classes, None))),
+                Ok(()),
+                "{length} {classes:?}"
+            );
+            let shorter = spec(Some(length - 1), &classes, None);
+            assert!(validate(Some(&shorter)).is_err(), "{length} {classes:?}");
+        }
+        // The default (32 of all classes) is well above the floor.
+        assert_eq!(validate(None), Ok(()));
+    }
+
     /// Counts characters over 20k draws: each within ±20% of its expectation, and a chi-square statistic below
     /// the 99.99th percentile for its degrees of freedom. Seeded, so it cannot flake.
     fn check_uniform(g: &Generator, alphabet: &[u8], seed: u64) {
@@ -401,7 +464,8 @@ mod tests {
         fn every_class_present_and_nothing_else(classes in classes(), length in 16u32..=128, symbols in symbols()) {
             let symbols = if classes.contains(&CharClass::Symbols) { symbols } else { None };
             let g = Generator { length: Some(length), classes: classes.clone(), symbols: symbols.clone() };
-            let v = generate(Some(&g)).unwrap();
+            // Below the entropy floor `generate` refuses; the draw itself is what this checks.
+            let v = generate_with(Some(&g), &mut rand::rng()).unwrap();
             let v = v.expose();
             prop_assert_eq!(v.len(), length as usize);
             let symbols = symbols.as_deref().unwrap_or(DEFAULT_SYMBOLS);
@@ -416,7 +480,7 @@ mod tests {
 
         #[test]
         fn any_length_in_range_is_exact(length in MIN_LENGTH..=MAX_LENGTH) {
-            let v = generate(Some(&spec(Some(length), &[], None))).unwrap();
+            let v = generate_with(Some(&spec(Some(length), &[], None)), &mut rand::rng()).unwrap();
             prop_assert_eq!(v.expose().len(), length as usize);
         }
 

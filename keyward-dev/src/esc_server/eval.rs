@@ -531,7 +531,7 @@ impl EnvEval<'_> {
             Kind::Scalar { .. } => {
                 let j = node.to_json();
                 if let Json::String(s) = &j
-                    && s.contains("${")
+                    && s.contains('$')
                 {
                     match parse_interpolation(s) {
                         Ok(parts) => return self.push(ExprKind::Interpolate(parts), node, path),
@@ -586,7 +586,7 @@ impl EnvEval<'_> {
 
     fn secret_plaintext(&self, arg: &Node) -> Result<String, String> {
         match &arg.kind {
-            Kind::Scalar { text, .. } => Ok(text.clone()),
+            Kind::Scalar { text, .. } => literal(text),
             Kind::Map(_) => match arg.get("ciphertext").and_then(Node::as_str) {
                 Some(ct) => self
                     .key
@@ -848,7 +848,17 @@ fn stringify(v: &EValue) -> String {
     }
 }
 
-/// Splits a string into text and `${path}` references; `$${` is a literal `${`.
+/// The value a string literal means, for places that take no interpolation (`fn::secret`): `$$` is `$`, and a
+/// reference is an error.
+pub(crate) fn literal(text: &str) -> Result<String, String> {
+    match parse_interpolation(text)?.as_slice() {
+        [Part::Text(t)] => Ok(t.clone()),
+        _ => Err("fn::secret takes a string literal, not an interpolation".into()),
+    }
+}
+
+/// Splits a string into text and `${path}` references, as ESC does (pulumi/esc `ast.parseInterpolate`): `$$`
+/// is a literal `$` wherever it stands, `${` opens a reference, any other `$` is itself.
 fn parse_interpolation(s: &str) -> Result<Vec<Part>, String> {
     let mut parts = Vec::new();
     let mut text = String::new();
@@ -856,8 +866,8 @@ fn parse_interpolation(s: &str) -> Result<Vec<Part>, String> {
     while let Some(i) = rest.find('$') {
         text.push_str(&rest[..i]);
         let after = &rest[i..];
-        if let Some(after_escape) = after.strip_prefix("$${") {
-            text.push_str("${");
+        if let Some(after_escape) = after.strip_prefix("$$") {
+            text.push('$');
             rest = after_escape;
         } else if let Some(inner) = after.strip_prefix("${") {
             // The reference ends at the first `}` outside a quoted key.

@@ -3,7 +3,7 @@
 //! those value nodes change: comments, ordering, quoting and every other expression stay byte for byte.
 
 use super::crypto::SecretKey;
-use super::eval::Diagnostic;
+use super::eval::{Diagnostic, literal};
 use keyward::yaml::{self, Kind, Node, Range};
 
 /// One `fn::secret: value` site.
@@ -81,12 +81,20 @@ pub(crate) fn encrypt_definition(key: &SecretKey, env: &str, text: &str) -> Resu
             continue;
         }
         match &v.kind {
-            Kind::Scalar { text: plain, .. } => {
-                if v.to_json().is_null() && plain.is_empty() {
+            Kind::Scalar { text: written, .. } => {
+                if v.to_json().is_null() && written.is_empty() {
                     diags.push(refuse("fn::secret needs a string value"));
                     continue;
                 }
-                match key.encrypt(plain) {
+                // What is encrypted is the value the literal means (`$$` is `$`), as ESC encrypts it.
+                let plain = match literal(written) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        diags.push(refuse(&e));
+                        continue;
+                    }
+                };
+                match key.encrypt(&plain) {
                     Ok(ct) => {
                         let start = v.tag_begin.map_or(v.range.begin.byte, |t| t.byte);
                         edits.push((start, v.range.end.byte, format!("{{ciphertext: {ct}}}")));
@@ -131,7 +139,8 @@ pub(crate) fn decrypt_definition(key: &SecretKey, text: &str) -> Result<String, 
     for Site { key: k, value: v } in found {
         let Some(ct) = ciphertext(v) else { continue };
         let plain = key.decrypt(ct).map_err(|e| e.to_string())?;
-        let rendered = yaml::render_string(&plain);
+        // Written back as a literal that means the plaintext: every `$` doubled.
+        let rendered = yaml::render_string(&plain.replace('$', "$$"));
         let v_start = v.tag_begin.map_or(v.range.begin.byte, |t| t.byte);
         let between = text.get(k.range.end.byte..v_start).unwrap_or("");
         let simple_gap = between.trim_start().starts_with(':') && between.trim_start()[1..].trim().is_empty();
@@ -174,6 +183,110 @@ mod tests {
             rest_before = &tail[s.len()..];
         }
         assert_eq!(rest_before, rest_after);
+    }
+
+    /// One configuration's values through the editor, the update's encryption, an open and keyward's read.
+    fn round_trip(g: &keyward::api::Generator, count: usize, key: &SecretKey, env: &keyward::esc::EnvRef) {
+        use keyward::esc::definition::{double_quoted, escape_interpolation, set_secret};
+        use keyward::esc::{PropertyPath, Snapshot};
+        use keyward::rotation::generate::generate;
+        // Few values per definition: reading one value parses the whole open answer.
+        const BATCH: usize = 4;
+        for batch in 0..count.div_ceil(BATCH) {
+            let values: Vec<_> = (0..BATCH).map(|_| generate(Some(g)).unwrap()).collect();
+            let mut text = String::from("values:\n");
+            for (i, v) in values.iter().enumerate() {
+                let v = std::str::from_utf8(v.expose()).unwrap();
+                text.push_str(&format!(
+                    "  k{i}: {{fn::secret: {}}}\n",
+                    double_quoted(&escape_interpolation(v))
+                ));
+            }
+            // The text above is exactly what the editor writes for a value (checked on one per batch).
+            let one = std::str::from_utf8(values[0].expose()).unwrap();
+            let edited = set_secret("values:\n  k0: old\n", &PropertyPath::parse("k0").unwrap(), one).unwrap();
+            assert_eq!(
+                edited,
+                format!(
+                    "values:\n  k0: {{fn::secret: {}}}\n",
+                    double_quoted(&escape_interpolation(one))
+                )
+            );
+            let encrypted = encrypt_definition(key, "app/prod", &text).unwrap();
+            let ev = evaluate(&NoEnvs, key, "app/prod", &encrypted);
+            assert!(ev.diagnostics.is_empty(), "{g:?} batch {batch}: {:?}", ev.diagnostics);
+            let properties = match &ev.properties.v {
+                crate::esc_server::eval::V::Object(m) => {
+                    serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+                }
+                _ => panic!("no properties"),
+            };
+            let body = serde_json::to_vec(&serde_json::json!({ "properties": properties })).unwrap();
+            let snapshot = Snapshot::new(env.clone(), 1, zeroize::Zeroizing::new(body));
+            for (i, v) in values.iter().enumerate() {
+                let got = snapshot
+                    .lookup(&PropertyPath::parse(&format!("k{i}")).unwrap())
+                    .unwrap();
+                assert_eq!(
+                    got.expose(),
+                    v.expose(),
+                    "{g:?}: a value did not survive ESC byte for byte"
+                );
+            }
+        }
+    }
+
+    /// Every generator configuration keyward accepts, 10,000 values each: written into a definition the way
+    /// keyward's editor writes them, encrypted as an update encrypts them, evaluated as an open evaluates them,
+    /// and read back from the open answer as keyward reads it — byte for byte.
+    #[test]
+    fn generated_values_reach_the_open_answer_byte_for_byte() {
+        use keyward::api::{CharClass, Generator};
+        use keyward::esc::EnvRef;
+
+        let values_per_config: usize = std::env::var("KEYWARD_FIDELITY_VALUES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let key = SecretKey::generate().unwrap();
+        let all_punctuation: String = (b'!'..=b'~').filter(u8::is_ascii_punctuation).map(char::from).collect();
+        let classes = [
+            CharClass::Lowercase,
+            CharClass::Uppercase,
+            CharClass::Digits,
+            CharClass::Symbols,
+        ];
+        let mut configs = Vec::new();
+        for mask in 1u8..16 {
+            let chosen: Vec<CharClass> = (0..4).filter(|i| mask & (1 << i) != 0).map(|i| classes[i]).collect();
+            let with_symbols = chosen.contains(&CharClass::Symbols);
+            let symbol_sets = if with_symbols {
+                vec![None, Some(all_punctuation.clone()), Some("$".to_string() + "{}\\\"'`#")]
+            } else {
+                vec![None]
+            };
+            for symbols in symbol_sets {
+                configs.push(Generator {
+                    length: Some(64),
+                    classes: chosen.clone(),
+                    symbols,
+                });
+            }
+        }
+        configs.push(Generator::default());
+        let env = EnvRef::parse("acme/app/prod").unwrap();
+        // Both cores: the configurations split in two.
+        std::thread::scope(|scope| {
+            for half in configs.chunks(configs.len().div_ceil(2)) {
+                let (key, env) = (&key, &env);
+                scope.spawn(move || {
+                    for g in half {
+                        round_trip(g, values_per_config, key, env);
+                    }
+                });
+            }
+        });
+        assert_eq!(configs.len(), 32);
     }
 
     #[test]
