@@ -19,8 +19,10 @@ build: ## the whole workspace: the operator, keyward-dev (the local control plan
 
 generate: ## regenerate crds/ (and the chart's copy) from the code
 	$(CARGO) build --locked --bin keyward
-	target/debug/keyward crd > crds/managedsecrets.keyward.dev.yaml
-	cp crds/managedsecrets.keyward.dev.yaml charts/keyward/crds/managedsecrets.keyward.dev.yaml
+	for crd in managedsecrets accesspolicies; do \
+	  target/debug/keyward crd $$crd > crds/$$crd.keyward.dev.yaml; \
+	  cp crds/$$crd.keyward.dev.yaml charts/keyward/crds/$$crd.keyward.dev.yaml; \
+	done
 
 lint: ## formatting, no import cycles, clippy on the workspace and on the operator as shipped, the shipped binary's contents
 	$(CARGO) fmt --all -- --check

@@ -2,8 +2,8 @@
 //! for the Secrets workloads consume. `docs/architecture.md` maps the modules.
 #![forbid(unsafe_code)]
 
-pub mod access;
 pub mod api;
+pub mod authz;
 pub mod cli;
 pub mod consumers;
 pub mod controller;

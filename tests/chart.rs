@@ -117,14 +117,16 @@ fn keyward_flags() -> BTreeSet<String> {
 
 #[test]
 fn chart_crd_is_the_generated_crd() {
-    let generated = std::fs::read(support::repo().join("crds/managedsecrets.keyward.dev.yaml")).unwrap();
-    let shipped = std::fs::read(chart().join("crds/managedsecrets.keyward.dev.yaml")).unwrap();
-    assert!(
-        generated == shipped,
-        "charts/keyward/crds/ differs from crds/: run `make generate`"
-    );
+    for file in ["managedsecrets.keyward.dev.yaml", "accesspolicies.keyward.dev.yaml"] {
+        let generated = std::fs::read(support::repo().join("crds").join(file)).unwrap();
+        let shipped = std::fs::read(chart().join("crds").join(file)).unwrap();
+        assert!(
+            generated == shipped,
+            "charts/keyward/crds/{file} differs from crds/: run `make generate`"
+        );
+    }
     let files: Vec<_> = std::fs::read_dir(chart().join("crds")).unwrap().collect();
-    assert_eq!(files.len(), 1, "the chart ships exactly the generated CRD");
+    assert_eq!(files.len(), 2, "the chart ships exactly the generated CRDs");
 }
 
 #[test]
@@ -832,10 +834,7 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
         mounts.push((m.mount_path.clone(), local));
     }
     let known = keyward_flags();
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (http, webhook) = (support::free_port(), support::free_port());
     let mut args = Vec::new();
     let mut left_out = Vec::new();
     for arg in c.args.clone().unwrap_or_default() {
@@ -847,6 +846,10 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
         }
         if flag == "--http-listen" {
             args.push(format!("--http-listen={http}"));
+            continue;
+        }
+        if flag == "--webhook-listen" {
+            args.push(format!("--webhook-listen={webhook}"));
             continue;
         }
         let mut arg = arg;
@@ -880,7 +883,7 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
     let client = keyward_dev::control_plane::client_from_kubeconfig(&kubeconfig)
         .await
         .unwrap();
-    let keyward = Keyward::launch(&kubeconfig, &args, &env, http);
+    let keyward = Keyward::launch(&kubeconfig, &args, &env, http, webhook);
     if !left_out.is_empty() {
         eprintln!("note: left out (not in this keyward yet): {left_out:?}");
     }

@@ -183,7 +183,7 @@ async fn policy_audit_webhook_health_and_metrics() {
 
     // The webhook: unsigned and malformed calls are refused and counted; a signed one refreshes every
     // ManagedSecret of the environment with one ESC open.
-    let url = format!("http://{}/webhooks/esc", keyward.http);
+    let url = format!("http://{}/webhooks/esc", keyward.webhook);
     let http = reqwest::Client::new();
     let body =
         serde_json::json!({"organization": {"githubLogin": "acme"}, "projectName": "app", "environmentName": "prod"})

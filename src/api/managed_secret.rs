@@ -146,8 +146,14 @@ pub enum RotationStrategy {
 /// each.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.symbols) || !has(self.classes) || size(self.classes) == 0 || self.classes.exists(c, c == 'Symbols')")
-    .message("rotation.generator.symbols needs the Symbols class in classes"))]
+#[x_kube(
+    validation = Rule::new("!has(self.symbols) || !has(self.classes) || size(self.classes) == 0 || self.classes.exists(c, c == 'Symbols')")
+        .message("rotation.generator.symbols needs the Symbols class in classes"),
+    validation = Rule::new(generator_strength_rule()).message(
+        "rotation.generator is too weak: length × log2(alphabet size) must be at least 128 bits (for example 20 \
+         characters of letters, digits and symbols, 22 of letters and digits, or 39 digits)"
+    ),
+)]
 pub struct Generator {
     /// Default 32, at least 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,8 +217,8 @@ pub struct GithubTarget {
 
     /// `owner/name`, for a repository or environment secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9-]+/[A-Za-z0-9_.-]+$')")
-        .message("github.repository must be owner/name"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9-]+/[A-Za-z0-9_.-]+$') && !self.matches('/[.]+$')")
+        .message("github.repository must be owner/name (a name of only dots is not one)"))]
     #[schemars(length(max = 140))]
     pub repository: Option<String>,
 
@@ -308,9 +314,13 @@ pub struct Source {
 #[serde(rename_all = "camelCase")]
 pub struct EscProperty {
     /// The environment as `org/project/env`, or `org/env` for project `default`.
-    #[x_kube(validation = Rule::new(
-        "self.matches('^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+$')"
-    ).message("environment must be org/project/env or org/env (letters, digits, '.', '_', '-')"))]
+    #[x_kube(
+        validation = Rule::new(
+            "self.matches('^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+$')"
+        ).message("environment must be org/project/env or org/env (letters, digits, '.', '_', '-')"),
+        validation = Rule::new("!self.matches('(^|/)[.]+(/|$)')")
+            .message("environment parts cannot be '.' or '..' (or only dots)"),
+    )]
     #[schemars(length(max = 256))]
     pub environment: String,
 
@@ -324,8 +334,8 @@ pub struct EscProperty {
 
     /// Pin to a revision number or a revision tag. Empty or absent follows the latest revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == '' || self.matches('^([0-9]+|[A-Za-z0-9_.-]+)$')")
-        .message("version must be a revision number or a tag name"))]
+    #[x_kube(validation = Rule::new("self == '' || (self.matches('^([0-9]+|[A-Za-z0-9_.-]+)$') && !self.matches('^[.]+$'))")
+        .message("version must be a revision number or a tag name (not only dots)"))]
     #[schemars(length(max = 128))]
     pub version: Option<String>,
 }
@@ -364,16 +374,25 @@ pub struct Target {
     #[schemars(length(max = 253))]
     pub key: String,
 
-    /// The Secret's type. Default Opaque.
+    /// The Secret's type: Opaque (the default), kubernetes.io/basic-auth, kubernetes.io/ssh-auth,
+    /// kubernetes.io/tls, kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg. Types that make
+    /// Kubernetes act on the Secret (a service-account token, a bootstrap token) are refused.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(target_type_rule())
+        .message("target.type must be one of Opaque, kubernetes.io/basic-auth, kubernetes.io/ssh-auth, kubernetes.io/tls, kubernetes.io/dockerconfigjson, kubernetes.io/dockercfg"))]
+    #[schemars(length(max = 253))]
     pub type_: Option<String>,
 
-    /// Labels added to the Secret.
+    /// Labels added to the Secret. Keys under `keyward.dev/` are keyward's own and refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE)
+        .message("target.labels cannot use keys under keyward.dev/: keyward keeps its own records there"))]
     pub labels: BTreeMap<String, String>,
 
-    /// Annotations added to the Secret.
+    /// Annotations added to the Secret. Keys under `keyward.dev/` are keyward's own and refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE)
+        .message("target.annotations cannot use keys under keyward.dev/: keyward keeps its own records there"))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -456,6 +475,44 @@ pub struct ManagedSecretStatus {
     /// What was last pushed to each `rotation.pushTo` target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pushes: Vec<PushStatus>,
+
+    // Written by the reconcile alone.
+    /// Which AccessPolicy grant allows each action the spec asks for, or which action no grant allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessStatus>,
+}
+
+/// The authorization of a ManagedSecret's actions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessStatus {
+    /// Every action and the grant that allows it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted: Vec<GrantedAction>,
+    /// The actions refused, with why (the missing grant, or the rule): nothing is read or written while any is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedAction>,
+}
+
+/// An action and the grant that allows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantedAction {
+    /// e.g. `read ESC acme/app/prod path db.password`, `push github:org/acme/DB_PASSWORD (visibility private)`.
+    pub action: String,
+    /// e.g. `AccessPolicy team-a esc[0]`.
+    pub grant: String,
+}
+
+/// An action no grant allows, or a rule refuses.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedAction {
+    pub action: String,
+    /// The condition reason: `EscReadNotGranted`, `EscWriteNotGranted`, `EscRotateNotGranted`,
+    /// `GithubPushNotGranted`, `SecretSourceNotGranted`, `TargetTypeNotAllowed`, `ReservedKey`,
+    /// `GeneratorTooWeak` or `TargetConflict`.
+    pub reason: String,
 }
 
 /// The writers of `status`.
@@ -469,7 +526,8 @@ pub enum StatusWriter {
 
 impl ManagedSecretStatus {
     /// Every status field by its JSON name, with its one writer.
-    pub const WRITERS: [(&'static str, StatusWriter); 12] = [
+    pub const WRITERS: [(&'static str, StatusWriter); 13] = [
+        ("access", StatusWriter::Reconcile),
         ("observedGeneration", StatusWriter::Reconcile),
         ("conditions", StatusWriter::Reconcile),
         ("source", StatusWriter::Reconcile),
@@ -506,6 +564,15 @@ pub struct RotationStatus {
     /// A rotation that has started and not yet reached the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_progress: Option<RotationIntent>,
+
+    /// After failed rotations, when the next one may be tried (the backoff, which the object's own updates do
+    /// not shorten).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+
+    /// Rotations that failed in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
 }
 
 /// A started rotation, recorded before ESC is written so that a restart finishes it instead of starting another.
@@ -536,6 +603,9 @@ pub struct PushStatus {
     /// When it was pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_time: Option<Time>,
+    /// GitHub's `updated_at` of the secret after that push: a later one means someone else wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 /// One consuming workload, as keyward last saw it.
@@ -650,6 +720,70 @@ pub const PREVIOUS_KEY_ANNOTATION: &str = "keyward.dev/previous-key";
 pub const PREVIOUS_UNTIL_ANNOTATION: &str = "keyward.dev/previous-until";
 /// The label keyward puts on every Secret it manages.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "keyward");
+/// The Secret types a target may have (`target.type`): the types of data Kubernetes defines, none of the types
+/// that make Kubernetes act on a Secret (`kubernetes.io/service-account-token`, `bootstrap.kubernetes.io/token`).
+pub const TARGET_TYPES: [&str; 6] = [
+    "Opaque",
+    "kubernetes.io/basic-auth",
+    "kubernetes.io/ssh-auth",
+    "kubernetes.io/tls",
+    "kubernetes.io/dockerconfigjson",
+    "kubernetes.io/dockercfg",
+];
+
+/// The prefix of the labels and annotations keyward writes on its Secrets; a spec may not set keys under it.
+pub const RESERVED_PREFIX: &str = "keyward.dev/";
+
+/// Whether a label or annotation key is keyward's own (`keyward.dev/...`, or a subdomain of it).
+pub fn is_reserved_key(key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX) || key.split_once('/').is_some_and(|(p, _)| p.ends_with(".keyward.dev"))
+}
+
+const RESERVED_KEYS_RULE: &str =
+    "self.all(k, !k.startsWith('keyward.dev/') && !k.split('/')[0].endsWith('.keyward.dev'))";
+
+fn target_type_rule() -> String {
+    let list: Vec<String> = TARGET_TYPES.iter().map(|t| format!("'{t}'")).collect();
+    format!("self in [{}]", list.join(", "))
+}
+
+/// The least entropy a generated value may have, in bits: `length × log2(alphabet size)` (an upper bound; the
+/// rule that every class appears takes off a negligible part at these lengths).
+pub const MIN_GENERATOR_BITS: f64 = 128.0;
+
+/// The alphabets a generator can have: 1 to 26 + 26 + 10 + 32 ASCII punctuation characters.
+const MAX_ALPHABET: usize = 94;
+
+/// The shortest length that gives an alphabet of `size` characters [`MIN_GENERATOR_BITS`] (None for an
+/// alphabet of fewer than two characters, which gives none at any length).
+pub fn min_generator_length(size: usize) -> Option<u32> {
+    if size < 2 {
+        return None;
+    }
+    // The least L with L * log2(size) >= 128. No alphabet size up to 94 puts 128 / log2(size) within rounding
+    // distance of an integer except powers of two, where the division is exact.
+    let bits = (size as f64).log2();
+    Some((MIN_GENERATOR_BITS / bits).ceil() as u32)
+}
+
+/// The admission rule for generators: the alphabet's size from its classes and symbols, and the table of
+/// [`min_generator_length`] indexed by it (CEL has no logarithm).
+fn generator_strength_rule() -> String {
+    let table: Vec<String> = (0..=MAX_ALPHABET)
+        .map(|n| min_generator_length(n).map_or(100_000, |l| l).to_string())
+        .collect();
+    let symbols = "(has(self.symbols) ? size(self.symbols) : 28)";
+    let size = format!(
+        "((!has(self.classes) || size(self.classes) == 0) ? 62 + {symbols} : \
+         ((self.classes.exists(c, c == 'Lowercase') ? 26 : 0) + (self.classes.exists(c, c == 'Uppercase') ? 26 : 0) + \
+         (self.classes.exists(c, c == 'Digits') ? 10 : 0) + (self.classes.exists(c, c == 'Symbols') ? {symbols} : 0)))"
+    );
+    format!(
+        "{size} > {MAX_ALPHABET} || [{}][{size}] <= (has(self.length) ? self.length : 32)",
+        table.join(", ")
+    )
+}
+
 /// The default refresh interval.
 pub const DEFAULT_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -708,6 +842,7 @@ mod tests {
             next_rotation_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
             rotation: Some(RotationStatus::default()),
             pushes: vec![PushStatus::default()],
+            access: Some(AccessStatus::default()),
         };
         let json = serde_json::to_value(&full).unwrap();
         let names: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();

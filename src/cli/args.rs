@@ -22,8 +22,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the CustomResourceDefinitions keyward serves, as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions keyward serves, as YAML (all, or the one named by its plural).
+    Crd {
+        /// `managedsecrets` or `accesspolicies`.
+        name: Option<String>,
+    },
     /// Run the operator (current kubeconfig, or in-cluster configuration).
     Run(Box<RunArgs>),
     /// Generate ManagedSecrets from a secret map (`SECRET_NAME: esc.path` per line), checked against the CRD.
@@ -59,13 +62,23 @@ pub struct RunArgs {
     /// Secret holding the GitHub token, as NAMESPACE/NAME[:KEY] (key defaults to "token").
     #[arg(long, env = "KEYWARD_GITHUB_TOKEN_SECRET", conflicts_with = "github_token_file")]
     pub github_token_secret: Option<String>,
-    /// The access policy (YAML: `rules: [{namespaces: [...], environments: [...]}]`, globs). Without it no
-    /// namespace may read any ESC environment — unless --allow-all-environments says otherwise.
+    /// AccessPolicy objects in a file (a YAML stream; the older `rules: [{namespaces, environments}]` form
+    /// grants reads), for running outside a cluster. They add to the cluster's AccessPolicies.
     #[arg(long, env = "KEYWARD_ACCESS_POLICY_FILE")]
     pub access_policy_file: Option<PathBuf>,
-    /// Let every namespace read every ESC environment (development; prefer a policy file).
-    #[arg(long, env = "KEYWARD_ALLOW_ALL_ENVIRONMENTS", conflicts_with = "access_policy_file")]
-    pub allow_all_environments: bool,
+    /// Let every namespace make keyward do anything (development only: no tenancy).
+    #[arg(
+        long,
+        alias = "allow-all-environments",
+        env = "KEYWARD_ALLOW_ALL",
+        conflicts_with = "access_policy_file"
+    )]
+    pub allow_all: bool,
+    /// Watch the cluster's AccessPolicy objects (their grants take effect within seconds). Without them (and
+    /// without a file or --allow-all) every ManagedSecret is refused.
+    #[arg(long, env = "KEYWARD_WATCH_ACCESS_POLICIES", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub watch_access_policies: bool,
     /// Where audit lines go: `stdout` (logs go to stderr), a file path to append to, or `off`.
     #[arg(long, env = "KEYWARD_AUDIT_LOG", default_value = "stdout")]
     pub audit_log: String,
@@ -124,9 +137,15 @@ pub struct RunArgs {
     /// The leader renews this many seconds before its claim runs out (default: a third of the duration).
     #[arg(long, env = "KEYWARD_LEASE_RENEW_GRACE_SECONDS")]
     pub lease_renew_grace_seconds: Option<u64>,
-    /// Address for /metrics, /healthz and /readyz.
+    /// Address for /metrics, /healthz, /readyz and /health/secrets (the operations port).
     #[arg(long, env = "KEYWARD_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: std::net::SocketAddr,
+    /// Address for the ESC webhook receiver, POST /webhooks/esc (the port that faces Pulumi Cloud).
+    #[arg(long, env = "KEYWARD_WEBHOOK_LISTEN", default_value = "0.0.0.0:8081")]
+    pub webhook_listen: std::net::SocketAddr,
+    /// Seconds a webhook delivery is remembered: the same delivery again within them is refused (409).
+    #[arg(long, env = "KEYWARD_WEBHOOK_REPLAY_WINDOW_SECONDS", default_value_t = 86_400)]
+    pub webhook_replay_window_seconds: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Json, env = "KEYWARD_LOG_FORMAT")]
     pub log_format: LogFormat,

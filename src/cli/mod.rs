@@ -14,7 +14,7 @@ pub fn main() -> ExitCode {
     crate::tls::install_crypto_provider();
     let cli = args::parse();
     let result = match cli.command {
-        Command::Crd => print_crds(),
+        Command::Crd { name } => print_crds(name.as_deref()),
         // The operations commands report their own errors and choose their own exit codes.
         Command::Import(args) => return commands::import(args),
         Command::Report(args) => return commands::report(args),
@@ -33,8 +33,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn print_crds() -> anyhow::Result<()> {
-    let yaml = crate::api::crds_yaml()?;
+fn print_crds(name: Option<&str>) -> anyhow::Result<()> {
+    let mut crds = crate::api::crds();
+    if let Some(name) = name {
+        crds.retain(|c| c.spec.names.plural == name);
+        anyhow::ensure!(
+            !crds.is_empty(),
+            "no CRD named {name:?} (managedsecrets, accesspolicies)"
+        );
+    }
+    let yaml = crate::api::crds_yaml(&crds)?;
     std::io::stdout().write_all(yaml.as_bytes())?;
     Ok(())
 }

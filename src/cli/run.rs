@@ -12,14 +12,15 @@ use kube::{Api, Client};
 use zeroize::Zeroizing;
 
 use super::args::RunArgs;
-use crate::access::AccessPolicy;
+use crate::authz::grants::Policies;
 use crate::consumers::{Planner, PlannerConfig, RestartWindowSpec, parse_windows};
 use crate::controller::context::Settings;
 use crate::controller::error::ControllerError;
 use crate::controller::leader::{self, Elector, LeaderConfig};
 use crate::controller::wiring;
 use crate::esc::{EscClient, EscConfig};
-use crate::http::HttpState;
+use crate::http::health::{self, HealthState};
+use crate::http::webhook::{self, ReplayGuard, WebhookState};
 use crate::push::github::{GithubClient, GithubConfig};
 use crate::secret::ValueHasher;
 use crate::source::Sources;
@@ -167,14 +168,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Audit::file(std::path::Path::new(path), accessor).map_err(|e| anyhow::anyhow!("--audit-log {path}: {e}"))?
         }
     });
-    let policy = match (&args.access_policy_file, args.allow_all_environments) {
-        (Some(path), _) => AccessPolicy::load(path)?,
-        (None, true) => AccessPolicy::allow_all(),
-        (None, false) => {
-            tracing::warn!("no access policy: no namespace may read any ESC environment (see --access-policy-file)");
-            AccessPolicy::default()
+    let policies = match (&args.access_policy_file, args.allow_all) {
+        (Some(path), _) => Policies::load(path)?,
+        (None, true) => {
+            tracing::warn!("--allow-all: every namespace may make keyward do anything (development only)");
+            Policies::allow_all()
         }
+        (None, false) => Policies::default(),
     };
+    if policies.is_empty() && !args.watch_access_policies {
+        tracing::warn!(
+            "no access policy: no ManagedSecret may do anything (see --access-policy-file and AccessPolicy objects)"
+        );
+    }
     // A trailing newline (`echo secret > file`) is not part of the secret.
     let webhook_secret = args
         .webhook_secret_file
@@ -182,21 +188,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(read_secret_file)
         .transpose()?
         .map(|b| Zeroizing::new(b.trim_ascii_end().to_vec()));
-    let http_state = HttpState {
+    let health = health::router(HealthState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         view: view.clone(),
+    });
+    let webhook = webhook::router(WebhookState {
+        metrics: metrics.clone(),
+        view: view.clone(),
         client: Some(client.clone()),
         watch_namespace: args.watch_namespace.clone(),
-        webhook_secret,
+        secret: webhook_secret,
         audit: audit.clone(),
-    };
-    let listener = args.http_listen;
-    tokio::spawn(async move {
-        if let Err(e) = crate::http::serve(listener, http_state).await {
-            tracing::error!(error = %e, "the HTTP endpoints stopped");
-        }
+        replays: ReplayGuard::new(Duration::from_secs(args.webhook_replay_window_seconds)),
     });
+    for (addr, router, what) in [
+        (args.http_listen, health, "/metrics, /healthz, /readyz, /health/secrets"),
+        (args.webhook_listen, webhook, "the ESC webhook /webhooks/esc"),
+    ] {
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(addr, router, what).await {
+                tracing::error!(error = %e, "the HTTP endpoints stopped: {what}");
+            }
+        });
+    }
     let leader = leader_config.map(|config| Elector::start(client.clone(), config));
     let source = Arc::new(Sources {
         esc: esc.clone(),
@@ -214,7 +229,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         planner: Some(planner),
         rollout_deadline: Duration::from_secs(args.rollout_deadline_seconds),
         github: Some(github),
-        policy,
+        policies,
+        watch_access_policies: args.watch_access_policies,
         audit,
         view,
         instance,

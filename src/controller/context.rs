@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 
+use super::access::AccessView;
 use super::leader::Elector;
-use crate::access::AccessPolicy;
+use crate::api::ManagedSecret;
+use crate::authz::grants::Policies;
 use crate::consumers::Planner;
 use crate::push::github::GithubClient;
 use crate::secret::ValueHasher;
@@ -48,8 +51,11 @@ pub struct Settings {
     pub rollout_deadline: Duration,
     /// Where `rotation.pushTo` GitHub targets are pushed.
     pub github: Option<GithubClient>,
-    /// Which namespaces may read which ESC environments.
-    pub policy: AccessPolicy,
+    /// Grants from outside the cluster: a policy file, or `--allow-all`; the cluster's AccessPolicies add to
+    /// them when `watch_access_policies`.
+    pub policies: Policies,
+    /// Watch the cluster's AccessPolicy objects.
+    pub watch_access_policies: bool,
     /// The audit log.
     pub audit: Arc<Audit>,
     /// Filled with the ManagedSecret cache once the controller runs (metrics, /health/secrets).
@@ -71,7 +77,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Where `rotation.pushTo` GitHub targets are pushed; None when not configured.
     pub github: Option<GithubClient>,
-    pub policy: AccessPolicy,
+    /// The grants in force and the namespaces' labels.
+    pub access: Arc<AccessView>,
+    /// Every ManagedSecret (for the ownership of GitHub secrets), once the cache runs.
+    pub managed: Option<Store<ManagedSecret>>,
     pub audit: Arc<Audit>,
     memory: Memory,
 }
@@ -85,12 +94,17 @@ struct Memory {
     refreshes: Mutex<HashMap<String, String>>,
     /// The rotate-now request last honoured.
     rotations: Mutex<HashMap<String, String>>,
-    /// Consecutive failed rotations.
-    rotation_failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failed rotations, and when the next may be tried.
+    rotation_failures: Mutex<HashMap<String, (u32, jiff::Timestamp)>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        access: Arc<AccessView>,
+        managed: Option<Store<ManagedSecret>>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "keyward".into(),
             instance: Some(settings.instance),
@@ -105,7 +119,8 @@ impl Context {
             coalesce_window: settings.coalesce_window,
             metrics: settings.metrics,
             github: settings.github,
-            policy: settings.policy,
+            access,
+            managed,
             audit: settings.audit,
             memory: Memory::default(),
         }
@@ -123,9 +138,28 @@ impl Context {
         }
     }
 
-    /// Records a failed rotation and returns how many in a row this object has had.
+    /// How many failed rotations in a row this object has had, counting one more.
     pub fn rotation_failed(&self, uid: &str) -> u32 {
-        count(&self.memory.rotation_failures, uid)
+        let Ok(map) = self.memory.rotation_failures.lock() else {
+            return 1;
+        };
+        map.get(uid).map_or(1, |(n, _)| n.saturating_add(1))
+    }
+
+    /// Records `failures` failed rotations in a row; the next may be tried at `next`.
+    pub fn rotation_backoff(&self, uid: &str, failures: u32, next: jiff::Timestamp) {
+        if let Ok(mut map) = self.memory.rotation_failures.lock() {
+            map.insert(uid.to_string(), (failures, next));
+        }
+    }
+
+    /// When the next rotation may be tried, after failures.
+    pub fn rotation_not_before(&self, uid: &str) -> Option<jiff::Timestamp> {
+        self.memory
+            .rotation_failures
+            .lock()
+            .ok()
+            .and_then(|map| map.get(uid).map(|(_, t)| *t))
     }
 
     pub fn rotation_succeeded(&self, uid: &str) {

@@ -13,6 +13,8 @@ pub struct Failure {
     pub reason: &'static str,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// Authorization refused the object (a missing grant or a broken rule): counted and audited as a denial.
+    pub denied: bool,
 }
 
 impl Failure {
@@ -21,6 +23,15 @@ impl Failure {
             reason,
             message: message.into(),
             retry_after: None,
+            denied: false,
+        }
+    }
+
+    /// A refusal by authorization.
+    pub fn denied(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            denied: true,
+            ..Failure::new(reason, message)
         }
     }
 }
@@ -31,6 +42,7 @@ impl From<SourceError> for Failure {
             reason: e.reason(),
             message: e.to_string(),
             retry_after: e.retry_after(),
+            denied: false,
         }
     }
 }
@@ -47,6 +59,7 @@ impl From<PushError> for Failure {
             reason: e.reason(),
             message: e.to_string(),
             retry_after: e.retry_after(),
+            denied: false,
         }
     }
 }

@@ -10,6 +10,8 @@
 //! `docs/architecture.md` draws the map. This file only names the rooms: everything is imported from the room
 //! that defines it, so no import runs back up.
 
+mod access;
+mod authorize;
 mod consumers;
 pub mod context;
 pub mod error;

@@ -17,7 +17,7 @@ use super::sync::Synced;
 use super::target_secret::Written;
 use super::timing::backoff;
 use super::{consumers, read, status};
-use crate::api::conditions::{self, DEGRADED, READY, REASON_ACCESS_DENIED, SYNCED};
+use crate::api::conditions::{self, DEGRADED, READY, SYNCED};
 use crate::api::{ManagedSecret, ManagedSecretStatus, SourceStatus};
 use crate::telemetry::audit::Action as Audited;
 use crate::telemetry::metrics::ReasonLabels;
@@ -140,7 +140,7 @@ async fn synced_ok(
 
 async fn failed(ms: &ManagedSecret, ctx: &Context, f: &Failure, n: u32, status: &mut ManagedSecretStatus, now: &Time) {
     let generation = ms.metadata.generation;
-    let denied = f.reason == REASON_ACCESS_DENIED;
+    let denied = f.denied;
     let label = if denied { "denied" } else { "failure" };
     ctx.metrics.secret_access.get_or_create(&access(ms, label)).inc();
     let action = if denied {

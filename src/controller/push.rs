@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::context::Context;
@@ -66,11 +67,7 @@ async fn push_all(
         };
         let name = scope.describe(&t.secret_name);
         targets.push(name.clone());
-        let pushed = status
-            .pushes
-            .iter()
-            .any(|p| p.target == name && p.value_hash.as_ref() == Some(hash));
-        if pushed || result.is_err() {
+        if result.is_err() {
             continue;
         }
         let Some(github) = ctx.github.as_ref() else {
@@ -80,15 +77,50 @@ async fn push_all(
             ));
             continue;
         };
+        let recorded = status.pushes.iter().find(|p| p.target == name).cloned();
+        if let Some(recorded) = recorded.filter(|p| p.value_hash.as_ref() == Some(hash)) {
+            // Pushed already. GitHub's updated_at tells whether someone else has written it since.
+            match github.secret_meta(&scope, &t.secret_name).await {
+                Ok(Some(meta)) if recorded.updated_at.as_ref().is_none_or(|u| *u == meta.updated_at) => {
+                    if recorded.updated_at.is_none()
+                        && let Some(p) = status.pushes.iter_mut().find(|p| p.target == name)
+                    {
+                        p.updated_at = Some(meta.updated_at);
+                    }
+                    continue;
+                }
+                Ok(meta) => {
+                    let what = meta.map_or_else(
+                        || "was deleted".to_string(),
+                        |m| format!("was written at {} by someone else", m.updated_at),
+                    );
+                    let note = format!("{name} {what}; pushing the current value again");
+                    tracing::warn!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), target = %name, "{what} outside keyward; pushing again");
+                    publish_distinct(ctx, ms, EventType::Warning, "PushTargetChanged", "Push", note).await;
+                }
+                Err(e) => {
+                    result = Err(Failure::from(e));
+                    continue;
+                }
+            }
+        }
         match github.put_secret(&scope, &t.secret_name, &synced.value.value).await {
             Ok(()) => {
                 audit(ctx, ms, Action::Pushed, true, Some(&name));
                 checkpoint("github-push");
+                // Our own write's time, to tell a later write by someone else.
+                let updated_at = github
+                    .secret_meta(&scope, &t.secret_name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|m| m.updated_at);
                 status.pushes.retain(|p| p.target != name);
                 status.pushes.push(PushStatus {
                     target: name.clone(),
                     value_hash: Some(hash.clone()),
                     push_time: Some(now.clone()),
+                    updated_at,
                 });
                 publish_distinct(
                     ctx,

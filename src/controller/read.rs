@@ -1,6 +1,5 @@
 //! Phase 1a — read the source: how fresh the read must be (this refresh tick's shared snapshot, a fresh one
-//! for a new or changed object or a refresh-now request, the newest for a rotation to finish), whether the
-//! access policy lets this namespace read it, and the read itself.
+//! for a new or changed object or a refresh-now request, the newest for a rotation to finish), and the read.
 
 use std::time::Instant;
 
@@ -9,9 +8,7 @@ use kube::ResourceExt;
 use super::context::Context;
 use super::failure::Failure;
 use super::timing::{requested_since, tick_start};
-use crate::api::conditions::REASON_ACCESS_DENIED;
 use crate::api::{ManagedSecret, ManagedSecretStatus, REFRESH_NOW_ANNOTATION};
-use crate::esc::EnvRef;
 use crate::source::SourceValue;
 
 /// How fresh this reconcile's read of the source must be. A refresh-now request it honours is recorded in
@@ -45,10 +42,9 @@ pub fn fresh_since(ms: &ManagedSecret, ctx: &Context, uid: &str, status: &mut Ma
     }
 }
 
-/// Reads the value the spec names, from a read at least as fresh as `fresh_since`, if the access policy
-/// allows it.
+/// Reads the value the spec names, from a read at least as fresh as `fresh_since` (authorization has allowed
+/// it).
 pub async fn read(ms: &ManagedSecret, ctx: &Context, fresh_since: Instant) -> Result<SourceValue, Failure> {
-    check_access(ms, ctx)?;
     let ns = ms.namespace().unwrap_or_default();
     Ok(ctx.source.read(&ns, &ms.spec.source, fresh_since).await?)
 }
@@ -60,20 +56,4 @@ pub fn describe(ms: &ManagedSecret) -> String {
         (_, Some(k)) => format!("Secret {} key {}", k.name, k.key),
         _ => "no source".into(),
     }
-}
-
-/// Refuses an ESC source the access policy does not grant to the ManagedSecret's namespace.
-fn check_access(ms: &ManagedSecret, ctx: &Context) -> Result<(), Failure> {
-    let Some(esc) = &ms.spec.source.esc else {
-        return Ok(());
-    };
-    let ns = ms.namespace().unwrap_or_default();
-    let env = EnvRef::parse(&esc.environment)?;
-    if ctx.policy.allows(&ns, &env) {
-        return Ok(());
-    }
-    Err(Failure::new(
-        REASON_ACCESS_DENIED,
-        format!("namespace {ns} may not read ESC environment {env}: no rule of keyward's access policy allows it"),
-    ))
 }

@@ -11,8 +11,9 @@ use kube::runtime::controller::Action;
 
 use super::context::Context;
 use super::error::ControllerError;
+use super::target_secret::Intent;
 use super::timing::until_next_tick;
-use super::{outcome, push, read, rotation, sync};
+use super::{authorize, outcome, push, read, rotation, sync};
 use crate::api::ManagedSecret;
 
 /// Reconciles one ManagedSecret.
@@ -31,12 +32,18 @@ async fn reconcile_one(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Cont
     let now = Time(jiff::Timestamp::now());
     let mut status = ms.status.clone().unwrap_or_default();
     status.observed_generation = ms.metadata.generation;
+    let interval = ms.refresh_interval();
+
+    // 0. Authorize everything the spec asks for; a refused object gets nothing read or written.
+    if let Err(refused) = authorize::authorize(ms, ctx, &mut status) {
+        return outcome::record(ms, ctx, &uid, Err(refused), status, &now, interval).await;
+    }
 
     // 1. Read the source (as fresh as this object needs) and make the target Secret match it.
     let fresh_since = read::fresh_since(ms, ctx, &uid, &mut status);
     let policy = rotation::policy(ms);
     let usable = policy.as_ref().and_then(|p| p.as_ref().ok());
-    let mut synced = sync::sync(ms, ctx, fresh_since, &mut status, usable, None).await;
+    let mut synced = sync::sync(ms, ctx, fresh_since, &mut status, usable, Intent::Keep).await;
 
     // 2. Rotate when due or asked to: the new value goes to ESC first, then into the Secret.
     let rotation_failure = rotation::rotate_if_wanted(ms, ctx, &uid, usable, &mut status, &mut synced).await;
@@ -61,6 +68,6 @@ async fn reconcile_one(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Cont
     let requeue = [rotation_next, push_retry]
         .into_iter()
         .flatten()
-        .fold(until_next_tick(ms.refresh_interval()), std::cmp::min);
+        .fold(until_next_tick(interval), std::cmp::min);
     outcome::record(ms, ctx, &uid, synced, status, &now, requeue).await
 }

@@ -23,7 +23,7 @@ use super::failure::Failure;
 use super::fault::checkpoint;
 use super::record::{audit, publish, publish_distinct};
 use super::sync::{Synced, sync};
-use super::target_secret::{self, Bookkeeping};
+use super::target_secret::{self, Bookkeeping, Intent};
 use super::timing::backoff;
 use crate::api::conditions::{self, ROTATION_DUE, ROTATION_OVERDUE};
 use crate::api::{
@@ -46,8 +46,9 @@ pub fn policy(ms: &ManagedSecret) -> Option<Result<Policy, ScheduleError>> {
 }
 
 /// Rotates when wanted — a started rotation to finish, an unhonored rotate-now request, or the schedule —
-/// unless the Secret holds a rolled-back value. A rotation that changed the value replaces `outcome` with the
-/// sync that wrote it; a failed one is returned.
+/// unless the Secret holds a rolled-back value, or failed rotations are backing off. A rotation that changed the
+/// value replaces `outcome` with the sync that wrote it; a failed one is returned (and delays the next attempt).
+/// A started rotation the spec no longer asks for is dropped.
 pub async fn rotate_if_wanted(
     ms: &ManagedSecret,
     ctx: &Context,
@@ -56,10 +57,30 @@ pub async fn rotate_if_wanted(
     status: &mut ManagedSecretStatus,
     outcome: &mut Result<Synced, Failure>,
 ) -> Option<Failure> {
-    let (Ok(synced), Some(policy)) = (&*outcome, policy) else {
+    let Ok(synced) = &*outcome else {
         return None;
     };
     if synced.written.holding.is_some() {
+        return None;
+    }
+    if let Some(intent) = &synced.written.book.intent
+        && !intent_still_wanted(ms, status, &synced.written.book, policy, intent)
+    {
+        // Its value, if ESC took it before the policy changed, arrives as a change in the source.
+        tracing::info!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), reason = %intent.reason, "dropping a started rotation the spec no longer asks for");
+        if let Some(r) = status.rotation.as_mut() {
+            r.in_progress = None;
+        }
+        let after = sync(ms, ctx, Instant::now(), status, policy, Intent::Drop).await;
+        let failure = after.as_ref().err().cloned();
+        *outcome = after;
+        return failure;
+    }
+    let policy = policy?;
+    // Failed rotations back off; updates of the object (our own status writes among them) do not shorten it.
+    if let Some(next) = next_attempt(ctx, uid, status)
+        && Timestamp::now() < next
+    {
         return None;
     }
     let reason = wanted(ms, ctx, status, &synced.written.book, policy)?;
@@ -85,12 +106,71 @@ pub async fn rotate_if_wanted(
     match result {
         Ok(Some(after)) => {
             ctx.rotation_succeeded(uid);
+            if let Some(r) = status.rotation.as_mut() {
+                r.failures = None;
+                r.next_attempt_time = None;
+            }
             *outcome = Ok(after);
             None
         }
         Ok(None) => None,
-        Err(f) => Some(f),
+        Err(f) => {
+            let failures = ctx.rotation_failed(uid).max(
+                status
+                    .rotation
+                    .as_ref()
+                    .and_then(|r| r.failures)
+                    .unwrap_or(0)
+                    .saturating_add(1),
+            );
+            let wait = backoff(failures, f.retry_after, ms.refresh_interval());
+            let next = Timestamp::now() + jiff::SignedDuration::try_from(wait).unwrap_or_default();
+            ctx.rotation_backoff(uid, failures, next);
+            let rotation = status.rotation.get_or_insert_default();
+            rotation.failures = Some(failures);
+            rotation.next_attempt_time = Some(Time(target_secret::second(next)));
+            Some(f)
+        }
     }
+}
+
+/// When the next rotation may be tried after failures: the later of what this process remembers (the cache can
+/// hold the object from before our own status write) and what status says (it survives restarts).
+fn next_attempt(ctx: &Context, uid: &str, status: &ManagedSecretStatus) -> Option<Timestamp> {
+    let recorded = status
+        .rotation
+        .as_ref()
+        .and_then(|r| r.next_attempt_time.as_ref())
+        .map(|t| t.0);
+    match (ctx.rotation_not_before(uid), recorded) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether the spec still asks for the rotation `intent` records: not when rotation is off or only reports
+/// (Notify), nor for a scheduled one that is no longer due (the period changed). A rotate-now request finishes.
+fn intent_still_wanted(
+    ms: &ManagedSecret,
+    status: &ManagedSecretStatus,
+    book: &Bookkeeping,
+    policy: Option<&Policy>,
+    intent: &RotationIntent,
+) -> bool {
+    let Some(policy) = policy.filter(|p| p.strategy != RotationStrategy::Notify) else {
+        return false;
+    };
+    if intent.reason != REASON_SCHEDULED {
+        return true;
+    }
+    schedule::state(
+        Timestamp::now(),
+        last_rotation(status, book),
+        created(ms),
+        policy,
+        false,
+    )
+    .due
 }
 
 /// The rotate-now request on the object, if it has not been honored yet.
@@ -179,7 +259,7 @@ async fn rotate(
     let resumed;
     if synced.written.book.intent.is_some() && !read_fresh {
         // A rotation started earlier: ESC may already hold its value. Look before making another one.
-        resumed = sync(ms, ctx, Instant::now(), status, Some(policy), None).await?;
+        resumed = sync(ms, ctx, Instant::now(), status, Some(policy), Intent::Keep).await?;
         if resumed.written.replaced.is_some() {
             return Ok(Some(resumed));
         }
@@ -201,7 +281,14 @@ async fn rotate(
         RotationStrategy::Generate => {
             let generator = ms.spec.rotation.as_ref().and_then(|r| r.generator.as_ref());
             let value = generate::generate(generator).map_err(|e| Failure::new("InvalidGenerator", e.to_string()))?;
-            intent.value_hash = Some(ctx.hasher.hash(value.expose()));
+            let hash = ctx.hasher.hash(value.expose());
+            if hash == base.written.hash {
+                return Err(Failure::new(
+                    "RotationUnchanged",
+                    "the generated value equals the current one; nothing was written (check rotation.generator)",
+                ));
+            }
+            intent.value_hash = Some(hash);
             record_intent(ms, ctx, status, policy, base, intent).await?;
             esc.client().write_secret_value(&env, &path, &value).await?;
         }
@@ -221,12 +308,17 @@ async fn rotate(
     }
     checkpoint("esc-write");
     // What ESC holds now is the value from here on — never the one generated above.
-    let after = sync(ms, ctx, Instant::now(), status, Some(policy), None).await?;
+    let after = sync(ms, ctx, Instant::now(), status, Some(policy), Intent::Keep).await?;
     if after.written.replaced.is_none() {
         return Err(Failure {
-            reason: "RotationNotVisible",
-            message: format!("ESC accepted the rotation of {path} in {env}, but reading it back gave the old value"),
             retry_after: Some(Duration::from_secs(5)),
+            ..Failure::new(
+                "RotationUnchanged",
+                format!(
+                    "ESC accepted the rotation of {path} in {env}, but the value it holds now is the one it had \
+                     before"
+                ),
+            )
         });
     }
     checkpoint("secret-write");
@@ -263,8 +355,9 @@ pub async fn report_status(
             at_most(left + Duration::from_millis(50));
         }
     }
-    if let Some(f) = failure {
-        at_most(retry_in(ctx, &ms.uid().unwrap_or_default(), f, ms.refresh_interval()));
+    if let Some(next) = next_attempt(ctx, &ms.uid().unwrap_or_default(), status) {
+        let left = Duration::try_from(next.duration_since(Timestamp::now())).unwrap_or_default();
+        at_most(left + Duration::from_millis(50));
     }
     if let Some(Err(e)) = policy {
         conditions::set(
@@ -297,7 +390,7 @@ async fn record_intent(
         &base.written.hash,
         status,
         Some(policy),
-        Some(intent),
+        Intent::Start(intent),
     )
     .await?;
     checkpoint("intent");
@@ -357,7 +450,15 @@ async fn report(
     }
     let due_at = state.due_at;
     let (due_reason, due_message) = match (state.due, failure) {
-        (_, Some(f)) => (f.reason, format!("rotation failed: {}", f.message)),
+        (_, Some(f)) => {
+            let again = status
+                .rotation
+                .as_ref()
+                .and_then(|r| Some((r.failures?, r.next_attempt_time.as_ref()?)))
+                .map(|(n, t)| format!("; {n} failure(s) in a row, next attempt at {}", t.0))
+                .unwrap_or_default();
+            (f.reason, format!("rotation failed: {}{again}", f.message))
+        }
         (true, None) => ("Due", format!("rotation was due at {due_at}")),
         (false, None) => ("NotDue", format!("next rotation due at {due_at}")),
     };
@@ -411,10 +512,4 @@ async fn report(
         .await;
     }
     state.until_due
-}
-
-/// When a failed rotation is tried again.
-fn retry_in(ctx: &Context, uid: &str, failure: &Failure, interval: Duration) -> Duration {
-    let n = ctx.rotation_failed(uid);
-    backoff(n, failure.retry_after, interval)
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 use super::context::Context;
 use super::failure::Failure;
 use super::read;
-use super::target_secret::{self, Written};
-use crate::api::{ManagedSecret, ManagedSecretStatus, RotationIntent};
+use super::target_secret::{self, Intent, Written};
+use crate::api::{ManagedSecret, ManagedSecretStatus};
 use crate::rotation::schedule::Policy;
 use crate::source::SourceValue;
 
@@ -17,18 +17,18 @@ pub struct Synced {
     pub written: Written,
 }
 
-/// Reads the source (at least as fresh as `fresh_since`) and makes the target Secret match it, recording
-/// `start` as a started rotation when given.
+/// Reads the source (at least as fresh as `fresh_since`) and makes the target Secret match it, changing the
+/// record of a started rotation as `intent` says.
 pub async fn sync(
     ms: &ManagedSecret,
     ctx: &Context,
     fresh_since: Instant,
     status: &mut ManagedSecretStatus,
     policy: Option<&Policy>,
-    start: Option<RotationIntent>,
+    intent: Intent,
 ) -> Result<Synced, Failure> {
     let value = read::read(ms, ctx, fresh_since).await?;
     let hash = ctx.hasher.hash(value.value.expose());
-    let written = target_secret::ensure(ms, ctx, &value, &hash, status, policy, start).await?;
+    let written = target_secret::ensure(ms, ctx, &value, &hash, status, policy, intent).await?;
     Ok(Synced { value, written })
 }

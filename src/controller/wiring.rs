@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -16,6 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::{mpsc, watch};
 
+use super::access::AccessView;
 use super::context::{Context, Settings};
 use super::error::ControllerError;
 use super::leader::{Elector, Leadership};
@@ -23,7 +24,7 @@ use super::reconcile::reconcile;
 use super::restart_task;
 use super::task::AbortOnDrop;
 use super::timing::backoff;
-use crate::api::{MANAGED_SECRET_ANNOTATION, ManagedSecret};
+use crate::api::{AccessPolicy, MANAGED_SECRET_ANNOTATION, ManagedSecret};
 use crate::telemetry::metrics::Metrics;
 
 /// Where the ManagedSecret cache sends what it sees while this replica writes.
@@ -51,6 +52,27 @@ pub async fn run(
     let _ = settings.view.set(reader.clone());
     let triggers: Triggers = Arc::default();
     let _cache = AbortOnDrop(tokio::spawn(keep_cache(managed, writer, triggers.clone())));
+    // What authorization reads, kept by every replica too, so that a new leader decides at once.
+    let access = Arc::new(AccessView::new(settings.policies.clone()));
+    let (grants_changed, grants_seen) = watch::channel(0u64);
+    let grants_changed = Arc::new(grants_changed);
+    let policies = settings.watch_access_policies.then(|| {
+        let (store, writer) = reflector::store();
+        let task = keep_policies(Api::all(client.clone()), writer, access.clone(), grants_changed.clone());
+        (store, AbortOnDrop(tokio::spawn(task)))
+    });
+    // Namespaces' labels select grants; a namespaced keyward may not read Namespaces, and selects by name only.
+    let namespaces = settings.watch_namespace.is_none().then(|| {
+        let (store, writer) = reflector::store();
+        access.set_namespaces(store.clone());
+        let task = keep_namespaces(Api::all(client.clone()), writer, grants_changed.clone());
+        (store, AbortOnDrop(tokio::spawn(task)))
+    });
+    let caches = Caches {
+        managed: reader.clone(),
+        policies: policies.as_ref().map(|(s, _)| s.clone()),
+        namespaces: namespaces.as_ref().map(|(s, _)| s.clone()),
+    };
 
     let elector = settings.leader.take();
     // Without leader election this process is the only one and always leads.
@@ -63,7 +85,7 @@ pub async fn run(
     };
     let (synced_tx, mut synced) = watch::channel(false);
     let _readiness = AbortOnDrop(tokio::spawn(track_readiness(
-        reader.clone(),
+        caches,
         synced_tx,
         leadership.clone(),
         settings.ready.clone(),
@@ -95,7 +117,7 @@ pub async fn run(
     tracing::info!("starting to write: reconciles and consumer restarts");
     let mut lost = leadership.clone();
     tokio::select! {
-        () = write(client, settings, reader, triggers, shutdown) => {
+        () = write(client, settings, reader, triggers, (access, grants_seen), shutdown) => {
             release(elector).await;
             Ok(())
         }
@@ -135,9 +157,90 @@ async fn keep_cache(api: Api<ManagedSecret>, writer: reflector::store::Writer<Ma
     }
 }
 
-/// Keeps `ready` (cache synced and leadership known) and the `keyward_leader` gauge up to date.
+/// The caches a replica keeps: ManagedSecrets, and what authorization reads.
+struct Caches {
+    managed: Store<ManagedSecret>,
+    policies: Option<Store<AccessPolicy>>,
+    namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+}
+
+impl Caches {
+    /// Resolves once every cache has synced.
+    async fn synced(self) {
+        ready(&self.managed).await;
+        tracing::info!("ManagedSecret cache synced");
+        if let Some(p) = &self.policies {
+            ready(p).await;
+            tracing::info!("AccessPolicy cache synced");
+        }
+        if let Some(n) = &self.namespaces {
+            ready(n).await;
+        }
+    }
+}
+
+/// Waits for a store's first sync. Its readiness wakes only its most recent waiter, so ask again every half
+/// second instead of waiting once.
+async fn ready<K>(store: &Store<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+            return;
+        }
+    }
+}
+
+/// Keeps the cluster's AccessPolicies, rebuilds the grants in force on every change, and says so.
+async fn keep_policies(
+    api: Api<AccessPolicy>,
+    writer: reflector::store::Writer<AccessPolicy>,
+    access: Arc<AccessView>,
+    changed: Arc<watch::Sender<u64>>,
+) {
+    let store = writer.as_reader();
+    let mut events = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                access.set_cluster_policies(&store.state());
+                changed.send_modify(|n| *n += 1);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "AccessPolicy watch error"),
+        }
+    }
+}
+
+/// Keeps the Namespaces' metadata (for grants that select namespaces by label); says when labels change.
+async fn keep_namespaces(
+    api: Api<PartialObjectMeta<Namespace>>,
+    writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+    changed: Arc<watch::Sender<u64>>,
+) {
+    let mut events = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            // A new namespace needs no re-check (nothing in it was refused for its labels yet); changed labels
+            // and the end of the first listing do.
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => changed.send_modify(|n| *n += 1),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Namespace watch error"),
+        }
+    }
+}
+
+/// Keeps `ready` (caches synced and leadership known) and the `keyward_leader` gauge up to date.
 async fn track_readiness(
-    store: Store<ManagedSecret>,
+    caches: Caches,
     synced_tx: watch::Sender<bool>,
     mut leadership: watch::Receiver<Leadership>,
     ready: Arc<AtomicBool>,
@@ -145,6 +248,8 @@ async fn track_readiness(
 ) {
     let mut synced = false;
     let mut known = true;
+    let all_synced = caches.synced();
+    tokio::pin!(all_synced);
     loop {
         let role = leadership.borrow_and_update().clone();
         let is_known = known && role.is_known();
@@ -155,14 +260,9 @@ async fn track_readiness(
                 // The election stopped (this process is stopping): nobody here knows who leads any more.
                 known = r.is_ok();
             }
-            // The store's readiness wakes only its most recent waiter, so ask again every half second instead
-            // of waiting once.
-            r = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()), if !synced => {
-                if let Ok(Ok(())) = r {
-                    tracing::info!("ManagedSecret cache synced");
-                    synced = true;
-                    synced_tx.send_replace(true);
-                }
+            () = &mut all_synced, if !synced => {
+                synced = true;
+                synced_tx.send_replace(true);
             }
             else => {
                 ready.store(false, Ordering::Relaxed);
@@ -180,6 +280,7 @@ async fn write(
     mut settings: Settings,
     store: Store<ManagedSecret>,
     triggers: Triggers,
+    (access, grants_changed): (Arc<AccessView>, watch::Receiver<u64>),
     shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
 ) {
     let concurrency = settings.concurrency;
@@ -203,7 +304,7 @@ async fn write(
             settings.audit.clone(),
         )))
     });
-    let ctx = Arc::new(Context::new(client.clone(), settings));
+    let ctx = Arc::new(Context::new(client.clone(), settings, access, Some(store.clone())));
 
     let (tx, rx) = mpsc::unbounded_channel();
     if let Ok(mut slot) = triggers.lock() {
@@ -212,8 +313,9 @@ async fn write(
     let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) });
     let controller = Controller::for_stream(changes, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
-        // The cache synced before this replica started writing: each object in it gets its first reconcile.
-        .reconcile_all_on(futures::stream::once(async {}));
+        // The cache synced before this replica started writing: each object in it gets its first reconcile. A
+        // change of the grants (policies, namespaces' labels) re-checks every object.
+        .reconcile_all_on(futures::stream::once(async {}).chain(grant_changes(grants_changed)));
     // Secrets are watched as metadata only: a change to one keyward wrote (drift) or to one a ManagedSecret
     // reads from wakes the owner; the data itself is read only in reconcile, for the one Secret it needs.
     let secret_events = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
@@ -256,6 +358,17 @@ async fn write(
     if let Ok(mut slot) = triggers.lock() {
         *slot = None;
     }
+}
+
+/// One item per change of the grants, bursts coalesced over half a second.
+fn grant_changes(rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rx.borrow_and_update();
+        tracing::info!("access grants changed: re-checking every ManagedSecret");
+        Some(((), rx))
+    })
 }
 
 fn error_policy(obj: Arc<ManagedSecret>, err: &ControllerError, ctx: Arc<Context>) -> Action {

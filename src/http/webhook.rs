@@ -1,24 +1,28 @@
-//! keyward's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/health/secrets`, and the ESC webhook
-//! receiver `POST /webhooks/esc`.
+//! The ESC webhook receiver, `POST /webhooks/esc`, on a port of its own (the only one that faces Pulumi
+//! Cloud). A delivery is authentic when its `Pulumi-Webhook-Signature` is the HMAC-SHA256 of the body under the
+//! shared secret (Pulumi's webhook docs); it is fresh when its body's signature and its `Pulumi-Webhook-ID`
+//! have not been seen within the replay window, and — when the payload carries a timestamp — when that is
+//! within five minutes of now. A fresh, authentic delivery stamps `keyward.dev/refresh-now` on every
+//! ManagedSecret reading the environment, so that any replica can take it and one ESC open serves them all.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use hmac::{Hmac, Mac};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::api::conditions::{READY, ROTATION_OVERDUE};
+use super::health::json;
 use crate::api::{ManagedSecret, REFRESH_NOW_ANNOTATION, STAMPED_REFRESH_PREFIX};
 use crate::esc::EnvRef;
 use crate::telemetry::audit::{Action, Audit, Entry};
@@ -26,91 +30,74 @@ use crate::telemetry::metrics::{ManagedView, Metrics, WebhookLabels};
 
 /// The header Pulumi Cloud signs webhook deliveries with: hex HMAC-SHA256 of the body under the shared secret.
 pub const SIGNATURE_HEADER: &str = "pulumi-webhook-signature";
+/// The header naming one delivery (Pulumi's delivery logs show it).
+pub const DELIVERY_HEADER: &str = "pulumi-webhook-id";
+/// How far a payload's own timestamp may be from now.
+const TIMESTAMP_WINDOW: Duration = Duration::from_secs(300);
+/// The most deliveries remembered; the oldest are forgotten first.
+const MAX_REMEMBERED: usize = 100_000;
 
-/// What the endpoints report on and act with.
-pub struct HttpState {
+/// What the receiver acts with.
+pub struct WebhookState {
     pub metrics: Arc<Metrics>,
-    /// Set once the controller's caches have synced.
-    pub ready: Arc<AtomicBool>,
-    /// The ManagedSecrets the controller sees.
+    /// The ManagedSecrets the controller sees (which read the environment).
     pub view: ManagedView,
-    /// For the webhook receiver: it asks the ManagedSecrets of an environment to refresh.
+    /// For stamping the refresh requests.
     pub client: Option<Client>,
     /// The namespace keyward watches (namespaced mode), or all.
     pub watch_namespace: Option<String>,
-    /// The webhook's shared secret; without one the receiver refuses every call.
-    pub webhook_secret: Option<Zeroizing<Vec<u8>>>,
+    /// The shared secret; without one every call is refused.
+    pub secret: Option<Zeroizing<Vec<u8>>>,
     pub audit: Arc<Audit>,
+    /// Deliveries seen within the window.
+    pub replays: ReplayGuard,
 }
 
-async fn metrics(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+/// The receiver's route.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/webhooks/esc", post(esc_webhook))
+        .with_state(Arc::new(state))
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// Remembers deliveries (by their signature, which covers the whole body, and by their delivery id) for a
+/// window, so that a recorded delivery sent again is refused.
+pub struct ReplayGuard {
+    window: Duration,
+    seen: Mutex<HashMap<String, Instant>>,
 }
 
-async fn readyz(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string())
-}
-
-/// Counts by condition, and the overdue and failing ManagedSecrets by name. Conditions' messages name paths
-/// and reasons, never values.
-async fn health_secrets(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
-    let Some(store) = s.view.get() else {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"error": "not ready"}),
-        );
-    };
-    let objects = store.state();
-    let mut by_condition: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let (mut overdue, mut failing) = (Vec::new(), Vec::new());
-    for ms in &objects {
-        let name = format!("{}/{}", ms.namespace().unwrap_or_default(), ms.name_any());
-        let conditions = ms
-            .status
-            .as_ref()
-            .map(|st| st.conditions.as_slice())
-            .unwrap_or_default();
-        for c in conditions {
-            *by_condition
-                .entry(c.type_.clone())
-                .or_default()
-                .entry(c.status.clone())
-                .or_default() += 1;
-            if c.type_ == ROTATION_OVERDUE && c.status == "True" {
-                overdue.push(serde_json::json!({"name": name, "reason": c.reason, "message": c.message}));
-            }
-            if c.type_ == READY && c.status == "False" {
-                failing.push(serde_json::json!({"name": name, "reason": c.reason, "message": c.message}));
-            }
+impl ReplayGuard {
+    pub fn new(window: Duration) -> Self {
+        ReplayGuard {
+            window,
+            seen: Mutex::new(HashMap::new()),
         }
     }
-    json(
-        StatusCode::OK,
-        serde_json::json!({
-            "total": objects.len(),
-            "conditions": by_condition,
-            "overdue": overdue,
-            "failing": failing,
-        }),
-    )
+
+    /// Records the delivery; false when any of its keys was seen within the window.
+    fn first_time(&self, keys: &[String]) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        seen.retain(|_, at| now.duration_since(*at) < self.window);
+        if keys.iter().any(|k| seen.contains_key(k)) {
+            return false;
+        }
+        if seen.len() + keys.len() > MAX_REMEMBERED {
+            // Past the bound: forget the oldest (a flood of distinct signed deliveries needs the secret).
+            let mut ages: Vec<(Instant, String)> = seen.iter().map(|(k, at)| (*at, k.clone())).collect();
+            ages.sort();
+            for (_, k) in ages.into_iter().take(keys.len()) {
+                seen.remove(&k);
+            }
+        }
+        for k in keys {
+            seen.insert(k.clone(), now);
+        }
+        true
+    }
 }
 
 /// The environment a webhook delivery is about. Accepts `"environment": "org/project/env"`, or the parts as
@@ -146,10 +133,9 @@ fn signature_ok(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
-/// `POST /webhooks/esc`: an ESC environment changed; every ManagedSecret reading it refreshes at once (through
-/// a stamped `keyward.dev/refresh-now`, so that any replica can take the call and one ESC open serves them all).
+/// `POST /webhooks/esc`: an ESC environment changed; every ManagedSecret reading it refreshes at once.
 async fn esc_webhook(
-    State(s): State<Arc<HttpState>>,
+    State(s): State<Arc<WebhookState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
@@ -175,10 +161,7 @@ async fn esc_webhook(
         tracing::warn!(source_ip = %ip, result, "ESC webhook call refused");
         json(status, serde_json::json!({"error": message}))
     };
-    let authentic = s
-        .webhook_secret
-        .as_ref()
-        .is_some_and(|k| signature_ok(k, &headers, &body));
+    let authentic = s.secret.as_ref().is_some_and(|k| signature_ok(k, &headers, &body));
     if !authentic {
         return refuse(
             "unauthenticated",
@@ -186,17 +169,24 @@ async fn esc_webhook(
             "missing or wrong Pulumi-Webhook-Signature",
         );
     }
-    let Some(env) = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .as_ref()
-        .and_then(environment_of)
-    else {
+    let payload = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let Some(env) = payload.as_ref().and_then(environment_of) else {
         return refuse(
             "malformed",
             StatusCode::BAD_REQUEST,
             "the payload names no ESC environment",
         );
     };
+    if payload.as_ref().and_then(timestamp_of).is_some_and(|at| !recent(at)) {
+        return refuse(
+            "stale",
+            StatusCode::BAD_REQUEST,
+            "the payload's timestamp is more than five minutes from now",
+        );
+    }
+    if !s.replays.first_time(&delivery_keys(&headers)) {
+        return refuse("replayed", StatusCode::CONFLICT, "this delivery was received before");
+    }
     let Some(client) = &s.client else {
         count("failed");
         return json(
@@ -204,7 +194,7 @@ async fn esc_webhook(
             serde_json::json!({"error": "not ready"}),
         );
     };
-    match refresh_environment(client, s.watch_namespace.as_deref(), &env).await {
+    match refresh_environment(client, &s.view, s.watch_namespace.as_deref(), &env).await {
         Ok(n) => {
             count("accepted");
             tracing::info!(environment = %env, managed_secrets = n, source_ip = %ip, "ESC webhook: refreshing");
@@ -224,15 +214,70 @@ async fn esc_webhook(
     }
 }
 
-/// Stamps `keyward.dev/refresh-now` on every ManagedSecret that reads `env`; returns how many.
-async fn refresh_environment(client: &Client, namespace: Option<&str>, env: &EnvRef) -> Result<usize, kube::Error> {
-    let api: Api<ManagedSecret> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+/// What identifies a delivery: its signature (so the same body replayed with another id is caught) and the
+/// delivery id Pulumi gives it.
+fn delivery_keys(headers: &HeaderMap) -> Vec<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let mut keys = Vec::new();
+    if let Some(sig) = header(SIGNATURE_HEADER) {
+        keys.push(format!(
+            "signature:{}",
+            sig.trim_start_matches("sha256=").to_ascii_lowercase()
+        ));
+    }
+    if let Some(id) = header(DELIVERY_HEADER).filter(|id| !id.is_empty()) {
+        keys.push(format!("delivery:{id}"));
+    }
+    keys
+}
+
+/// A timestamp the payload carries (`timestamp`, `createdAt` or `time`; RFC 3339, or Unix seconds or
+/// milliseconds). Pulumi's environment events carry none; other senders may.
+fn timestamp_of(payload: &serde_json::Value) -> Option<jiff::Timestamp> {
+    let v = ["timestamp", "createdAt", "time"]
+        .iter()
+        .find_map(|k| payload.get(*k))?;
+    match v {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => {
+            let n = n.as_i64()?;
+            // Beyond year 33658 in seconds means milliseconds.
+            if n > 1_000_000_000_000 {
+                jiff::Timestamp::from_millisecond(n).ok()
+            } else {
+                jiff::Timestamp::from_second(n).ok()
+            }
+        }
+        _ => None,
+    }
+}
+
+fn recent(at: jiff::Timestamp) -> bool {
+    let off = jiff::Timestamp::now().duration_since(at).unsigned_abs();
+    off <= TIMESTAMP_WINDOW
+}
+
+/// Stamps `keyward.dev/refresh-now` on every ManagedSecret that reads `env` (found in the cache, or by a list
+/// before the cache runs); returns how many.
+async fn refresh_environment(
+    client: &Client,
+    view: &ManagedView,
+    namespace: Option<&str>,
+    env: &EnvRef,
+) -> Result<usize, kube::Error> {
+    let objects: Vec<ManagedSecret> = match view.get() {
+        Some(store) => store.state().iter().map(|ms| (**ms).clone()).collect(),
+        None => {
+            let api: Api<ManagedSecret> = match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            api.list(&ListParams::default()).await?.items
+        }
     };
     let stamp = format!("{STAMPED_REFRESH_PREFIX}{}", jiff::Timestamp::now());
     let mut n = 0;
-    for ms in api.list(&ListParams::default()).await? {
+    for ms in objects {
         let reads = ms
             .spec
             .source
@@ -251,20 +296,6 @@ async fn refresh_environment(client: &Client, namespace: Option<&str>, env: &Env
         n += 1;
     }
     Ok(n)
-}
-
-/// Serves the endpoints on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, state: HttpState) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/health/secrets", get(health_secrets))
-        .route("/webhooks/esc", post(esc_webhook))
-        .with_state(Arc::new(state));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz, /health/secrets, /webhooks/esc");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
 #[cfg(test)]
@@ -289,6 +320,44 @@ mod tests {
         assert_eq!(e(serde_json::json!({"organization": "acme"})), None);
         assert_eq!(e(serde_json::json!({"environment": "a/b/c/d"})), None);
         assert_eq!(e(serde_json::json!([1, 2])), None);
+    }
+
+    #[test]
+    fn deliveries_are_remembered_by_signature_and_id() {
+        let guard = ReplayGuard::new(Duration::from_secs(60));
+        let headers = |sig: &str, id: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert(SIGNATURE_HEADER, sig.parse().unwrap());
+            if let Some(id) = id {
+                h.insert(DELIVERY_HEADER, id.parse().unwrap());
+            }
+            h
+        };
+        assert!(guard.first_time(&delivery_keys(&headers("aa", Some("d1")))));
+        // The same body again, whatever id it claims.
+        assert!(!guard.first_time(&delivery_keys(&headers("AA", Some("d2")))));
+        assert!(!guard.first_time(&delivery_keys(&headers("sha256=aa", None))));
+        // The same delivery id with another body.
+        assert!(!guard.first_time(&delivery_keys(&headers("bb", Some("d1")))));
+        assert!(guard.first_time(&delivery_keys(&headers("cc", Some("d3")))));
+        let short = ReplayGuard::new(Duration::ZERO);
+        assert!(short.first_time(&delivery_keys(&headers("aa", None))));
+        assert!(
+            short.first_time(&delivery_keys(&headers("aa", None))),
+            "forgotten after the window"
+        );
+    }
+
+    #[test]
+    fn payload_timestamps_must_be_recent() {
+        let now = jiff::Timestamp::now();
+        let at = |v: serde_json::Value| timestamp_of(&v).map(recent);
+        assert_eq!(at(serde_json::json!({"timestamp": now.to_string()})), Some(true));
+        assert_eq!(at(serde_json::json!({"createdAt": now.as_second()})), Some(true));
+        assert_eq!(at(serde_json::json!({"time": now.as_millisecond()})), Some(true));
+        let old = now - jiff::SignedDuration::from_secs(3600);
+        assert_eq!(at(serde_json::json!({"timestamp": old.to_string()})), Some(false));
+        assert_eq!(at(serde_json::json!({"environmentName": "prod"})), None);
     }
 
     #[test]

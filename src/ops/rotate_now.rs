@@ -418,7 +418,7 @@ mod tests {
                 .map(|i| PushStatus {
                     target: format!("github:org/acme/S{i}"),
                     value_hash: Some("h1".into()),
-                    push_time: None,
+                    ..PushStatus::default()
                 })
                 .collect(),
             conditions: vec![cond(PUSHED, "True"), cond(CONSUMERS_UPDATED, "True")],
@@ -459,7 +459,7 @@ mod tests {
         s.rotation = Some(RotationStatus {
             last_reason: Some(reason.into()),
             handled_request: Some(reason.into()),
-            in_progress: None,
+            ..RotationStatus::default()
         });
     }
 

@@ -153,17 +153,16 @@ impl GithubScope {
                 if t.visibility.is_some() || t.selected_repository_ids.is_some() {
                     return Err(invalid(target, "visibility applies to organization secrets only"));
                 }
-                let Some((owner, repo)) = full
-                    .split_once('/')
-                    .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
-                else {
+                let Some((owner, repo)) = full.split_once('/').filter(|(o, r)| {
+                    !o.is_empty() && !r.is_empty() && !r.contains('/') && !retry::only_dots(o) && !retry::only_dots(r)
+                }) else {
                     return Err(invalid(target, format!("repository {full:?} is not owner/name")));
                 };
                 let (owner, repo) = (owner.to_string(), repo.to_string());
                 match &t.environment {
                     None => Ok(GithubScope::Repository { owner, repo }),
                     // URL parsers resolve `.` and `..` segments even when percent-encoded.
-                    Some(env) if env.is_empty() || env == "." || env == ".." => {
+                    Some(env) if env.is_empty() || retry::only_dots(env) => {
                         Err(invalid(target, format!("environment {env:?} is not a usable name")))
                     }
                     Some(env) => Ok(GithubScope::Environment {
@@ -194,9 +193,13 @@ impl GithubScope {
     /// The secrets collection of this scope, with each name percent-encoded.
     fn secrets_path(&self) -> String {
         match self {
-            GithubScope::Organization { org, .. } => format!("/orgs/{}/actions/secrets", segment(org)),
+            GithubScope::Organization { org, .. } => format!("/orgs/{}/actions/secrets", retry::path_segment(org)),
             GithubScope::Repository { owner, repo } => {
-                format!("/repos/{}/{}/actions/secrets", segment(owner), segment(repo))
+                format!(
+                    "/repos/{}/{}/actions/secrets",
+                    retry::path_segment(owner),
+                    retry::path_segment(repo)
+                )
             }
             GithubScope::Environment {
                 owner,
@@ -204,9 +207,9 @@ impl GithubScope {
                 environment,
             } => format!(
                 "/repos/{}/{}/environments/{}/secrets",
-                segment(owner),
-                segment(repo),
-                segment(environment)
+                retry::path_segment(owner),
+                retry::path_segment(repo),
+                retry::path_segment(environment)
             ),
         }
     }
@@ -216,22 +219,8 @@ impl GithubScope {
     }
 
     fn secret_path(&self, secret_name: &str) -> String {
-        format!("{}/{}", self.secrets_path(), segment(secret_name))
+        format!("{}/{}", self.secrets_path(), retry::path_segment(secret_name))
     }
-}
-
-/// Percent-encodes one path segment: everything but RFC 3986 unreserved characters, so `/` becomes `%2F` as
-/// GitHub asks for environment names, and spaces `%20`.
-fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Seals `plaintext` to a base64 X25519 public key (libsodium `crypto_box_seal`) and returns the base64
@@ -294,6 +283,14 @@ fn error_message(body: &[u8]) -> String {
         }
     }
     msg.chars().take(MAX_MESSAGE).collect()
+}
+
+/// A secret as GitHub lists it (`organization-actions-secret`, `actions-secret`): names and times, no value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SecretMeta {
+    pub updated_at: String,
+    #[serde(default)]
+    pub visibility: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -369,6 +366,22 @@ impl GithubClient {
         .await?;
         tracing::debug!(target = %target, "pushed GitHub secret");
         Ok(())
+    }
+
+    /// What GitHub says of a secret (never its value): when it was last written, or None when it does not exist.
+    pub async fn secret_meta(&self, scope: &GithubScope, secret_name: &str) -> Result<Option<SecretMeta>, PushError> {
+        let target = scope.describe(secret_name);
+        let url = self.url(&scope.secret_path(secret_name));
+        let resp = match self.send(Method::GET, &url, None, &target).await {
+            Ok(resp) => resp,
+            Err(PushError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta: SecretMeta = resp
+            .json()
+            .await
+            .map_err(|_| invalid(&target, "GitHub sent unreadable secret metadata"))?;
+        Ok(Some(meta))
     }
 
     /// Sends one request through the shared retry loop: rate limits that fit `max_inline_wait` and transient
@@ -531,6 +544,7 @@ mod tests {
             target(None, Some("acme/app/x"), None),
             target(None, Some("/app"), None),
             target(None, Some("acme/app"), Some("..")),
+            target(None, Some("acme/.."), None),
             GithubTarget {
                 visibility: Some(GithubVisibility::All),
                 ..target(None, Some("acme/app"), None)
@@ -553,14 +567,6 @@ mod tests {
             let e = GithubScope::from_target(&t).unwrap_err();
             assert_eq!(e.reason(), "Invalid", "{t:?}");
         }
-    }
-
-    #[test]
-    fn segments_are_percent_encoded() {
-        assert_eq!(segment("prod"), "prod");
-        assert_eq!(segment("a b/c%d"), "a%20b%2Fc%25d");
-        assert_eq!(segment("é"), "%C3%A9");
-        assert_eq!(segment("x-y_z.~"), "x-y_z.~");
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

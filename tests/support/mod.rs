@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use keyward::api::ManagedSecret;
+use keyward::api::{AccessPolicy, ManagedSecret};
 use kube::api::{DeleteParams, PostParams};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
@@ -140,6 +140,11 @@ pub fn dev_bin() -> PathBuf {
     bin
 }
 
+/// A loopback address with a port that was free a moment ago.
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
 /// The repository root.
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -245,25 +250,30 @@ where
     }
 }
 
-/// Installs the CRD from crds/ (the checked-in file, as users apply it) and waits until it is Established.
+/// Installs the CRDs from crds/ (the checked-in files, as users apply them) and waits until they are
+/// Established.
 pub async fn install_crd(client: &Client) {
-    let text = std::fs::read_to_string(repo().join("crds/managedsecrets.keyward.dev.yaml")).unwrap();
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = ManagedSecret::crd_name();
-    api.patch(name, &PatchParams::apply("keyward-test").force(), &Patch::Apply(&crd))
-        .await
-        .unwrap();
-    eventually(60, "CRD Established", || async {
-        let crd = api.get(name).await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
+    for (file, name) in [
+        ("crds/managedsecrets.keyward.dev.yaml", ManagedSecret::crd_name()),
+        ("crds/accesspolicies.keyward.dev.yaml", AccessPolicy::crd_name()),
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+        api.patch(name, &PatchParams::apply("keyward-test").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap();
+        eventually(60, "CRD Established", || async {
+            let crd = api.get(name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        })
+        .await;
+    }
 }
 
 /// A small Deployment of one container, used across tests.
@@ -288,8 +298,10 @@ pub fn sample_deployment(name: &str) -> Deployment {
 pub struct Keyward {
     child: Option<Child>,
     pub log: PathBuf,
-    /// Where /metrics, /healthz and /readyz answer.
+    /// Where /metrics, /healthz, /readyz and /health/secrets answer.
     pub http: std::net::SocketAddr,
+    /// Where the ESC webhook receiver answers.
+    pub webhook: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -306,10 +318,7 @@ impl Keyward {
         std::fs::write(&key, b"test-hash-key").unwrap();
         let log = dir.path().join("keyward.log");
         let out = std::fs::File::create(&log).unwrap();
-        let http = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let (http, webhook) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .arg("run")
             .arg("--watch-namespace")
@@ -318,6 +327,8 @@ impl Keyward {
             .arg(&key)
             .arg("--http-listen")
             .arg(http.to_string())
+            .arg("--webhook-listen")
+            .arg(webhook.to_string())
             .args(extra)
             // Tests grant every environment unless they bring their own policy.
             .args((!extra.iter().any(|a| a.starts_with("--access-policy-file"))).then_some("--allow-all-environments"))
@@ -339,6 +350,7 @@ impl Keyward {
             child: Some(child),
             log,
             http,
+            webhook,
             _dir: dir,
         }
     }
@@ -434,7 +446,13 @@ pub fn keyward_bin() -> &'static Path {
 impl Keyward {
     /// Starts `keyward` with exactly `args` (no namespace or hash key of the harness's own) and `kubeconfig`,
     /// from [`keyward_bin`].
-    pub fn launch(kubeconfig: &Path, args: &[String], env: &[(String, String)], http: std::net::SocketAddr) -> Keyward {
+    pub fn launch(
+        kubeconfig: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        http: std::net::SocketAddr,
+        webhook: std::net::SocketAddr,
+    ) -> Keyward {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("keyward.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -458,6 +476,7 @@ impl Keyward {
             child: Some(child),
             log,
             http,
+            webhook,
             _dir: dir,
         }
     }

@@ -1,6 +1,11 @@
 //! The target Secret as keyward wants it — the value, the replaced value during a grace period, and the
 //! rotation bookkeeping that must survive the loss of the ManagedSecret's status — and whether a Secret already
 //! is that. Pure functions of the spec and the value.
+//!
+//! The bookkeeping is signed (`keyward.dev/bookkeeping`, a keyed hash over the ManagedSecret's uid and the
+//! bookkeeping annotations): whoever may edit the Secret can not forge a rotation time or an intent, since
+//! unsigned or altered bookkeeping is not believed (status, which tenants cannot write, is used instead), and
+//! the next write puts the true record back.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +21,11 @@ use crate::api::{
     ROTATED_FOR_ANNOTATION, ROTATION_INTENT_ANNOTATION, RotationIntent, SOURCE_REVISION_ANNOTATION,
     VALUE_HASH_ANNOTATION,
 };
-use crate::secret::SecretBytes;
+use crate::secret::{SecretBytes, ValueHasher};
 use crate::source::SourceValue;
+
+/// The keyed hash that signs the bookkeeping annotations.
+pub const BOOKKEEPING_SIGNATURE_ANNOTATION: &str = "keyward.dev/bookkeeping";
 
 /// The annotations keyward alone sets on a target Secret, which must match exactly (absent when unset).
 const BOOKKEEPING: [&str; 6] = [
@@ -51,9 +59,49 @@ pub struct Bookkeeping {
     pub previous: Option<Previous>,
 }
 
+/// Signs a Secret's bookkeeping annotations for one ManagedSecret: who signs (the value-hash key) and for whom
+/// (the uid, so that a record cannot be copied from another object's Secret).
+pub struct Signer<'a> {
+    pub hasher: &'a ValueHasher,
+    pub uid: &'a str,
+}
+
+impl Signer<'_> {
+    fn sign(&self, annotations: &BTreeMap<String, String>) -> String {
+        let mut text = self.uid.to_string();
+        for key in BOOKKEEPING {
+            if let Some(v) = annotations.get(key) {
+                text.push_str(&format!("\n{key}={v}"));
+            }
+        }
+        self.hasher.hash(text.as_bytes())
+    }
+}
+
+/// Whether the Secret's bookkeeping carries a valid signature for this ManagedSecret.
+pub fn signed(secret: &Secret, signer: &Signer<'_>) -> bool {
+    let ann = secret.annotations();
+    ann.get(BOOKKEEPING_SIGNATURE_ANNOTATION) == Some(&signer.sign(ann))
+}
+
+/// The bookkeeping annotations `current` has and `desired` does not: after a forgery keyward's apply does not
+/// own them, so they are removed explicitly.
+pub fn stray_bookkeeping(current: &Secret, desired: &Secret) -> Vec<&'static str> {
+    BOOKKEEPING
+        .iter()
+        .copied()
+        .filter(|k| current.annotations().contains_key(*k) && !desired.annotations().contains_key(*k))
+        .collect()
+}
+
 impl Bookkeeping {
-    /// Reads what a target Secret holds. Unreadable entries count as absent: they are rewritten correctly.
-    pub fn read(secret: &Secret) -> Bookkeeping {
+    /// Reads what a target Secret holds. Unreadable entries count as absent, and so does everything when the
+    /// signature is missing or does not match (the record was not written by keyward for this object): they
+    /// are rewritten correctly.
+    pub fn read(secret: &Secret, signer: &Signer<'_>) -> Bookkeeping {
+        if !signed(secret, signer) {
+            return Bookkeeping::default();
+        }
         let ann = secret.annotations();
         let time = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
         let previous = match (ann.get(PREVIOUS_KEY_ANNOTATION), time(PREVIOUS_UNTIL_ANNOTATION)) {
@@ -75,7 +123,7 @@ impl Bookkeeping {
         }
     }
 
-    fn annotate(&self, annotations: &mut BTreeMap<String, String>) {
+    fn annotate(&self, annotations: &mut BTreeMap<String, String>, signer: &Signer<'_>) {
         if let Some(t) = self.last_rotation {
             annotations.insert(LAST_ROTATION_ANNOTATION.into(), t.to_string());
         }
@@ -92,6 +140,8 @@ impl Bookkeeping {
             annotations.insert(PREVIOUS_KEY_ANNOTATION.into(), p.key.clone());
             annotations.insert(PREVIOUS_UNTIL_ANNOTATION.into(), p.until.to_string());
         }
+        let signature = signer.sign(annotations);
+        annotations.insert(BOOKKEEPING_SIGNATURE_ANNOTATION.into(), signature);
     }
 }
 
@@ -102,7 +152,7 @@ pub fn second(t: Timestamp) -> Timestamp {
 
 /// The Secret keyward wants, as an apply patch: everything keyward owns in it, so that what it leaves out is
 /// removed.
-pub fn desired(ms: &ManagedSecret, value: &SourceValue, hash: &str, book: &Bookkeeping) -> Secret {
+pub fn desired(ms: &ManagedSecret, value: &SourceValue, hash: &str, book: &Bookkeeping, signer: &Signer<'_>) -> Secret {
     let spec = &ms.spec.target;
     let mut labels = spec.labels.clone();
     labels.insert(MANAGED_BY_LABEL.0.into(), MANAGED_BY_LABEL.1.into());
@@ -112,7 +162,7 @@ pub fn desired(ms: &ManagedSecret, value: &SourceValue, hash: &str, book: &Bookk
     if let Some(rev) = value.revision {
         annotations.insert(SOURCE_REVISION_ANNOTATION.into(), rev.to_string());
     }
-    book.annotate(&mut annotations);
+    book.annotate(&mut annotations, signer);
     let owner = match ms.spec.deletion_policy.unwrap_or_default() {
         DeletionPolicy::Delete => ms.controller_owner_ref(&()).map(|o| vec![o]),
         DeletionPolicy::Retain => None,
@@ -175,6 +225,7 @@ pub fn up_to_date(current: &Secret, desired: &Secret) -> bool {
         .is_some_and(|k| data_of(current, k).is_some() && data_of(desired, k).is_none());
     let bookkeeping_match = BOOKKEEPING
         .iter()
+        .chain(&[BOOKKEEPING_SIGNATURE_ANNOTATION])
         .all(|k| current.annotations().get(*k) == desired.annotations().get(*k));
     subset(&desired.metadata.labels, &current.metadata.labels)
         && subset(&desired.metadata.annotations, &current.metadata.annotations)
@@ -200,6 +251,14 @@ mod tests {
         ms
     }
 
+    fn hasher() -> ValueHasher {
+        ValueHasher::new(b"test-key".to_vec())
+    }
+
+    fn signer(h: &ValueHasher) -> Signer<'_> {
+        Signer { hasher: h, uid: "u1" }
+    }
+
     fn value(v: &[u8]) -> SourceValue {
         SourceValue {
             value: SecretBytes::new(v.to_vec()),
@@ -210,7 +269,14 @@ mod tests {
     #[test]
     fn desired_carries_ownership_and_hash_but_up_to_date_compares_data() {
         let ms = ms();
-        let d = desired(&ms, &value(b"v1"), "hmac-sha256:aa", &Bookkeeping::default());
+        let h = hasher();
+        let d = desired(
+            &ms,
+            &value(b"v1"),
+            "hmac-sha256:aa",
+            &Bookkeeping::default(),
+            &signer(&h),
+        );
         assert_eq!(d.metadata.name.as_deref(), Some("m"));
         assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
         let ann = d.metadata.annotations.as_ref().unwrap();
@@ -231,6 +297,8 @@ mod tests {
     #[test]
     fn bookkeeping_round_trips_and_its_removal_is_a_difference() {
         let ms = ms();
+        let h = hasher();
+        let sig = signer(&h);
         let at: Timestamp = "2026-11-29T07:00:00Z".parse().unwrap();
         let book = Bookkeeping {
             last_rotation: Some(at),
@@ -248,16 +316,16 @@ mod tests {
                 until: at,
             }),
         };
-        let with = desired(&ms, &value(b"v1"), "h", &book);
-        assert_eq!(Bookkeeping::read(&with), book);
+        let with = desired(&ms, &value(b"v1"), "h", &book, &sig);
+        assert_eq!(Bookkeeping::read(&with, &sig), book);
         assert_eq!(with.data.as_ref().unwrap()["K_PREVIOUS"].0, b"old");
-        let without = desired(&ms, &value(b"v1"), "h", &Bookkeeping::default());
+        let without = desired(&ms, &value(b"v1"), "h", &Bookkeeping::default(), &sig);
         assert!(up_to_date(&with, &with));
         // The current Secret still has the previous key and the intent: not what is wanted any more.
         assert!(!up_to_date(&with, &without));
         let mut only_intent = book.clone();
         only_intent.previous = None;
-        let d = desired(&ms, &value(b"v1"), "h", &only_intent);
+        let d = desired(&ms, &value(b"v1"), "h", &only_intent, &sig);
         assert!(!up_to_date(&d, &without));
         assert!(!up_to_date(&without, &d));
     }
@@ -265,11 +333,48 @@ mod tests {
     #[test]
     fn unreadable_bookkeeping_counts_as_absent() {
         let ms = ms();
-        let mut s = desired(&ms, &value(b"v1"), "h", &Bookkeeping::default());
+        let h = hasher();
+        let sig = signer(&h);
+        let mut s = desired(&ms, &value(b"v1"), "h", &Bookkeeping::default(), &sig);
         let ann = s.metadata.annotations.as_mut().unwrap();
         ann.insert(LAST_ROTATION_ANNOTATION.into(), "yesterday".into());
         ann.insert(ROTATION_INTENT_ANNOTATION.into(), "{not json".into());
         ann.insert(PREVIOUS_KEY_ANNOTATION.into(), "K_PREVIOUS".into());
-        assert_eq!(Bookkeeping::read(&s), Bookkeeping::default());
+        // Signed as keyward would, and still unreadable.
+        let signature = sig.sign(ann);
+        ann.insert(BOOKKEEPING_SIGNATURE_ANNOTATION.into(), signature);
+        assert_eq!(Bookkeeping::read(&s, &sig), Bookkeeping::default());
+    }
+
+    #[test]
+    fn forged_or_copied_bookkeeping_is_not_believed_and_is_rewritten() {
+        let ms = ms();
+        let h = hasher();
+        let sig = signer(&h);
+        let at: Timestamp = "2026-11-29T07:00:00Z".parse().unwrap();
+        let book = Bookkeeping {
+            last_rotation: Some(at),
+            ..Bookkeeping::default()
+        };
+        let genuine = desired(&ms, &value(b"v1"), "h", &book, &sig);
+        assert_eq!(Bookkeeping::read(&genuine, &sig), book);
+        // Someone who may edit the Secret moves the last rotation into the future.
+        let mut forged = genuine.clone();
+        forged
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(LAST_ROTATION_ANNOTATION.into(), "2099-01-01T00:00:00Z".into());
+        assert_eq!(Bookkeeping::read(&forged, &sig), Bookkeeping::default());
+        assert!(
+            !up_to_date(&forged, &genuine),
+            "the next write puts the true record back"
+        );
+        // The same record is not believed for another ManagedSecret, nor under another key.
+        let other = Signer { hasher: &h, uid: "u2" };
+        assert_eq!(Bookkeeping::read(&genuine, &other), Bookkeeping::default());
+        let other_key = ValueHasher::new(b"other".to_vec());
+        assert_eq!(Bookkeeping::read(&genuine, &signer(&other_key)), Bookkeeping::default());
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
-pub use desired::{Bookkeeping, second};
+pub use desired::{Bookkeeping, Signer, second};
 
 use desired::Previous;
 
@@ -24,6 +24,18 @@ use crate::rotation::schedule::{self, Policy};
 use crate::secret::SecretBytes;
 use crate::source::SourceValue;
 
+/// What a write does to the record of a started rotation.
+#[derive(Debug, Clone, Default)]
+pub enum Intent {
+    /// Leave it as it is (a write that replaces the value completes it).
+    #[default]
+    Keep,
+    /// Record a rotation as started (before ESC is written).
+    Start(RotationIntent),
+    /// Forget it: the spec no longer asks for that rotation.
+    Drop,
+}
+
 /// What [`ensure`] did.
 pub struct Written {
     pub wrote: bool,
@@ -37,8 +49,8 @@ pub struct Written {
     pub replaced: Option<String>,
 }
 
-/// Makes the target Secret match the source — or, while a rollback is in force, the previous value —
-/// recording `start` as a started rotation when given.
+/// Makes the target Secret match the source — or, while a rollback is in force, the previous value — with
+/// the record of a started rotation changed as `intent` says.
 pub async fn ensure(
     ms: &ManagedSecret,
     ctx: &Context,
@@ -46,7 +58,7 @@ pub async fn ensure(
     source_hash: &str,
     status: &mut ManagedSecretStatus,
     policy: Option<&Policy>,
-    start: Option<RotationIntent>,
+    intent: Intent,
 ) -> Result<Written, Failure> {
     let ns = ms.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -85,16 +97,24 @@ pub async fn ensure(
         .get_opt(name)
         .await
         .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
+    let uid = ms.metadata.uid.clone().unwrap_or_default();
+    let signer = Signer {
+        hasher: &ctx.hasher,
+        uid: &uid,
+    };
     let (mut book, replaced) = bookkeeping(
         current.as_ref(),
+        &signer,
         &ms.spec.target.key,
         value,
         holding.is_some(),
         policy,
-        start,
+        intent,
     );
-    if current.is_none() {
-        // A recreated Secret keeps the rotation record that status still has.
+    let trusted = current.as_ref().is_none_or(|c| desired::signed(c, &signer));
+    if current.is_none() || !trusted {
+        // A recreated Secret keeps the rotation record that status still has; so does one whose record was
+        // not written by keyward (status cannot be written by tenants).
         book.last_rotation = book.last_rotation.or(status.last_rotation_time.as_ref().map(|t| t.0));
         let recorded = status.rotation.as_ref();
         book.rotated_for = book
@@ -104,7 +124,7 @@ pub async fn ensure(
             .last_reason
             .or_else(|| recorded.and_then(|r| r.last_reason.clone()));
     }
-    let desired = desired::desired(ms, value, &hash, &book);
+    let desired = desired::desired(ms, value, &hash, &book, &signer);
     if let Some(current) = &current {
         let ours = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
             && current.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any());
@@ -146,6 +166,22 @@ pub async fn ensure(
             });
         }
     }
+    if let Some(current) = &current
+        && !trusted
+    {
+        let strays = desired::stray_bookkeeping(current, &desired);
+        if !strays.is_empty() {
+            tracing::warn!(namespace = %ns, secret = %name, annotations = ?strays, "removing rotation records keyward did not write");
+            let nulls: serde_json::Map<String, serde_json::Value> = strays
+                .iter()
+                .map(|k| (k.to_string(), serde_json::Value::Null))
+                .collect();
+            let patch = serde_json::json!({"metadata": {"annotations": nulls}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
+        }
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(name, &params, &Patch::Apply(&desired))
         .await
@@ -164,13 +200,14 @@ pub async fn ensure(
 /// started rotation, and is kept under the previous key for the grace period.
 fn bookkeeping(
     current: Option<&Secret>,
+    signer: &Signer<'_>,
     key: &str,
     value: &SourceValue,
     holding: bool,
     policy: Option<&Policy>,
-    start: Option<RotationIntent>,
+    intent: Intent,
 ) -> (Bookkeeping, Option<String>) {
-    let mut book = current.map(Bookkeeping::read).unwrap_or_default();
+    let mut book = current.map(|c| Bookkeeping::read(c, signer)).unwrap_or_default();
     let now = second(jiff::Timestamp::now());
     let old = current.and_then(|c| c.data.as_ref()).and_then(|d| d.get(key));
     let mut replaced = None;
@@ -203,8 +240,10 @@ fn bookkeeping(
     if !keep_previous {
         book.previous = None;
     }
-    if let Some(intent) = start {
-        book.intent = Some(intent);
+    match intent {
+        Intent::Keep => {}
+        Intent::Start(i) => book.intent = Some(i),
+        Intent::Drop => book.intent = None,
     }
     (book, replaced)
 }

@@ -1,0 +1,47 @@
+//! One GitHub secret, one owner: among the ManagedSecrets whose pushes to a secret are granted, the oldest
+//! (creation time, then namespace and name) owns it; the others are refused with the owner's name. Objects
+//! without the grant never count, so nobody can take a secret over by naming it first.
+
+use super::grants::{NamespaceInfo, Policies};
+use super::request::{Action, PushTarget, actions};
+use std::sync::Arc;
+
+use kube::ResourceExt;
+
+use crate::api::ManagedSecret;
+
+/// The ManagedSecret (`namespace/name`) that owns `target`, when it is not `ms`.
+pub fn other_owner(
+    ms: &ManagedSecret,
+    target: &PushTarget,
+    others: &[Arc<ManagedSecret>],
+    policies: &Policies,
+    namespace: impl Fn(&str) -> NamespaceInfo,
+) -> Option<String> {
+    let key = target.key();
+    let rank = |m: &ManagedSecret| {
+        (
+            m.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            m.namespace().unwrap_or_default(),
+            m.name_any(),
+        )
+    };
+    let mine = rank(ms);
+    let older = others
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|o| o.metadata.uid != ms.metadata.uid && rank(o) < mine)
+        .filter(|o| {
+            let ns = namespace(&o.namespace().unwrap_or_default());
+            actions(o).is_ok_and(|acts| {
+                acts.iter()
+                    .any(|a| matches!(a, Action::GithubPush(t) if t.key() == key) && policies.grant(&ns, a).is_some())
+            })
+        })
+        .min_by_key(|o| rank(o))?;
+    Some(format!(
+        "{}/{}",
+        older.namespace().unwrap_or_default(),
+        older.name_any()
+    ))
+}
