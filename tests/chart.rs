@@ -17,7 +17,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use keyward::api::ManagedSecret;
+use keyward::api::{AccessPolicy, ManagedSecret, TARGET_TYPES};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -139,7 +139,8 @@ fn lint_and_render() {
         "helm lint (values-full)",
     );
 
-    // Defaults: cluster-wide, two replicas with leader election, restricted pod.
+    // Defaults: cluster-wide, two replicas with leader election, restricted pod, the NetworkPolicy and the
+    // admission policy on, no AccessPolicy (nothing granted).
     let objects = render("keyward-system", &[]);
     let kinds: BTreeSet<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
     assert_eq!(
@@ -149,13 +150,44 @@ fn lint_and_render() {
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ])
     );
+    // The NetworkPolicy: the metrics port from monitoring only; no webhook port while the webhook is off.
+    let np = one(&objects, "NetworkPolicy");
+    let ingress = np["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(ingress[0]["ports"][0]["port"], "http");
+    assert_eq!(
+        ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    let cluster_role = of_kind(&objects, "ClusterRole")[0];
+    let grants = |resource: &str| -> Vec<String> {
+        cluster_role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource))
+            .flat_map(|r| {
+                r["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    assert_eq!(grants("managedsecrets"), ["get", "list", "watch", "patch"]);
+    assert_eq!(grants("accesspolicies"), ["get", "list", "watch"]);
+    assert_eq!(grants("namespaces"), ["list", "watch"]);
     let d = one(&objects, "Deployment");
     assert_eq!(d["spec"]["replicas"], 2);
     let pod = &d["spec"]["template"]["spec"];
@@ -178,8 +210,9 @@ fn lint_and_render() {
         json!({"path": "/readyz", "port": "http"})
     );
     assert_eq!(
-        c["ports"][0],
-        json!({"name": "http", "containerPort": 8080, "protocol": "TCP"})
+        c["ports"],
+        json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+               {"name": "webhook", "containerPort": 8081, "protocol": "TCP"}])
     );
     for r in ["requests", "limits"] {
         assert!(c["resources"][r]["cpu"].is_string() && c["resources"][r]["memory"].is_string());
@@ -201,10 +234,18 @@ fn lint_and_render() {
         "{args:?}"
     );
     assert!(!args.iter().any(|a| a.starts_with("--watch-namespace")), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--access-policy-file")), "{args:?}");
 
-    // Everything on: namespaced mode (no cluster-wide RBAC at all), tokens and policy as files.
+    // Everything on: namespaced mode (cluster-wide, only reading AccessPolicies), tokens as files, policies
+    // as AccessPolicy objects.
     let objects = render("keyward-system", &["-f", &full]);
-    assert!(of_kind(&objects, "ClusterRole").is_empty() && of_kind(&objects, "ClusterRoleBinding").is_empty());
+    let cluster_roles = of_kind(&objects, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    assert_eq!(
+        cluster_roles[0]["rules"],
+        json!([{"apiGroups": ["keyward.dev"], "resources": ["accesspolicies"], "verbs": ["get", "list", "watch"]}])
+    );
+    assert_eq!(of_kind(&objects, "ClusterRoleBinding").len(), 1);
     let roles: BTreeSet<&str> = of_kind(&objects, "Role")
         .iter()
         .map(|r| r["metadata"]["namespace"].as_str().unwrap())
@@ -220,19 +261,38 @@ fn lint_and_render() {
         .expect("the dashboard ConfigMap");
     let json: Value = serde_json::from_str(dashboard["data"]["keyward.json"].as_str().unwrap()).unwrap();
     assert_eq!(json["uid"], "keyward-overview");
-    let policy = maps
+    assert!(
+        maps.iter().all(|m| m["data"].get("policy.yaml").is_none()),
+        "no policy file"
+    );
+    let policy = one(&objects, "AccessPolicy");
+    assert_eq!(policy["metadata"]["name"], "kw-keyward-apps");
+    assert_eq!(policy["spec"]["namespaces"]["names"], json!(["apps", "team-*"]));
+    // The webhook on its own port, reachable only from the ingress controller.
+    let np = one(&objects, "NetworkPolicy");
+    let webhook_rule = np["spec"]["ingress"]
+        .as_array()
+        .unwrap()
         .iter()
-        .find(|m| m["data"].get("policy.yaml").is_some())
-        .expect("the access policy ConfigMap");
-    let policy: Value = serde_saphyr::from_str(policy["data"]["policy.yaml"].as_str().unwrap()).unwrap();
-    assert_eq!(policy["rules"][0]["namespaces"], json!(["apps", "team-*"]));
+        .find(|r| r["ports"][0]["port"] == "webhook")
+        .expect("an ingress rule for the webhook port");
+    assert_eq!(
+        webhook_rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ingress-nginx"
+    );
+    let ports = &one(&objects, "Service")["spec"]["ports"];
+    assert_eq!(
+        ports[1],
+        json!({"name": "webhook", "port": 9443, "targetPort": "webhook", "protocol": "TCP"})
+    );
     let args = container_args(&objects);
     for want in [
         "--watch-namespace=apps",
         "--esc-token-file=/var/run/secrets/keyward/esc/token",
         "--github-token-file=/var/run/secrets/keyward/github/token",
         "--hash-key-file=/var/run/secrets/keyward/hash-key/key",
-        "--access-policy-file=/etc/keyward/policy/policy.yaml",
+        "--webhook-listen=0.0.0.0:9443",
+        "--webhook-replay-window-seconds=3600",
         "--webhook-secret-file=/var/run/secrets/keyward/webhook/secret",
         "--audit-log=/var/log/keyward/audit.log",
         "--lease-name=keyward-leader",
@@ -256,6 +316,11 @@ fn lint_and_render() {
         (
             "replicaCount=2,leaderElection.enabled=false",
             "needs leaderElection.enabled",
+        ),
+        ("webhook.port=8080", "must differ from 8080"),
+        (
+            "accessPolicies[0].name=Bad_Name,accessPolicies[0].spec.x=1",
+            "accessPolicies",
         ),
     ] {
         let out = helm(&["template", "kw", &chart, "--set", set]);
@@ -900,6 +965,14 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
     }
 }
 
+/// `accessPolicies=[...]` for `--set-json`: one AccessPolicy `name` that lets namespace `ns` use Secret
+/// `secret` as a source.
+fn source_grant(name: &str, ns: &str, secret: &str) -> String {
+    let policies =
+        json!([{"name": name, "spec": {"namespaces": {"names": [ns]}, "kubernetesSecrets": [{"names": [secret]}]}}]);
+    format!("accessPolicies={policies}")
+}
+
 fn helm_install(release: &str, ns: &str, extra: &[&str]) {
     let chart = chart_arg();
     let kubeconfig = support::cluster_any().kubeconfig.display().to_string();
@@ -988,9 +1061,15 @@ async fn served_metrics_are_listed(k: &Keyward) {
     }
 }
 
-/// Nothing keyward did was refused.
+/// Nothing keyward did was refused. (A cluster-wide keyward also sees other tests' namespaces, and an Event
+/// about an object in a namespace being deleted is refused by the API server: not a missing grant.)
 fn no_refusals(k: &Keyward) {
-    let logs = k.logs();
+    let logs: String = k
+        .logs()
+        .lines()
+        .filter(|l| !l.contains("because it is being terminated"))
+        .collect::<Vec<_>>()
+        .join("\n");
     for bad in ["forbidden", "Forbidden", "HTTP 403"] {
         assert!(!logs.contains(bad), "keyward was refused something ({bad}):\n{logs}");
     }
@@ -1005,7 +1084,12 @@ async fn installed_chart_lets_keyward_sync_and_restart_and_nothing_more() {
     let app = TestNs::with_client("kw-app", admin.clone()).await;
     // Cluster-scoped RBAC objects are named after the release: one of its own per test.
     let release = format!("kw{}", release_ns.name.rsplit('-').next().unwrap());
-    helm_install(&release, &release_ns.name, &["--set", "restarts.debounceSeconds=1"]);
+    let grants = source_grant("app", &app.name, "db-source");
+    helm_install(
+        &release,
+        &release_ns.name,
+        &["--set", "restarts.debounceSeconds=1", "--set-json", &grants],
+    );
     let fullname = format!("{release}-keyward");
     let run = run_installed(&admin, &release_ns.name, &fullname).await;
     let k = &run.keyward;
@@ -1119,11 +1203,28 @@ async fn installed_chart_lets_keyward_sync_and_restart_and_nothing_more() {
             .create(&PostParams::default(), &support::sample_deployment("other"))
             .await,
     );
-    let spec_patch = json!({"spec": {"refreshInterval": "10s"}});
+    // ManagedSecrets: patched only for the webhook's refresh annotation; never created or deleted.
     forbidden(
-        "patch a ManagedSecret's spec",
+        "delete a ManagedSecret",
         Api::<ManagedSecret>::namespaced(sa.clone(), &app.name)
-            .patch("db", &PatchParams::default(), &Patch::Merge(&spec_patch))
+            .delete("db", &DeleteParams::default())
+            .await,
+    );
+    let copy: ManagedSecret = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret", "metadata": {"name": "copy"},
+        "spec": {"source": {"kubernetesSecret": {"name": "db-source", "key": "value"}}, "target": {"key": "V"}}
+    }))
+    .unwrap();
+    forbidden(
+        "create a ManagedSecret",
+        Api::<ManagedSecret>::namespaced(sa.clone(), &app.name)
+            .create(&PostParams::default(), &copy)
+            .await,
+    );
+    forbidden(
+        "write an AccessPolicy",
+        Api::<AccessPolicy>::all(sa.clone())
+            .delete(&format!("{fullname}-app"), &DeleteParams::default())
             .await,
     );
     let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "elsewhere"}})).unwrap();
@@ -1149,6 +1250,7 @@ async fn namespaced_mode_is_enough_in_its_namespace_and_refused_elsewhere() {
     let watched = TestNs::with_client("kw-watched", admin.clone()).await;
     let other = TestNs::with_client("kw-other", admin.clone()).await;
     let release = format!("kw{}", release_ns.name.rsplit('-').next().unwrap());
+    let grants = source_grant("watched", &watched.name, "api-source");
     helm_install(
         &release,
         &release_ns.name,
@@ -1157,6 +1259,8 @@ async fn namespaced_mode_is_enough_in_its_namespace_and_refused_elsewhere() {
             &format!("watchNamespace={}", watched.name),
             "--set",
             "replicaCount=1",
+            "--set-json",
+            &grants,
         ],
     );
     let fullname = format!("{release}-keyward");
@@ -1205,6 +1309,256 @@ async fn namespaced_mode_is_enough_in_its_namespace_and_refused_elsewhere() {
             .get("unrelated")
             .await,
     );
+    drop(run);
+    helm_uninstall(&release, &release_ns.name);
+}
+
+/// The admission policy refuses the same target types as keyward (TARGET_TYPES), binds with Deny, and is off
+/// only when asked.
+#[test]
+fn admission_policy_allows_exactly_keywards_target_types() {
+    let objects = render("keyward-system", &[]);
+    let vap = one(&objects, "ValidatingAdmissionPolicy");
+    let validations = vap["spec"]["validations"].as_array().unwrap();
+    let types = validations
+        .iter()
+        .map(|v| v["expression"].as_str().unwrap())
+        .find(|e| e.contains("target.type in"))
+        .expect("a target.type rule");
+    let listed: BTreeSet<&str> = types.split('\'').skip(1).step_by(2).collect();
+    assert_eq!(listed, TARGET_TYPES.into_iter().collect::<BTreeSet<_>>());
+    assert!(
+        validations
+            .iter()
+            .any(|v| v["expression"].as_str().unwrap().contains("check('get')")),
+        "the source Secret rule asks the authorizer"
+    );
+    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["policyName"], vap["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    let off = render("keyward-system", &["--set", "admissionPolicy.enabled=false"]);
+    assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
+}
+
+/// A Role in `ns` with `rules`, bound to user `user`.
+async fn grant_user(admin: &Client, ns: &str, user: &str, rules: Value) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": user}, "rules": rules})).unwrap();
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+fn reading_secret(name: &str, source: &str) -> ManagedSecret {
+    serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret", "metadata": {"name": name},
+        "spec": {"source": {"kubernetesSecret": {"name": source, "key": "value"}}, "target": {"key": "V"}}
+    }))
+    .unwrap()
+}
+
+/// The chart's ValidatingAdmissionPolicy, installed with the chart: a tenant who may write ManagedSecrets but
+/// not `get` the Secret it names as a source is refused at admission (keyward never sees the object); one who
+/// may is admitted; changing the spec of an admitted object is checked again, metadata-only updates are not.
+#[tokio::test]
+async fn admission_policy_refuses_a_source_secret_the_author_may_not_get() {
+    let cluster = cluster_with_controllers();
+    let admin = cluster.client().await;
+    let release_ns = TestNs::with_client("kw-vap", admin.clone()).await;
+    let team = TestNs::with_client("kw-vap-team", admin.clone()).await;
+    let release = format!("kw{}", release_ns.name.rsplit('-').next().unwrap());
+    helm_install(&release, &release_ns.name, &["--set", "replicaCount=1"]);
+    create_source(&team, "platform-db-creds", "platform-only").await;
+    create_source(&team, "team-source", "team-value").await;
+    let manage = json!([{"apiGroups": ["keyward.dev"], "resources": ["managedsecrets"],
+                         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]);
+    // mallory: ManagedSecrets only. trent: ManagedSecrets, and get on team-source alone.
+    let mallory = format!("mallory-{}", team.name);
+    let trent = format!("trent-{}", team.name);
+    grant_user(&admin, &team.name, &mallory, manage.clone()).await;
+    let mut rules = manage.as_array().unwrap().clone();
+    rules
+        .push(json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["team-source"], "verbs": ["get"]}));
+    grant_user(&admin, &team.name, &trent, Value::Array(rules)).await;
+    let as_mallory: Api<ManagedSecret> = Api::namespaced(cluster.client_as(&mallory).await, &team.name);
+    let as_trent: Api<ManagedSecret> = Api::namespaced(cluster.client_as(&trent).await, &team.name);
+
+    // The binding takes a moment to reach the API server's admission: wait for the first refusal.
+    let refused = eventually(30, "the admission policy refuses mallory", || async {
+        match as_mallory
+            .create(&PostParams::default(), &reading_secret("exfil", "platform-db-creds"))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 403 => Some(e),
+            Ok(_) => {
+                let _ = as_mallory.delete("exfil", &DeleteParams::default()).await;
+                None
+            }
+            Err(_) => None,
+        }
+    })
+    .await;
+    assert!(
+        refused.message.contains("may not get Secret platform-db-creds"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains(&mallory),
+        "names the user: {}",
+        refused.message
+    );
+    // Not by RBAC: mallory may create ManagedSecrets that read no Secret.
+    let esc_only: ManagedSecret = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret", "metadata": {"name": "from-esc"},
+        "spec": {"source": {"esc": {"environment": "acme/app/prod", "path": "k"}}, "target": {"key": "V"}}
+    }))
+    .unwrap();
+    as_mallory.create(&PostParams::default(), &esc_only).await.unwrap();
+
+    // trent may get team-source: admitted; platform-db-creds: refused.
+    as_trent
+        .create(&PostParams::default(), &reading_secret("mine", "team-source"))
+        .await
+        .expect("a user who may get the source Secret is admitted");
+    match as_trent
+        .create(&PostParams::default(), &reading_secret("theirs", "platform-db-creds"))
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("trent may not get platform-db-creds: {other:?}"),
+    }
+    // mallory may not turn trent's object to another Secret, nor change its spec at all (a pushTo added to an
+    // object that reads a Secret is a new way out for it) ...
+    let push = json!({"spec": {"rotation": {"period": "90d", "strategy": "Notify",
+        "pushTo": [{"github": {"repository": "mallory/loot", "secretName": "LOOT"}}]}}});
+    match as_mallory
+        .patch("mine", &PatchParams::default(), &Patch::Merge(&push))
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => assert!(e.message.contains("team-source"), "{}", e.message),
+        other => panic!("mallory may not add a pushTo to an object reading team-source: {other:?}"),
+    }
+    // ... but metadata-only updates pass (labels, keyward's refresh annotation).
+    let label = json!({"metadata": {"labels": {"team": "a"}}});
+    as_mallory
+        .patch("mine", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("a label is not a new read");
+    // The other rules, for any user: no service-account-token Secrets, no keyward.dev/ keys.
+    let mut token = reading_secret("token", "team-source");
+    token.spec.target.type_ = Some("kubernetes.io/service-account-token".into());
+    match as_trent.create(&PostParams::default(), &token).await {
+        Err(kube::Error::Api(e)) if e.code == 422 => assert!(e.message.contains("target.type"), "{}", e.message),
+        other => panic!("a service-account-token target must be refused: {other:?}"),
+    }
+    helm_uninstall(&release, &release_ns.name);
+}
+
+/// A Helm-installed keyward (the chart's ServiceAccount, RBAC, AccessPolicies and arguments) takes a signed ESC
+/// webhook on its own port, refreshes every ManagedSecret of the environment, and refuses the same delivery
+/// replayed; the metrics port does not take webhooks.
+#[tokio::test]
+async fn installed_chart_takes_a_signed_webhook_and_refuses_it_replayed() {
+    use hmac::{Hmac, Mac};
+    const SHARED: &str = "chart-webhook-shared-secret";
+    support::keyward_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let esc = support::esc_server("chart-esc-token", dir.path()).await;
+    let definition = |v: &str| format!("values:\n  db:\n    password:\n      fn::secret: {v}\n");
+    esc.put_definition("acme", "app", "prod", &definition("first-value"))
+        .unwrap();
+    let cluster = cluster_with_controllers();
+    let admin = cluster.client().await;
+    let release_ns = TestNs::with_client("kw-hook", admin.clone()).await;
+    let app = TestNs::with_client("kw-hook-app", admin.clone()).await;
+    for (name, key, value) in [("esc-token", "token", "chart-esc-token"), ("webhook", "secret", SHARED)] {
+        let s: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}})).unwrap();
+        release_ns
+            .api::<Secret>()
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+    }
+    let release = format!("kw{}", release_ns.name.rsplit('-').next().unwrap());
+    let policies = json!([{"name": "app", "spec": {"namespaces": {"names": [app.name]},
+        "esc": [{"environments": ["acme/app/*"], "actions": ["Read"]}]}}]);
+    helm_install(
+        &release,
+        &release_ns.name,
+        &[
+            "--set",
+            "replicaCount=1",
+            "--set",
+            &format!("esc.url={}", esc.base_url()),
+            "--set",
+            "esc.existingSecret=esc-token",
+            "--set",
+            "webhook.enabled=true",
+            "--set",
+            "webhook.existingSecret=webhook",
+            "--set-json",
+            &format!("accessPolicies={policies}"),
+        ],
+    );
+    let run = run_installed(&admin, &release_ns.name, &format!("{release}-keyward")).await;
+    let k = &run.keyward;
+    let managed: ManagedSecret = serde_json::from_value(json!({
+        "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret", "metadata": {"name": "db"},
+        "spec": {"source": {"esc": {"environment": "acme/app/prod", "path": "db.password"}},
+                 "target": {"key": "VALUE"}, "refreshInterval": "1h"}
+    }))
+    .unwrap();
+    app.api::<ManagedSecret>()
+        .create(&PostParams::default(), &managed)
+        .await
+        .unwrap();
+    wait_value(&app, "db", "first-value").await;
+
+    esc.put_definition("acme", "app", "prod", &definition("second-value"))
+        .unwrap();
+    let body = json!({"organization": {"githubLogin": "acme"}, "projectName": "app", "environmentName": "prod",
+                      "timestamp": jiff::Timestamp::now().to_string()})
+    .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SHARED.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let deliver = |addr: std::net::SocketAddr| {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/webhooks/esc"))
+            .header("Pulumi-Webhook-Signature", signature.clone())
+            .header("Pulumi-Webhook-ID", "delivery-1")
+            .body(body.clone())
+            .send()
+    };
+    // Not on the metrics port.
+    assert_eq!(deliver(k.http).await.unwrap().status(), 404);
+    assert_eq!(deliver(k.webhook).await.unwrap().status(), 202);
+    wait_value(&app, "db", "second-value").await;
+    // The same delivery again: refused, nothing refreshed.
+    esc.put_definition("acme", "app", "prod", &definition("third-value"))
+        .unwrap();
+    esc.reset_counters();
+    let replayed = deliver(k.webhook).await.unwrap();
+    assert_eq!(replayed.status(), 409);
+    assert!(replayed.text().await.unwrap().contains("received before"));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(esc.counters().opens("acme/app/prod"), 0, "a replay opens nothing");
+    let secret = app.api::<Secret>().get("db").await.unwrap();
+    assert_eq!(secret.data.unwrap()["VALUE"].0, b"second-value");
+    no_refusals(k);
     drop(run);
     helm_uninstall(&release, &release_ns.name);
 }

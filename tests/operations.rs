@@ -131,12 +131,13 @@ async fn policy_audit_webhook_health_and_metrics() {
         .await;
     }
 
-    // Outside the policy: AccessDenied, no Secret, a metric and an audit line.
+    // Outside the policy: refused with the missing grant (EscReadNotGranted), no Secret, a metric and an audit
+    // line.
     let denied = eventually(30, "vault refused", || async {
         let st = managed.get("vault").await.ok()?.status?;
         st.conditions
             .into_iter()
-            .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "AccessDenied")
+            .find(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "EscReadNotGranted")
     })
     .await;
     assert!(
@@ -161,7 +162,7 @@ async fn policy_audit_webhook_health_and_metrics() {
         .expect("an audit line for the denial");
     assert_eq!(denial["success"], false);
     assert_eq!(denial["secret_name"], format!("{}/vault", ns.name));
-    assert_eq!(denial["reason"], "AccessDenied");
+    assert_eq!(denial["reason"], "EscReadNotGranted");
 
     // A consumer of app-0, to see a restart counted and audited.
     let d: Deployment = serde_json::from_value(serde_json::json!({
@@ -247,7 +248,11 @@ async fn policy_audit_webhook_health_and_metrics() {
     let failing = health["failing"].as_array().unwrap();
     assert_eq!(failing.len(), 1);
     assert_eq!(failing[0]["name"], format!("{}/vault", ns.name));
-    assert_eq!(failing[0]["reason"], "AccessDenied");
+    assert_eq!(failing[0]["reason"], "EscReadNotGranted");
+    assert!(
+        failing[0].get("message").is_none(),
+        "no free text from tenants: {health}"
+    );
     assert_eq!(health["overdue"].as_array().unwrap().len(), 0);
 
     // The team's metric names, with the right values.
@@ -262,7 +267,10 @@ async fn policy_audit_webhook_health_and_metrics() {
         (format!("keyward_rotation_overdue{{secret_name=\"{app0}\"}}"), 0.0),
         ("keyward_managed_secrets{state=\"ready\"}".to_string(), 5.0),
         ("keyward_managed_secrets{state=\"failing\"}".to_string(), 1.0),
-        ("keyward_sync_failures_total{reason=\"AccessDenied\"}".to_string(), 1.0),
+        (
+            "keyward_sync_failures_total{reason=\"EscReadNotGranted\"}".to_string(),
+            1.0,
+        ),
         (
             "keyward_webhook_requests_total{result=\"unauthenticated\"}".to_string(),
             2.0,

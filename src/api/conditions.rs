@@ -18,9 +18,6 @@ pub const ROTATION_OVERDUE: &str = "RotationOverdue";
 /// Every `rotation.pushTo` target holds the current value.
 pub const PUSHED: &str = "Pushed";
 
-/// The reason of a ManagedSecret that keyward's access policy does not allow.
-pub const REASON_ACCESS_DENIED: &str = "AccessDenied";
-
 /// Sets condition `type_` in `conditions`. The transition time moves only when the status flips, so that
 /// writing the same state again changes nothing.
 pub fn set(

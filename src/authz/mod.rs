@@ -207,6 +207,29 @@ spec:
     }
 
     #[test]
+    fn the_object_that_pushed_a_secret_keeps_it() {
+        let policies = Policies::parse(POLICIES, "p").unwrap();
+        // team-b pushed it; team-a's object is as old (creation times are whole seconds) or older, and sorts
+        // first by namespace: it still does not take the secret over.
+        let mut incumbent = pushing("card", "team-b", 20, "SHARED_TOKEN");
+        incumbent.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "pushes": [{"target": "github:org/acme/SHARED_TOKEN", "pushTime": "2025-01-01T00:00:00Z"}]
+            }))
+            .unwrap(),
+        );
+        for created in [20, 5] {
+            let newcomer = pushing("grab", "team-a", created, "shared_token");
+            let all = vec![Arc::new(incumbent.clone()), Arc::new(newcomer.clone())];
+            let others = || all.clone();
+            assert!(authorize(&incumbent, &info("team-b"), &policies, &others, &info).allowed());
+            let d = authorize(&newcomer, &info("team-a"), &policies, &others, &info);
+            assert_eq!(d.refused[0].reason, "TargetConflict", "created {created}");
+            assert!(d.refused[0].message.contains("team-b/card"), "{}", d.refused[0].message);
+        }
+    }
+
+    #[test]
     fn broken_rules_are_refused_by_keyward_too() {
         let policies = Policies::allow_all();
         let sa_token = ms(

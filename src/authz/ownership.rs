@@ -1,6 +1,9 @@
-//! One GitHub secret, one owner: among the ManagedSecrets whose pushes to a secret are granted, the oldest
-//! (creation time, then namespace and name) owns it; the others are refused with the owner's name. Objects
-//! without the grant never count, so nobody can take a secret over by naming it first.
+//! One GitHub secret, one owner: among the ManagedSecrets whose pushes to a secret are granted, the one that
+//! has pushed it (its `status.pushes` records the secret) owns it, and among several, or none, the oldest
+//! (creation time, then namespace and name); the others are refused with the owner's name. Objects without the
+//! grant never count, so nobody can take a secret over by naming it first, and a grant given later to another
+//! namespace does not hand it over (creation times have a resolution of one second, so "oldest" alone can tie).
+//! Status is a subresource tenants are not given (`managedsecrets/status`), so the record cannot be forged.
 
 use super::grants::{NamespaceInfo, Policies};
 use super::request::{Action, PushTarget, actions};
@@ -21,6 +24,7 @@ pub fn other_owner(
     let key = target.key();
     let rank = |m: &ManagedSecret| {
         (
+            !has_pushed(m, &key),
             m.metadata.creation_timestamp.as_ref().map(|t| t.0),
             m.namespace().unwrap_or_default(),
             m.name_any(),
@@ -44,4 +48,13 @@ pub fn other_owner(
         older.namespace().unwrap_or_default(),
         older.name_any()
     ))
+}
+
+/// Whether `ms`'s status records a push to the secret `key` (`github:...`; GitHub folds names to upper case).
+fn has_pushed(ms: &ManagedSecret, key: &str) -> bool {
+    ms.status.as_ref().is_some_and(|s| {
+        s.pushes
+            .iter()
+            .any(|p| p.push_time.is_some() && p.target.eq_ignore_ascii_case(key))
+    })
 }

@@ -70,11 +70,22 @@ pub async fn rotate_if_wanted(
         tracing::info!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), reason = %intent.reason, "dropping a started rotation the spec no longer asks for");
         if let Some(r) = status.rotation.as_mut() {
             r.in_progress = None;
+            r.failures = None;
+            r.next_attempt_time = None;
         }
+        ctx.rotation_succeeded(uid);
         let after = sync(ms, ctx, Instant::now(), status, policy, Intent::Drop).await;
         let failure = after.as_ref().err().cloned();
         *outcome = after;
         return failure;
+    }
+    if policy.is_none_or(|p| p.strategy == RotationStrategy::Notify) {
+        // Nothing to rotate any more: past failures no longer speak for the object.
+        if let Some(r) = status.rotation.as_mut() {
+            r.failures = None;
+            r.next_attempt_time = None;
+        }
+        ctx.rotation_succeeded(uid);
     }
     let policy = policy?;
     // Failed rotations back off; updates of the object (our own status writes among them) do not shorten it.
@@ -449,25 +460,34 @@ async fn report(
         ctx.remember_rotation(&ms.uid().unwrap_or_default(), &request);
     }
     let due_at = state.due_at;
-    let (due_reason, due_message) = match (state.due, failure) {
-        (_, Some(f)) => {
+    // While a failed rotation backs off, the reconciles in between (our own status writes wake the object) do
+    // not try it: the condition keeps saying why the last attempt failed and when the next one is.
+    let backing_off = status.rotation.as_ref().is_some_and(|r| r.failures.is_some());
+    let last_failure = conditions::get(&status.conditions, ROTATION_DUE)
+        .filter(|c| {
+            backing_off && c.status == "True" && !matches!(c.reason.as_str(), "Due" | "NotDue" | "InvalidPolicy")
+        })
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    let (due_reason, due_message) = match (state.due, failure, last_failure) {
+        (_, None, Some((reason, message))) => (reason, message),
+        (_, Some(f), _) => {
             let again = status
                 .rotation
                 .as_ref()
                 .and_then(|r| Some((r.failures?, r.next_attempt_time.as_ref()?)))
                 .map(|(n, t)| format!("; {n} failure(s) in a row, next attempt at {}", t.0))
                 .unwrap_or_default();
-            (f.reason, format!("rotation failed: {}{again}", f.message))
+            (f.reason.to_string(), format!("rotation failed: {}{again}", f.message))
         }
-        (true, None) => ("Due", format!("rotation was due at {due_at}")),
-        (false, None) => ("NotDue", format!("next rotation due at {due_at}")),
+        (true, None, None) => ("Due".to_string(), format!("rotation was due at {due_at}")),
+        (false, None, None) => ("NotDue".to_string(), format!("next rotation due at {due_at}")),
     };
-    let due = state.due || failure.is_some();
+    let due = state.due || failure.is_some() || backing_off;
     conditions::set(
         &mut status.conditions,
         ROTATION_DUE,
         due,
-        due_reason,
+        &due_reason,
         due_message,
         generation,
         now,

@@ -63,8 +63,14 @@ fn changed_fields(
     let (old, new) = (object(old), object(Some(new)));
     let mut changed = serde_json::Map::new();
     for (key, value) in &new {
-        if old.get(key) != Some(value) {
-            changed.insert(key.clone(), value.clone());
+        match old.get(key) {
+            Some(before) if before == value => {}
+            Some(before) => {
+                changed.insert(key.clone(), merge_patch(before, value));
+            }
+            None => {
+                changed.insert(key.clone(), value.clone());
+            }
         }
     }
     for key in old.keys() {
@@ -74,6 +80,33 @@ fn changed_fields(
     }
     changed.retain(|key, _| ManagedSecretStatus::writer_of(key) == Some(writer));
     changed
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: objects field by field, with null for each
+/// field `new` drops (a nested object sent whole would keep the fields it no longer has); anything else whole.
+fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                match old.get(key) {
+                    Some(before) if before == value => {}
+                    Some(before) => {
+                        patch.insert(key.clone(), merge_patch(before, value));
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -112,5 +145,24 @@ mod tests {
         let theirs = changed_fields(Some(&old), &new, StatusWriter::Restarts);
         assert_eq!(theirs.keys().collect::<Vec<_>>(), ["consumers"]);
         assert!(changed_fields(Some(&new), &new, StatusWriter::Reconcile).is_empty());
+    }
+
+    #[test]
+    fn fields_dropped_inside_an_object_are_sent_as_null() {
+        let old: ManagedSecretStatus = serde_json::from_value(serde_json::json!({
+            "rotation": {"handledRequest": "storm", "inProgress": {"reason": "storm", "started": "t"},
+                         "failures": 3, "nextAttemptTime": "2026-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        let mut new = old.clone();
+        let r = new.rotation.as_mut().unwrap();
+        r.in_progress = None;
+        r.failures = None;
+        r.next_attempt_time = None;
+        let changed = changed_fields(Some(&old), &new, StatusWriter::Reconcile);
+        assert_eq!(
+            serde_json::Value::Object(changed),
+            serde_json::json!({"rotation": {"inProgress": null, "failures": null, "nextAttemptTime": null}})
+        );
     }
 }

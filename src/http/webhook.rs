@@ -98,6 +98,15 @@ impl ReplayGuard {
         }
         true
     }
+
+    /// Forgets a delivery that was not acted on, so that the sender's retry of it is taken.
+    fn forget(&self, keys: &[String]) {
+        if let Ok(mut seen) = self.seen.lock() {
+            for k in keys {
+                seen.remove(k);
+            }
+        }
+    }
 }
 
 /// The environment a webhook delivery is about. Accepts `"environment": "org/project/env"`, or the parts as
@@ -184,10 +193,12 @@ async fn esc_webhook(
             "the payload's timestamp is more than five minutes from now",
         );
     }
-    if !s.replays.first_time(&delivery_keys(&headers)) {
+    let keys = delivery_keys(&headers);
+    if !s.replays.first_time(&keys) {
         return refuse("replayed", StatusCode::CONFLICT, "this delivery was received before");
     }
     let Some(client) = &s.client else {
+        s.replays.forget(&keys);
         count("failed");
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -204,6 +215,7 @@ async fn esc_webhook(
             )
         }
         Err(e) => {
+            s.replays.forget(&keys);
             count("failed");
             tracing::warn!(environment = %env, error = %e, "ESC webhook: asking for refreshes failed");
             json(
@@ -340,6 +352,11 @@ mod tests {
         // The same delivery id with another body.
         assert!(!guard.first_time(&delivery_keys(&headers("bb", Some("d1")))));
         assert!(guard.first_time(&delivery_keys(&headers("cc", Some("d3")))));
+        // A delivery that was not acted on (the API server was unreachable) is taken when retried.
+        let failed = delivery_keys(&headers("ee", Some("d5")));
+        assert!(guard.first_time(&failed));
+        guard.forget(&failed);
+        assert!(guard.first_time(&failed));
         let short = ReplayGuard::new(Duration::ZERO);
         assert!(short.first_time(&delivery_keys(&headers("aa", None))));
         assert!(

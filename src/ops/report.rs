@@ -16,7 +16,7 @@ use super::categories;
 use super::error::OpsError;
 use super::human::{self, Cell, Colour};
 use crate::api::conditions::{READY, ROTATION_DUE, ROTATION_OVERDUE};
-use crate::api::{ConsumerState, ManagedSecret, RotationStrategy};
+use crate::api::{AccessStatus, ConsumerState, ManagedSecret, RotationStrategy};
 use crate::rotation::schedule;
 
 /// The exit code when something is overdue.
@@ -84,6 +84,8 @@ pub struct Row {
     pub consumers: Consumers,
     /// Why it is not OK, from the condition that says so.
     pub message: Option<String>,
+    /// Which grant allowed each action and which were refused (`status.access`), when keyward has decided.
+    pub access: Option<AccessStatus>,
 }
 
 fn condition<'a>(ms: &'a ManagedSecret, type_: &str) -> Option<&'a Condition> {
@@ -198,6 +200,7 @@ pub fn row(ms: &ManagedSecret, now: Timestamp) -> Row {
             .and_then(|r| r.last_reason.clone()),
         consumers,
         message,
+        access: status.and_then(|s| s.access.clone()),
     }
 }
 
@@ -292,6 +295,7 @@ pub fn json(rows: &[Row]) -> String {
                     "failed": r.consumers.failed,
                 },
                 "message": r.message,
+                "access": r.access,
             })
         })
         .collect();

@@ -198,6 +198,29 @@ pub fn render(ms: &ManagedSecret, events: &[EventLine], now: Timestamp) -> Strin
         field(&mut out, "  Requested", format!("{req} (not yet handled)"));
     }
 
+    out.push_str("\nAccess (which AccessPolicy grant allows each action, or why it is refused):\n");
+    match status.and_then(|s| s.access.as_ref()) {
+        None => out.push_str("  not decided yet\n"),
+        Some(access) => {
+            let mut rows: Vec<Vec<Cell>> = access
+                .granted
+                .iter()
+                .map(|g| vec![Cell::from(g.action.as_str()), Cell::from(g.grant.as_str())])
+                .collect();
+            rows.extend(access.refused.iter().map(|r| {
+                vec![
+                    Cell::from(r.action.as_str()),
+                    Cell::from(format!("REFUSED: {}", r.reason)),
+                ]
+            }));
+            if rows.is_empty() {
+                out.push_str("  nothing asked for\n");
+            } else {
+                out.push_str(&indent(&human::table(&["ACTION", "GRANT"], &rows, false)));
+            }
+        }
+    }
+
     out.push_str("\nConsumers:\n");
     let consumers = status.map(|s| s.consumers.as_slice()).unwrap_or_default();
     if consumers.is_empty() {
@@ -349,6 +372,11 @@ status:
   - {kind: Deployment, name: api, secretsHash: abc, state: Restarted}
   pushes:
   - {target: github:org/acme/OPENAI_API_KEY, pushTime: '2025-06-05T00:00:00Z'}
+  access:
+    granted:
+    - {action: read ESC acme/app/prod path app.openai, grant: 'AccessPolicy backend esc[0]'}
+    refused:
+    - {action: write ESC acme/app/prod path app.openai, reason: EscWriteNotGranted}
 ",
         )
         .unwrap();
@@ -379,6 +407,11 @@ Rotation:
   State:        OK
   Last request: first leak
   Requested:    second leak (not yet handled)
+
+Access (which AccessPolicy grant allows each action, or why it is refused):
+  ACTION                                    GRANT
+  read ESC acme/app/prod path app.openai    AccessPolicy backend esc[0]
+  write ESC acme/app/prod path app.openai   REFUSED: EscWriteNotGranted
 
 Consumers:
   KIND         NAME   STATE       HASH

@@ -106,6 +106,17 @@ impl Cluster {
             .expect("client")
     }
 
+    /// A client acting as `user` (the admin impersonating them): a tenant, with exactly the rights RBAC gives
+    /// that user.
+    pub async fn client_as(&self, user: &str) -> Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("config");
+        config.auth_info.impersonate = Some(user.to_string());
+        Client::try_from(config).expect("client")
+    }
+
     /// The tail of every component's log.
     pub fn logs(&self) -> String {
         keyward_dev::control_plane::logs_tail(&self.dir.join("logs"), 60)
@@ -142,7 +153,10 @@ pub fn dev_bin() -> PathBuf {
 
 /// A loopback address with a port that was free a moment ago.
 pub fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// The repository root.
@@ -313,6 +327,18 @@ impl Keyward {
 
     /// Like [`Keyward::start`], with extra environment variables.
     pub fn start_with_env(namespace: &str, extra: &[&str], env: &[(&str, &str)]) -> Keyward {
+        // Tests grant every environment unless they bring their own policy.
+        let allow_all = !extra.iter().any(|a| a.starts_with("--access-policy-file"));
+        Self::spawn(Some(namespace), extra, env, allow_all)
+    }
+
+    /// Starts `keyward run` for the whole cluster with no grants but the cluster's AccessPolicies: tenancy
+    /// tests, one such keyward per test binary (it acts on every namespace).
+    pub fn start_cluster_wide(extra: &[&str]) -> Keyward {
+        Self::spawn(None, extra, &[], false)
+    }
+
+    fn spawn(namespace: Option<&str>, extra: &[&str], env: &[(&str, &str)], allow_all: bool) -> Keyward {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("hash-key");
         std::fs::write(&key, b"test-hash-key").unwrap();
@@ -321,8 +347,7 @@ impl Keyward {
         let (http, webhook) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .arg("run")
-            .arg("--watch-namespace")
-            .arg(namespace)
+            .args(namespace.map(|n| format!("--watch-namespace={n}")))
             .arg("--hash-key-file")
             .arg(&key)
             .arg("--http-listen")
@@ -330,8 +355,7 @@ impl Keyward {
             .arg("--webhook-listen")
             .arg(webhook.to_string())
             .args(extra)
-            // Tests grant every environment unless they bring their own policy.
-            .args((!extra.iter().any(|a| a.starts_with("--access-policy-file"))).then_some("--allow-all-environments"))
+            .args(allow_all.then_some("--allow-all"))
             .env("KUBECONFIG", &cluster_any().kubeconfig)
             .env(
                 "RUST_LOG",

@@ -58,10 +58,6 @@ app.kubernetes.io/part-of: keyward
 {{- default .Values.github.tokenSecret.name .Values.github.existingSecret }}
 {{- end }}
 
-{{- define "keyward.policyConfigMapName" -}}
-{{- default (printf "%s-access-policy" (include "keyward.fullname" .)) .Values.accessPolicy.existingConfigMap }}
-{{- end }}
-
 {{- define "keyward.leaseName" -}}
 {{- default (include "keyward.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
@@ -71,4 +67,3 @@ app.kubernetes.io/part-of: keyward
 {{- define "keyward.githubTokenPath" -}}/var/run/secrets/keyward/github/token{{- end }}
 {{- define "keyward.hashKeyPath" -}}/var/run/secrets/keyward/hash-key/key{{- end }}
 {{- define "keyward.webhookSecretPath" -}}/var/run/secrets/keyward/webhook/secret{{- end }}
-{{- define "keyward.policyPath" -}}/etc/keyward/policy/policy.yaml{{- end }}

@@ -1,4 +1,5 @@
-//! Rotation: new state for the definition's `fn::rotate::dev-random` rotators, written in place as
+//! Rotation: new state for the definition's `fn::rotate::dev-random` rotators (`inputs: {length, alphabet}`,
+//! alphanumeric when no alphabet is given), written in place as
 //! `fn::secret` (the caller encrypts it), every other byte of the definition unchanged, as ESC's rotate does.
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -122,7 +123,21 @@ pub(crate) fn rotate_definition(
                 continue;
             }
         };
-        let state = Zeroizing::new(Alphanumeric.sample_string(&mut rand::rng(), length));
+        let alphabet = r.arg.get("inputs").and_then(|i| i.get("alphabet")).map(Node::to_json);
+        let state = match alphabet.as_ref().and_then(|a| a.as_str()) {
+            // `inputs.alphabet`: the characters the state is drawn from (a rotator that can only issue one
+            // credential, "a", is how tests meet a rotation that changes nothing).
+            Some(chars) if !chars.is_empty() => {
+                let chars: Vec<char> = chars.chars().collect();
+                let mut rng = rand::rng();
+                Zeroizing::new(
+                    (0..length)
+                        .map(|_| chars[rand::RngExt::random_range(&mut rng, 0..chars.len())])
+                        .collect::<String>(),
+                )
+            }
+            _ => Zeroizing::new(Alphanumeric.sample_string(&mut rand::rng(), length)),
+        };
         match state_edit(text, r.arg, &double_quoted(&state)) {
             Some(edit) => edits.push(edit),
             None => diags.push(Diagnostic::at(
