@@ -139,15 +139,19 @@ YAML
 sed 's/^/    /' "$work/refused"
 grep -q "environment must be org/project/env" "$work/refused" || fail "the refusal did not say why"
 
-step "running keyward (ESC, GitHub, access policy examples/access-policy.yaml, audit log)"
+step "the platform's grants: AccessPolicy sophia-backend (examples/access-policy.yaml), in the cluster"
+k apply --server-side -f examples/access-policy.yaml | sed 's/^/    /'
+
+step "running keyward (ESC, GitHub, grants from the cluster's AccessPolicies, audit log)"
 head -c 32 /dev/urandom >"$work/hash-key"
 echo "demo-webhook-secret" >"$work/webhook-secret"
 http_port=$(free_port)
+webhook_port=$(free_port)
 "$keyward" run --esc-url "$esc" --esc-token-file "$work/esc-token" --hash-key-file "$work/hash-key" \
   --github-url "$github" --github-token-file "$work/github-token" \
-  --access-policy-file examples/access-policy.yaml --audit-log "$work/audit.log" \
+  --audit-log "$work/audit.log" \
   --webhook-secret-file "$work/webhook-secret" --restart-debounce-seconds 2 \
-  --http-listen "127.0.0.1:$http_port" --log-format text >"$work/keyward.log" 2>&1 &
+  --http-listen "127.0.0.1:$http_port" --webhook-listen "127.0.0.1:$webhook_port" --log-format text >"$work/keyward.log" 2>&1 &
 pids+=($!)
 wait_for 30 "keyward ready" curl -fsS "http://127.0.0.1:$http_port/readyz"
 
@@ -173,7 +177,7 @@ curl -fsS -X PATCH -H "Authorization: token demo-token" -H "Content-Type: applic
   --data-binary @"$work/def.yaml" "$esc/environments/$env_ref" >/dev/null
 body='{"organization":{"githubLogin":"ai-cherry"},"projectName":"sophia","environmentName":"lambda-labs-production"}'
 sig=$(printf '%s' "$body" | python3 -c 'import hmac, hashlib, sys; print(hmac.new(b"demo-webhook-secret", sys.stdin.buffer.read(), hashlib.sha256).hexdigest())')
-curl -fsS -X POST -H "Pulumi-Webhook-Signature: $sig" --data "$body" "http://127.0.0.1:$http_port/webhooks/esc" |
+curl -fsS -X POST -H "Pulumi-Webhook-Signature: $sig" --data "$body" "http://127.0.0.1:$webhook_port/webhooks/esc" |
   sed 's/^/    webhook answered: /'; echo
 anthropic_follows() {
   [ "$(esc_value sophia.ai.anthropic_api_key)" = "$(secret_value backend anthropic-api-key ANTHROPIC_API_KEY)" ]
@@ -198,6 +202,28 @@ wait_for 90 "the app rolled once more" rs_count_is $((rs0 + 2))
 say "ESC holds a new ${#after}-character value; the Secret and GitHub (decrypted by the test server) equal it;"
 say "the old value stays as OPENAI_API_KEY_PREVIOUS for the grace period; the app rolled once more (ReplicaSets: $(replica_sets))"
 grep -q '"action":"secret_rotated"' "$work/audit.log" || fail "no audit line for the rotation"
+
+step "a ManagedSecret asking for more than its namespace is granted is refused, and nothing is written"
+k apply -f - <<'YAML' | sed 's/^/    /'
+apiVersion: keyward.dev/v1alpha1
+kind: ManagedSecret
+metadata: {name: grab-deploy-key, namespace: backend}
+spec:
+  source: {esc: {environment: ai-cherry/sophia/lambda-labs-production, path: sophia.ai.openai_api_key}}
+  target: {key: K}
+  rotation:
+    period: 90d
+    strategy: Notify
+    pushTo: [{github: {organization: ai-cherry, secretName: DEPLOY_KEY}}]
+YAML
+refused_push() {
+  [ "$(k get msec grab-deploy-key -n backend -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}')" = GithubPushNotGranted ]
+}
+wait_for 30 "grab-deploy-key refused" refused_push
+k get msec grab-deploy-key -n backend -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}' | sed 's/^/    /'; echo
+if k get secret grab-deploy-key -n backend >/dev/null 2>&1; then fail "a Secret was written for a refused object"; fi
+[ -z "$(github_value org/ai-cherry DEPLOY_KEY)" ] || fail "GitHub received a refused push"
+k delete msec grab-deploy-key -n backend | sed 's/^/    /'
 
 step "keyward status openai-api-key"
 "$keyward" status openai-api-key -n backend | sed 's/^/    /'

@@ -257,6 +257,23 @@ impl Planner {
         true
     }
 
+    /// The workload already carries the hash it was waiting for (another writer got there first, e.g. an
+    /// adoption seen late): its pending restart is dropped; a rollout in flight and failure memory stay.
+    /// Returns whether a restart was pending.
+    pub fn satisfied(&mut self, workload: &WorkloadRef) -> bool {
+        let Some(state) = self.states.get_mut(workload) else {
+            return false;
+        };
+        let Some(p) = state.pending.take() else {
+            return false;
+        };
+        self.queue.remove(&(p.ready_at, p.seq, workload.clone()));
+        if state.is_empty() {
+            self.states.remove(workload);
+        }
+        true
+    }
+
     /// Forgets the workload: its pending restart, its failure memory and its slot if a rollout was in flight
     /// (for a deleted or opted-out workload, or a start that failed and will be re-desired). Returns whether
     /// anything was known.

@@ -415,7 +415,13 @@ impl Restarts {
     fn reconsider(&mut self, w: &WorkloadRef, now: Timestamp, steps: &mut Vec<Step>) {
         let Some(current) = self.known.get(w) else { return };
         let Some(want) = self.desired(w) else { return };
-        if current.as_deref() == Some(want.as_str()) || self.rolling.get(w) == Some(&want) {
+        if current.as_deref() == Some(want.as_str()) {
+            // Nothing to do, and nothing still to do: a restart desired from an older view of the workload
+            // (one adoption seen before the next) would otherwise fire at the end of its debounce.
+            self.planner.satisfied(w);
+            return;
+        }
+        if self.rolling.get(w) == Some(&want) {
             return;
         }
         if current.is_none() {
@@ -575,6 +581,48 @@ mod tests {
         assert_eq!(workload, &deployment("api"));
         assert_eq!(hash, &secrets_hash([("db", "h1")]));
         assert!(restart_of(&r.due(t(60)).0).is_none());
+    }
+
+    /// Seen in `make demo`: the workload is adopted with one Secret, then again with two before the first
+    /// adoption's annotation is seen; the view in between desires a restart from the first hash to the second,
+    /// which the second adoption already carries. Nothing may restart.
+    #[test]
+    fn a_restart_desired_from_a_late_view_of_an_adoption_is_dropped() {
+        let mut r = restarts();
+        let both = |hash: Option<&str>| {
+            let template: PodTemplateSpec = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+                {"name": "c", "envFrom": [{"secretRef": {"name": "db"}}, {"secretRef": {"name": "cache"}}]}]}}))
+            .unwrap();
+            Observation::Workload {
+                workload: deployment("api"),
+                template: Box::new(template),
+                opted_out: false,
+                current_hash: hash.map(str::to_string),
+                rollout: Rollout::Complete,
+            }
+        };
+        r.observe(secret("db", "db", "h1"), t(0));
+        let first = secrets_hash([("db", "h1")]);
+        let steps = r.observe(both(None), t(0));
+        assert!(
+            matches!(steps.as_slice(), [Step::Adopt { hash, .. }] if *hash == first),
+            "{steps:?}"
+        );
+        // The second Secret appears; no annotation seen yet: adopted again, with both.
+        let second = secrets_hash([("cache", "c1"), ("db", "h1")]);
+        let steps = r.observe(secret("cache", "cache", "c1"), t(1));
+        assert!(
+            matches!(steps.as_slice(), [Step::Adopt { hash, .. }] if *hash == second),
+            "{steps:?}"
+        );
+        // The first adoption's annotation arrives: a restart to `second` is desired ...
+        r.observe(both(Some(&first)), t(2));
+        // ... and the second adoption's annotation arrives before its debounce ends.
+        r.observe(both(Some(&second)), t(3));
+        assert!(
+            restart_of(&r.due(t(60)).0).is_none(),
+            "a restart to the hash the workload carries already"
+        );
     }
 
     #[test]
