@@ -1340,26 +1340,6 @@ fn admission_policy_allows_exactly_keywards_target_types() {
     assert!(of_kind(&off, "ValidatingAdmissionPolicy").is_empty());
 }
 
-/// A Role in `ns` with `rules`, bound to user `user`.
-async fn grant_user(admin: &Client, ns: &str, user: &str, rules: Value) {
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-    let role: Role = serde_json::from_value(json!({"metadata": {"name": user}, "rules": rules})).unwrap();
-    Api::<Role>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": user},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-}
-
 fn reading_secret(name: &str, source: &str) -> ManagedSecret {
     serde_json::from_value(json!({
         "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret", "metadata": {"name": name},
@@ -1386,11 +1366,11 @@ async fn admission_policy_refuses_a_source_secret_the_author_may_not_get() {
     // mallory: ManagedSecrets only. trent: ManagedSecrets, and get on team-source alone.
     let mallory = format!("mallory-{}", team.name);
     let trent = format!("trent-{}", team.name);
-    grant_user(&admin, &team.name, &mallory, manage.clone()).await;
+    support::bind_user(&admin, &team.name, &mallory, manage.clone()).await;
     let mut rules = manage.as_array().unwrap().clone();
     rules
         .push(json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["team-source"], "verbs": ["get"]}));
-    grant_user(&admin, &team.name, &trent, Value::Array(rules)).await;
+    support::bind_user(&admin, &team.name, &trent, Value::Array(rules)).await;
     let as_mallory: Api<ManagedSecret> = Api::namespaced(cluster.client_as(&mallory).await, &team.name);
     let as_trent: Api<ManagedSecret> = Api::namespaced(cluster.client_as(&trent).await, &team.name);
 

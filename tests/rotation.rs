@@ -10,8 +10,6 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyward::api::ManagedSecret;
-use keyward::esc::{EscClient, EscConfig};
-use keyward::source::esc::EscSource;
 use keyward_dev::esc_server::{EscServer, Fault};
 use keyward_dev::github_server::{GithubFault, GithubServer, GithubServerOptions};
 use kube::Api;
@@ -94,12 +92,7 @@ impl World {
 
     /// What ESC holds at `path` now, read the way keyward reads it.
     async fn esc_value(&self, env: &str, path: &str) -> String {
-        let client = EscClient::new(EscConfig::new(self.esc.base_url(), Some(ESC_TOKEN.to_string().into()))).unwrap();
-        let v = EscSource::new(client)
-            .get(env, None, path, Instant::now())
-            .await
-            .unwrap();
-        String::from_utf8(v.value.expose().to_vec()).unwrap()
+        support::esc_value(&self.esc.base_url(), ESC_TOKEN, env, path).await
     }
 
     /// The definition text (secrets as ciphertext) and its revision.

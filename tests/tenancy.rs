@@ -13,13 +13,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyward::api::{AccessPolicy, ManagedSecret};
-use keyward::esc::{EscClient, EscConfig};
 use keyward::push::github::{GithubClient, GithubConfig, GithubScope};
 use keyward::secret::SecretBytes;
-use keyward::source::esc::EscSource;
 use keyward_dev::esc_server::EscServer;
 use keyward_dev::github_server::{GithubServer, GithubServerOptions, Repository};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -57,14 +54,8 @@ impl World {
         resp.headers()["pulumi-esc-revision"].to_str().unwrap().parse().unwrap()
     }
 
-    /// What ESC holds at `path`, read the way keyward reads it.
     async fn esc_value(&self, env: &str, path: &str) -> String {
-        let client = EscClient::new(EscConfig::new(self.esc.base_url(), Some(ESC_TOKEN.to_string().into()))).unwrap();
-        let v = EscSource::new(client)
-            .get(env, None, path, Instant::now())
-            .await
-            .unwrap();
-        String::from_utf8(v.value.expose().to_vec()).unwrap()
+        support::esc_value(&self.esc.base_url(), ESC_TOKEN, env, path).await
     }
 
     /// GitHub writes of every secret so far.
@@ -96,21 +87,7 @@ impl World {
 
 /// A tenant: user `user` with `rules` in namespace `ns` (a Role and its RoleBinding), and a client as them.
 async fn tenant(admin: &Client, ns: &str, user: &str, rules: Value) -> Client {
-    let role: Role = serde_json::from_value(json!({"metadata": {"name": user}, "rules": rules})).unwrap();
-    Api::<Role>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": user},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
+    support::bind_user(admin, ns, user, rules).await;
     support::cluster().client_as(user).await
 }
 

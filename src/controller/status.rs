@@ -60,24 +60,13 @@ fn changed_fields(
         Some(Ok(serde_json::Value::Object(o))) => o,
         _ => serde_json::Map::new(),
     };
-    let (old, new) = (object(old), object(Some(new)));
-    let mut changed = serde_json::Map::new();
-    for (key, value) in &new {
-        match old.get(key) {
-            Some(before) if before == value => {}
-            Some(before) => {
-                changed.insert(key.clone(), merge_patch(before, value));
-            }
-            None => {
-                changed.insert(key.clone(), value.clone());
-            }
-        }
-    }
-    for key in old.keys() {
-        if !new.contains_key(key) {
-            changed.insert(key.clone(), serde_json::Value::Null);
-        }
-    }
+    let patch = merge_patch(
+        &serde_json::Value::Object(object(old)),
+        &serde_json::Value::Object(object(Some(new))),
+    );
+    let serde_json::Value::Object(mut changed) = patch else {
+        return serde_json::Map::new();
+    };
     changed.retain(|key, _| ManagedSecretStatus::writer_of(key) == Some(writer));
     changed
 }

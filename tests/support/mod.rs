@@ -519,3 +519,38 @@ pub async fn esc_server(token: &str, dir: &Path) -> keyward_dev::esc_server::Esc
     std::fs::write(dir.join("esc-token"), token).unwrap();
     server
 }
+
+/// Gives user `user` the RBAC `rules` in namespace `ns` (a Role and a RoleBinding, both named after the user):
+/// a tenant, for tests that act as one through [`Cluster::client_as`].
+pub async fn bind_user(admin: &Client, ns: &str, user: &str, rules: serde_json::Value) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(serde_json::json!({"metadata": {"name": user}, "rules": rules})).unwrap();
+    Api::<Role>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+/// What the ESC server at `base_url` holds at `path` of `env`, read the way keyward reads it.
+pub async fn esc_value(base_url: &str, token: &str, env: &str, path: &str) -> String {
+    let client = keyward::esc::EscClient::new(keyward::esc::EscConfig::new(
+        base_url.to_string(),
+        Some(token.to_string().into()),
+    ))
+    .unwrap();
+    let v = keyward::source::esc::EscSource::new(client)
+        .get(env, None, path, std::time::Instant::now())
+        .await
+        .unwrap();
+    String::from_utf8(v.value.expose().to_vec()).unwrap()
+}
