@@ -11,8 +11,8 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keyward::api::ManagedSecret;
-use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use support::{Keyward, TestNs, cluster_with_controllers, eventually, install_crd};
 
 async fn ns(prefix: &str) -> TestNs {
@@ -229,4 +229,100 @@ async fn existing_foreign_secret_is_not_overwritten() {
         data_of(&secrets, "theirs", "K").await.as_deref(),
         Some(&b"precious"[..])
     );
+}
+
+/// Field report A1 (and the same kind: the old data key after `target.key` changes): what the spec no longer
+/// asks for leaves the Secret at the next reconcile, not at the next value change.
+#[tokio::test]
+async fn the_target_follows_labels_annotations_and_key_taken_out_of_the_spec() {
+    let ns = ns("sync-follow").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"v1"))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    let mut ms = from_secret("app", "src", "K", "Delete");
+    ms.spec.target.labels = BTreeMap::from([("team".into(), "a".into()), ("tier".into(), "db".into())]);
+    ms.spec.target.annotations = BTreeMap::from([("example.com/owner".into(), "a".into())]);
+    managed.create(&PostParams::default(), &ms).await.unwrap();
+    eventually(40, "the Secret with both labels", || async {
+        let s = secrets.get_opt("app").await.ok()??;
+        (s.labels().contains_key("tier") && s.annotations().contains_key("example.com/owner")).then_some(())
+    })
+    .await;
+    // Someone else's label on the same Secret stays.
+    let theirs = serde_json::json!({"metadata": {"labels": {"backup": "daily"}}});
+    secrets
+        .patch("app", &PatchParams::default(), &Patch::Merge(&theirs))
+        .await
+        .unwrap();
+    let spec = serde_json::json!({"spec": {"target": {"key": "NEW_K",
+        "labels": {"team": "a", "tier": null}, "annotations": null}}});
+    managed
+        .patch("app", &PatchParams::default(), &Patch::Merge(&spec))
+        .await
+        .unwrap();
+    let s = eventually(
+        20,
+        "tier, the annotation and the old key gone, the value unchanged",
+        || async {
+            let s = secrets.get_opt("app").await.ok()??;
+            let data = s.data.clone()?;
+            let gone = !s.labels().contains_key("tier")
+                && !s.annotations().contains_key("example.com/owner")
+                && !data.contains_key("K");
+            (gone && data.get("NEW_K")?.0 == b"v1").then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(s.labels().get("team").map(String::as_str), Some("a"));
+    assert_eq!(
+        s.labels().get("backup").map(String::as_str),
+        Some("daily"),
+        "not keyward's to remove"
+    );
+}
+
+/// Field report A5: two ManagedSecrets on one target: the second is refused with a message naming the owner.
+#[tokio::test]
+async fn a_second_managed_secret_on_a_target_is_told_who_owns_it() {
+    let ns = ns("sync-two").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"first"))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    let mut owner = from_secret("owner", "src", "K", "Delete");
+    owner.spec.target.name = Some("shared".into());
+    managed.create(&PostParams::default(), &owner).await.unwrap();
+    eventually(40, "the owner's Secret", || async {
+        (data_of(&secrets, "shared", "K").await?.as_slice() == b"first").then_some(())
+    })
+    .await;
+    let mut second = from_secret("second", "src", "OTHER", "Delete");
+    second.spec.target.name = Some("shared".into());
+    managed.create(&PostParams::default(), &second).await.unwrap();
+    let cond = eventually(40, "TargetConflict naming the owner", || async {
+        let c = managed
+            .get("second")
+            .await
+            .ok()?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.reason == "TargetConflict").then_some(c)
+    })
+    .await;
+    assert!(
+        cond.message.contains(&format!("ManagedSecret {}/owner", ns.name)),
+        "{}",
+        cond.message
+    );
+    let s = secrets.get("shared").await.unwrap();
+    assert!(!s.data.unwrap().contains_key("OTHER"), "the second wrote nothing");
 }

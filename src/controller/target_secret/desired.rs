@@ -21,6 +21,7 @@ use crate::api::{
     ROTATED_FOR_ANNOTATION, ROTATION_INTENT_ANNOTATION, RotationIntent, SOURCE_REVISION_ANNOTATION,
     VALUE_HASH_ANNOTATION,
 };
+use crate::controller::context::FIELD_MANAGER;
 use crate::secret::{SecretBytes, ValueHasher};
 use crate::source::SourceValue;
 
@@ -234,6 +235,47 @@ pub fn up_to_date(current: &Secret, desired: &Secret) -> bool {
         && data_match
         && !stale_previous
         && current.type_ == desired.type_
+        && !owned_keys(current).iter().any(|(section, key)| match section {
+            OwnedSection::Labels => !desired.labels().contains_key(key),
+            OwnedSection::Annotations => !desired.annotations().contains_key(key),
+            OwnedSection::Data => desired.data.as_ref().is_none_or(|d| !d.contains_key(key)),
+        })
+}
+
+/// Where a key keyward applied lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnedSection {
+    Labels,
+    Annotations,
+    Data,
+}
+
+/// The labels, annotations and data keys keyward's last server-side apply owns (the Secret's
+/// `managedFields` entry of manager [`FIELD_MANAGER`], operation Apply). A key owned but no longer desired (a
+/// label taken out of `spec.target.labels`, the old `spec.target.key`) is removed by the next apply — so while
+/// it is there the Secret is not up to date.
+fn owned_keys(current: &Secret) -> Vec<(OwnedSection, String)> {
+    let mut out = Vec::new();
+    let ours = current
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply"));
+    for entry in ours {
+        let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
+            continue;
+        };
+        for (section, node) in [
+            (OwnedSection::Labels, &fields["f:metadata"]["f:labels"]),
+            (OwnedSection::Annotations, &fields["f:metadata"]["f:annotations"]),
+            (OwnedSection::Data, &fields["f:data"]),
+        ] {
+            let keys = node.as_object().into_iter().flat_map(|m| m.keys());
+            out.extend(keys.filter_map(|k| Some((section, k.strip_prefix("f:")?.to_string()))));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -292,6 +334,57 @@ mod tests {
             .unwrap()
             .insert("OTHER".into(), ByteString(b"x".to_vec()));
         assert!(up_to_date(&extra, &d));
+    }
+
+    /// A label taken out of the spec (or the old data key after `target.key` changed) is still owned by keyward's
+    /// last apply: the Secret is not up to date until an apply removes it. Keys others own do not count.
+    #[test]
+    fn keys_keyward_owns_but_no_longer_wants_are_a_difference() {
+        let ms = ms();
+        let h = hasher();
+        let d = desired(
+            &ms,
+            &value(b"v1"),
+            "hmac-sha256:aa",
+            &Bookkeeping::default(),
+            &signer(&h),
+        );
+        let mut current = d.clone();
+        current
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".into(), "a".into());
+        let entry = |manager: &str, fields: serde_json::Value| {
+            serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry>(
+                serde_json::json!({"manager": manager, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}),
+            )
+            .unwrap()
+        };
+        current.metadata.managed_fields = Some(vec![entry(
+            "someone-else",
+            serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}}}}),
+        )]);
+        assert!(up_to_date(&current, &d), "another manager's label is theirs");
+        current.metadata.managed_fields = Some(vec![entry(
+            FIELD_MANAGER,
+            serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}, "f:x": {}}}, "f:data": {"f:K": {}}}),
+        )]);
+        assert!(
+            !up_to_date(&current, &d),
+            "keyward applied `team`, which the spec no longer has"
+        );
+        current.metadata.labels.as_mut().unwrap().remove("team");
+        current.metadata.managed_fields = Some(vec![entry(
+            FIELD_MANAGER,
+            serde_json::json!({"f:metadata": {"f:labels": {"f:x": {}}}, "f:data": {"f:K": {}, "f:OLD_KEY": {}}}),
+        )]);
+        assert!(!up_to_date(&current, &d), "the old data key is still keyward's");
+        current.metadata.managed_fields = Some(vec![entry(
+            FIELD_MANAGER,
+            serde_json::json!({"f:metadata": {"f:labels": {"f:x": {}}}, "f:data": {"f:K": {}}}),
+        )]);
+        assert!(up_to_date(&current, &d));
     }
 
     #[test]

@@ -129,17 +129,23 @@ pub async fn ensure(
         let ours = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
             && current.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any());
         if !ours {
-            return Err(Failure::new(
-                "TargetConflict",
-                format!(
-                    "Secret {name} exists and is not managed by this ManagedSecret; keyward will not overwrite it \
-                     (delete it, or label it {}={} and annotate it {}={})",
+            let by_keyward = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1);
+            let message = match current.annotations().get(MANAGED_SECRET_ANNOTATION) {
+                // Another ManagedSecret's target: name it, so that the two owners can be told apart.
+                Some(owner) if by_keyward => format!(
+                    "Secret {name} is the target of ManagedSecret {ns}/{owner}, which owns it; give this one another \
+                     target.name, or delete one of the two"
+                ),
+                _ => format!(
+                    "Secret {name} exists and is not managed by keyward; keyward will not overwrite it (delete it, \
+                     or label it {}={} and annotate it {}={})",
                     MANAGED_BY_LABEL.0,
                     MANAGED_BY_LABEL.1,
                     MANAGED_SECRET_ANNOTATION,
                     ms.name_any()
                 ),
-            ));
+            };
+            return Err(Failure::new("TargetConflict", message));
         }
         if desired::up_to_date(current, &desired) {
             return Ok(Written {
