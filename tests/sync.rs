@@ -326,3 +326,60 @@ async fn a_second_managed_secret_on_a_target_is_told_who_owns_it() {
     let s = secrets.get("shared").await.unwrap();
     assert!(!s.data.unwrap().contains_key("OTHER"), "the second wrote nothing");
 }
+
+/// Field report A3: `target.type` changes (immutable on a Secret): keyward replaces the Secret and says so,
+/// rather than failing with the API server's 422 forever.
+#[tokio::test]
+async fn a_changed_target_type_replaces_the_secret() {
+    let ns = ns("sync-type").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", br#"{"auths":{}}"#))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    managed
+        .create(
+            &PostParams::default(),
+            &from_secret("pull", "src", ".dockerconfigjson", "Delete"),
+        )
+        .await
+        .unwrap();
+    let before = eventually(40, "the Opaque Secret", || async {
+        secrets.get_opt("pull").await.ok()?
+    })
+    .await;
+    assert_eq!(before.type_.as_deref(), Some("Opaque"));
+    let spec = serde_json::json!({"spec": {"target": {"type": "kubernetes.io/dockerconfigjson"}}});
+    managed
+        .patch("pull", &PatchParams::default(), &Patch::Merge(&spec))
+        .await
+        .unwrap();
+    let after = eventually(30, "the Secret replaced with the new type", || async {
+        let s = secrets.get_opt("pull").await.ok()??;
+        (s.type_.as_deref() == Some("kubernetes.io/dockerconfigjson")).then_some(s)
+    })
+    .await;
+    assert_ne!(after.metadata.uid, before.metadata.uid, "a new object");
+    assert_eq!(after.data.unwrap()[".dockerconfigjson"].0, br#"{"auths":{}}"#);
+    eventually(30, "Ready again", || async {
+        let c = managed
+            .get("pull")
+            .await
+            .ok()?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.status == "True").then_some(())
+    })
+    .await;
+    let events = ns.events_for("pull").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("TargetReplaced") && e.contains("kubernetes.io/dockerconfigjson")),
+        "{events:?}"
+    );
+}

@@ -7,6 +7,7 @@ mod previous;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 pub use desired::{Bookkeeping, Signer, second};
@@ -20,6 +21,7 @@ use crate::api::{
 use crate::controller::consumers;
 use crate::controller::context::{Context, FIELD_MANAGER};
 use crate::controller::failure::{Failure, kube_failure};
+use crate::controller::record::publish;
 use crate::rotation::schedule::{self, Policy};
 use crate::secret::SecretBytes;
 use crate::source::SourceValue;
@@ -188,6 +190,33 @@ pub async fn ensure(
                 .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
         }
     }
+    if let Some(current) = &current
+        && secret_type(current) != secret_type(&desired)
+    {
+        // A Secret's type is immutable (the API server answers 422): replace the Secret. Deleted only if it is
+        // still the object read above (uid precondition), and recreated at once by the apply below.
+        let (from, to) = (secret_type(current), secret_type(&desired));
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: current.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..kube::api::DeleteParams::default()
+        };
+        api.delete(name, &params)
+            .await
+            .map_err(|e| kube_failure(&format!("replacing Secret {name} (type {from} to {to})"), &e))?;
+        tracing::info!(namespace = %ns, secret = %name, from, to, "replacing the Secret: its type changed");
+        publish(
+            ctx,
+            ms,
+            EventType::Normal,
+            "TargetReplaced",
+            "Replace",
+            format!("Secret {name} replaced: its type changed from {from} to {to}, which the API server does not allow in place"),
+        )
+        .await;
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(name, &params, &Patch::Apply(&desired))
         .await
@@ -199,6 +228,11 @@ pub async fn ensure(
         book,
         replaced,
     })
+}
+
+/// A Secret's type as the API server defaults it (`Opaque` when unset).
+fn secret_type(s: &Secret) -> &str {
+    s.type_.as_deref().unwrap_or("Opaque")
 }
 
 /// The rotation bookkeeping the target Secret should hold after this write, and the reason of the change when
