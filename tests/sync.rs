@@ -383,3 +383,87 @@ async fn a_changed_target_type_replaces_the_secret() {
         "{events:?}"
     );
 }
+
+/// Field report A4: a 600 KiB value replaced with a grace period: the new value and the previous one do not fit
+/// in one Secret (1 MiB). The current value always wins; `PreviousKept=False TooLarge` says what was dropped.
+/// A smaller value keeps its previous copy and says where.
+#[tokio::test]
+async fn the_current_value_wins_when_the_previous_copy_does_not_fit() {
+    let ns = ns("sync-big").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    let big = |c: u8| vec![c; 600 * 1024];
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", &big(b'a')))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    let mut ms = from_secret("big", "src", "BIG", "Delete");
+    ms.spec.rotation = Some(
+        serde_json::from_value(serde_json::json!({"period": "90d", "gracePeriod": "1h", "strategy": "Notify"}))
+            .unwrap(),
+    );
+    managed.create(&PostParams::default(), &ms).await.unwrap();
+    eventually(40, "the first value", || async {
+        (data_of(&secrets, "big", "BIG").await? == big(b'a')).then_some(())
+    })
+    .await;
+    let next = serde_json::json!({"data": {"value": base64(&big(b'b'))}});
+    secrets
+        .patch("src", &PatchParams::default(), &Patch::Merge(&next))
+        .await
+        .unwrap();
+    let s = eventually(40, "the new value, alone", || async {
+        let s = secrets.get_opt("big").await.ok()??;
+        (s.data.as_ref()?.get("BIG")?.0 == big(b'b')).then_some(s)
+    })
+    .await;
+    assert!(
+        !s.data.unwrap().contains_key("BIG_PREVIOUS"),
+        "the previous copy did not fit"
+    );
+    let status = managed.get("big").await.unwrap().status.unwrap();
+    let kept = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PreviousKept")
+        .expect("PreviousKept");
+    assert_eq!(
+        (kept.status.as_str(), kept.reason.as_str()),
+        ("False", "TooLarge"),
+        "{kept:?}"
+    );
+    assert!(kept.message.contains("BIG_PREVIOUS"), "{}", kept.message);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    // Small enough for both: the previous copy is kept, and the condition says where.
+    let small = serde_json::json!({"data": {"value": base64(b"small-1")}});
+    secrets
+        .patch("src", &PatchParams::default(), &Patch::Merge(&small))
+        .await
+        .unwrap();
+    eventually(40, "small-1, the big value kept as BIG_PREVIOUS", || async {
+        let s = secrets.get_opt("big").await.ok()??;
+        let d = s.data?;
+        (d.get("BIG")?.0 == b"small-1" && d.get("BIG_PREVIOUS")?.0 == big(b'b')).then_some(())
+    })
+    .await;
+    eventually(20, "PreviousKept=True", || async {
+        let st = managed.get("big").await.ok()?.status?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "PreviousKept" && c.status == "True" && c.message.contains("BIG_PREVIOUS"))
+            .then_some(())
+    })
+    .await;
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -17,6 +17,9 @@ pub const ROTATION_DUE: &str = "RotationDue";
 pub const ROTATION_OVERDUE: &str = "RotationOverdue";
 /// Every `rotation.pushTo` target holds the current value.
 pub const PUSHED: &str = "Pushed";
+/// After a value was replaced with a grace period: whether the previous value is kept beside it (False, reason
+/// `TooLarge`, when the two do not fit in one Secret: the current value always wins).
+pub const PREVIOUS_KEPT: &str = "PreviousKept";
 
 /// Sets condition `type_` in `conditions`. The transition time moves only when the status flips, so that
 /// writing the same state again changes nothing.

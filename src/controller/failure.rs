@@ -64,12 +64,73 @@ impl From<PushError> for Failure {
     }
 }
 
-/// A failed write or read of the target Secret (or its rollback copy). API server messages can quote object
-/// content; only the code and reason are kept.
+/// A failed write or read of the target Secret (or its rollback copy): the code, the reason and the API
+/// server's message with its quoted fragments cut out (they can quote object content).
 pub fn kube_failure(what: &str, e: &kube::Error) -> Failure {
     let message = match e {
+        // The API server's own message names the field and the rule (`type: Invalid value: ...: field is
+        // immutable`). It redacts Secret data, but a parser's error can quote a character of it: every quoted
+        // fragment is cut out.
+        kube::Error::Api(s) if !s.message.is_empty() => {
+            format!(
+                "{what} failed: HTTP {} {}: {}",
+                s.code,
+                s.reason,
+                without_quotes(&s.message)
+            )
+        }
         kube::Error::Api(s) => format!("{what} failed: HTTP {} {}", s.code, s.reason),
         _ => format!("{what} failed: API server unreachable"),
     };
     Failure::new("TargetWriteFailed", message)
+}
+
+/// `text` with the inside of every '...' and "..." replaced by `…`.
+fn without_quotes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '\'' {
+                    open = Some(c);
+                }
+            }
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_server_messages_keep_the_rule_and_lose_quoted_content() {
+        assert_eq!(
+            without_quotes(
+                r#"Secret "m" is invalid: type: Invalid value: "kubernetes.io/dockerconfigjson": field is immutable"#
+            ),
+            r#"Secret "…" is invalid: type: Invalid value: "…": field is immutable"#
+        );
+        assert_eq!(
+            without_quotes("data[.dockerconfigjson]: invalid character 'c' looking for beginning of value"),
+            "data[.dockerconfigjson]: invalid character '…' looking for beginning of value"
+        );
+        assert_eq!(without_quotes("unterminated \"canary-value"), "unterminated \"…");
+        assert_eq!(
+            without_quotes("data: Too long: must have at most 1048576 bytes"),
+            "data: Too long: must have at most 1048576 bytes"
+        );
+    }
 }

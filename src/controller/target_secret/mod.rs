@@ -14,6 +14,7 @@ pub use desired::{Bookkeeping, Signer, second};
 
 use desired::Previous;
 
+use crate::api::conditions::{self, PREVIOUS_KEPT};
 use crate::api::{
     MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus, REASON_SCHEDULED,
     REASON_SOURCE_CHANGED, Rollback, RotationIntent, ValueChange,
@@ -113,6 +114,7 @@ pub async fn ensure(
         policy,
         intent,
     );
+    fit_previous(ms, &mut book, value, replaced.is_some(), status);
     let trusted = current.as_ref().is_none_or(|c| desired::signed(c, &signer));
     if current.is_none() || !trusted {
         // A recreated Secret keeps the rotation record that status still has; so does one whose record was
@@ -228,6 +230,65 @@ pub async fn ensure(
         book,
         replaced,
     })
+}
+
+/// The most a Secret's data may hold, keys included: 1 MiB (Kubernetes' `MaxSecretSize`, checked by the API
+/// server's Secret validation).
+pub const MAX_SECRET_DATA: usize = 1024 * 1024;
+
+/// The current value always wins: when the previous value (kept for the grace period) and the current one do
+/// not fit in one Secret together, the previous copy is dropped and condition `PreviousKept` says so. When a
+/// value is replaced with a grace period and both fit, `PreviousKept` says where the previous value is, and
+/// until when.
+fn fit_previous(
+    ms: &ManagedSecret,
+    book: &mut Bookkeeping,
+    value: &SourceValue,
+    replaced: bool,
+    status: &mut ManagedSecretStatus,
+) {
+    let Some(previous) = &book.previous else { return };
+    let key = &ms.spec.target.key;
+    let size = key.len() + value.value.expose().len() + previous.key.len() + previous.value.expose().len();
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    if size > MAX_SECRET_DATA {
+        let message = format!(
+            "the new value of {key} ({} bytes) and the previous one ({} bytes) do not fit in one Secret together \
+             (at most {MAX_SECRET_DATA} bytes): Secret {} holds the new value only, without {}; consumers that \
+             read {} lose the previous value now instead of at {}",
+            value.value.expose().len(),
+            previous.value.expose().len(),
+            ms.target_name(),
+            previous.key,
+            previous.key,
+            previous.until,
+        );
+        tracing::warn!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), "{message}");
+        conditions::set(
+            &mut status.conditions,
+            PREVIOUS_KEPT,
+            false,
+            "TooLarge",
+            message,
+            ms.metadata.generation,
+            &now,
+        );
+        book.previous = None;
+    } else if replaced {
+        let message = format!(
+            "the previous value is kept as {} until {}",
+            previous.key, previous.until
+        );
+        conditions::set(
+            &mut status.conditions,
+            PREVIOUS_KEPT,
+            true,
+            "Kept",
+            message,
+            ms.metadata.generation,
+            &now,
+        );
+    }
 }
 
 /// A Secret's type as the API server defaults it (`Opaque` when unset).
