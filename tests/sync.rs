@@ -467,3 +467,79 @@ fn base64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Field report A2: `target.name` changes. With deletionPolicy Delete the old Secret goes; with Retain it stays
+/// with its data but without keyward's labels, annotations and owner reference (so it never holds a stale value
+/// that looks managed). Both say so in an Event.
+#[tokio::test]
+async fn a_renamed_target_leaves_no_managed_secret_behind() {
+    let ns = ns("sync-rename").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"v1"))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    for (ms_name, policy) in [("deleting", "Delete"), ("retaining", "Retain")] {
+        let mut ms = from_secret(ms_name, "src", "K", policy);
+        ms.spec.target.name = Some(format!("{ms_name}-old"));
+        managed.create(&PostParams::default(), &ms).await.unwrap();
+    }
+    for ms_name in ["deleting", "retaining"] {
+        eventually(40, &format!("{ms_name}-old written"), || async {
+            (data_of(&secrets, &format!("{ms_name}-old"), "K").await?.as_slice() == b"v1").then_some(())
+        })
+        .await;
+        let spec = serde_json::json!({"spec": {"target": {"name": format!("{ms_name}-new")}}});
+        managed
+            .patch(ms_name, &PatchParams::default(), &Patch::Merge(&spec))
+            .await
+            .unwrap();
+    }
+    for ms_name in ["deleting", "retaining"] {
+        eventually(30, &format!("{ms_name}-new written"), || async {
+            (data_of(&secrets, &format!("{ms_name}-new"), "K").await?.as_slice() == b"v1").then_some(())
+        })
+        .await;
+    }
+    eventually(30, "deleting-old deleted", || async {
+        secrets.get_opt("deleting-old").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let kept = eventually(30, "retaining-old released", || async {
+        let s = secrets.get_opt("retaining-old").await.ok()??;
+        (!s.labels().contains_key("app.kubernetes.io/managed-by")).then_some(s)
+    })
+    .await;
+    assert!(
+        kept.annotations().keys().all(|k| !k.starts_with("keyward.dev/")),
+        "{:?}",
+        kept.annotations()
+    );
+    assert!(kept.owner_references().is_empty());
+    assert_eq!(kept.data.unwrap()["K"].0, b"v1", "Retain keeps the data");
+    // A later change reaches the new target only.
+    let next = serde_json::json!({"data": {"value": base64(b"v2")}});
+    secrets
+        .patch("src", &PatchParams::default(), &Patch::Merge(&next))
+        .await
+        .unwrap();
+    eventually(40, "v2 in retaining-new", || async {
+        (data_of(&secrets, "retaining-new", "K").await?.as_slice() == b"v2").then_some(())
+    })
+    .await;
+    assert_eq!(
+        data_of(&secrets, "retaining-old", "K").await.as_deref(),
+        Some(&b"v1"[..])
+    );
+    for ms_name in ["deleting", "retaining"] {
+        let events = ns.events_for(ms_name).await;
+        assert!(
+            events.iter().any(|e| e.starts_with("TargetMoved")),
+            "{ms_name}: {events:?}"
+        );
+        let st = managed.get(ms_name).await.unwrap().status.unwrap();
+        assert_eq!(st.target_name.as_deref(), Some(format!("{ms_name}-new").as_str()));
+    }
+}

@@ -425,6 +425,13 @@ pub struct ManagedSecretStatus {
     pub conditions: Vec<Condition>,
 
     // Written by the reconcile alone.
+    /// The name of the Secret keyward last wrote for this object. When `spec.target.name` changes, the Secret
+    /// under the old name is deleted (`deletionPolicy: Delete`) or released (`Retain`: keyward's labels,
+    /// annotations and owner reference removed, the data left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_name: Option<String>,
+
+    // Written by the reconcile alone.
     /// The source revision and a keyed hash of the value last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceStatus>,
@@ -526,8 +533,9 @@ pub enum StatusWriter {
 
 impl ManagedSecretStatus {
     /// Every status field by its JSON name, with its one writer.
-    pub const WRITERS: [(&'static str, StatusWriter); 13] = [
+    pub const WRITERS: [(&'static str, StatusWriter); 14] = [
         ("access", StatusWriter::Reconcile),
+        ("targetName", StatusWriter::Reconcile),
         ("observedGeneration", StatusWriter::Reconcile),
         ("conditions", StatusWriter::Reconcile),
         ("source", StatusWriter::Reconcile),

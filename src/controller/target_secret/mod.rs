@@ -16,8 +16,8 @@ use desired::Previous;
 
 use crate::api::conditions::{self, PREVIOUS_KEPT};
 use crate::api::{
-    MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus, REASON_SCHEDULED,
-    REASON_SOURCE_CHANGED, Rollback, RotationIntent, ValueChange,
+    DeletionPolicy, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus, REASON_SCHEDULED,
+    REASON_SOURCE_CHANGED, RESERVED_PREFIX, Rollback, RotationIntent, ValueChange,
 };
 use crate::controller::consumers;
 use crate::controller::context::{Context, FIELD_MANAGER};
@@ -152,6 +152,7 @@ pub async fn ensure(
             return Err(Failure::new("TargetConflict", message));
         }
         if desired::up_to_date(current, &desired) {
+            leave_old_target(ms, ctx, &api, status).await?;
             return Ok(Written {
                 wrote: false,
                 holding,
@@ -223,6 +224,7 @@ pub async fn ensure(
     api.patch(name, &params, &Patch::Apply(&desired))
         .await
         .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
+    leave_old_target(ms, ctx, &api, status).await?;
     Ok(Written {
         wrote: true,
         holding,
@@ -230,6 +232,89 @@ pub async fn ensure(
         book,
         replaced,
     })
+}
+
+/// After `spec.target.name` changed: the Secret under the old name (status `targetName`) is deleted
+/// (`deletionPolicy: Delete`) or released (`Retain`: keyward's labels, annotations and owner reference removed,
+/// its data left to whoever uses it), with an Event; a Secret there that is not this object's is left alone.
+/// Then status records the current name.
+async fn leave_old_target(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    api: &Api<Secret>,
+    status: &mut ManagedSecretStatus,
+) -> Result<(), Failure> {
+    let name = ms.target_name();
+    let Some(old) = status.target_name.clone().filter(|old| old != name) else {
+        status.target_name = Some(name.to_string());
+        return Ok(());
+    };
+    let current = api
+        .get_opt(&old)
+        .await
+        .map_err(|e| kube_failure(&format!("reading Secret {old}"), &e))?;
+    if let Some(secret) = current.filter(|s| {
+        s.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
+            && s.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any())
+    }) {
+        let retain = ms.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Retain;
+        if retain {
+            // keyward's labels, annotations and owner reference go; the data stays (an empty server-side apply
+            // would take the data keys keyward applied with it).
+            let ours = |k: &String| k.starts_with(RESERVED_PREFIX) || k == MANAGED_BY_LABEL.0;
+            let labels: serde_json::Map<_, _> = secret
+                .labels()
+                .keys()
+                .filter(|k| ours(k))
+                .map(|k| (k.clone(), serde_json::Value::Null))
+                .collect();
+            let annotations: serde_json::Map<_, _> = secret
+                .annotations()
+                .keys()
+                .filter(|k| ours(k))
+                .map(|k| (k.clone(), serde_json::Value::Null))
+                .collect();
+            let owners: Vec<_> = secret
+                .owner_references()
+                .iter()
+                .filter(|o| Some(&o.uid) != ms.metadata.uid.as_ref())
+                .cloned()
+                .collect();
+            let patch = serde_json::json!({"metadata": {"labels": labels, "annotations": annotations, "ownerReferences": owners}});
+            api.patch(&old, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| kube_failure(&format!("releasing Secret {old}"), &e))?;
+        } else {
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: secret.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..kube::api::DeleteParams::default()
+            };
+            match api.delete(&old, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_failure(&format!("deleting Secret {old}"), &e)),
+            }
+        }
+        let what = if retain {
+            "released (deletionPolicy Retain: its data stays, keyward no longer manages it)"
+        } else {
+            "deleted"
+        };
+        publish(
+            ctx,
+            ms,
+            EventType::Normal,
+            "TargetMoved",
+            "Move",
+            format!("the target moved from Secret {old} to Secret {name}; Secret {old} {what}"),
+        )
+        .await;
+    }
+    status.target_name = Some(name.to_string());
+    Ok(())
 }
 
 /// The most a Secret's data may hold, keys included: 1 MiB (Kubernetes' `MaxSecretSize`, checked by the API
