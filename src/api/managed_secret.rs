@@ -825,6 +825,7 @@ mod tests {
     fn every_status_field_has_one_writer() {
         let full = ManagedSecretStatus {
             observed_generation: Some(1),
+            target_name: Some("t".into()),
             conditions: vec![Condition {
                 type_: "Ready".into(),
                 status: "True".into(),
