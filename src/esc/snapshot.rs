@@ -1,6 +1,9 @@
 //! One open of an environment at one revision, as ESC answers it (`GET /open/{id}`: every property wrapped as
 //! `{value, secret, unknown, trace}`), and the values at property paths in it.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
 use super::env::EnvRef;
@@ -33,70 +36,109 @@ impl Snapshot {
         Snapshot { env, revision, body }
     }
 
-    /// The value at a property path. Strings are taken as they are; numbers and booleans as their JSON text;
-    /// objects and lists as JSON.
+    /// The value at a property path, as the bytes a Secret key receives:
+    /// - a string: its characters (UTF-8), unquoted;
+    /// - a number: its JSON text exactly as ESC's answer has it (`1.50` stays `1.50`, integers of any length
+    ///   keep every digit): it is never parsed into a float or a 64-bit integer;
+    /// - `true` / `false`: that text;
+    /// - an object or a list: compact JSON of the plain values (ESC's `{value, secret, ...}` wrappers removed),
+    ///   object keys sorted, strings and numbers as ESC's text has them;
+    /// - null, or a value ESC reports as unknown: an error (nothing is written).
     pub fn lookup(&self, path: &PropertyPath) -> Result<SecretBytes, EscError> {
-        // The parsed tree holds plaintext briefly; it is dropped before this returns.
-        let root: serde_json::Value = serde_json::from_slice(&self.body)
-            .map_err(|_| EscError::Invalid("ESC sent an unreadable environment".into()))?;
+        let unreadable = || EscError::Invalid("ESC sent an unreadable environment".into());
         let not_found = || EscError::NotFound {
             what: format!("path {path} in ESC environment {}", self.env),
         };
-        let mut node = root.get("properties").ok_or_else(not_found)?;
+        // Borrowed raw JSON: numbers keep their text. Parsed pieces hold plaintext briefly; they are dropped
+        // before this returns, and the answer is built in zeroizing memory.
+        let root: Fields<'_> = serde_json::from_slice(&self.body).map_err(|_| unreadable())?;
+        let mut node: &RawValue = root.get("properties").copied().ok_or_else(not_found)?;
         for (n, seg) in path.0.iter().enumerate() {
             let container = if n == 0 {
                 node
             } else {
-                node.get("value").ok_or_else(not_found)?
+                field(node, "value").ok_or_else(not_found)?
             };
             node = match seg {
-                Segment::Key(k) => container.as_object().and_then(|o| o.get(k)),
-                Segment::Index(i) => container.as_array().and_then(|a| a.get(*i)),
+                Segment::Key(k) => serde_json::from_str::<Fields<'_>>(container.get())
+                    .ok()
+                    .and_then(|o| o.get(k.as_str()).copied()),
+                Segment::Index(i) => serde_json::from_str::<Vec<&RawValue>>(container.get())
+                    .ok()
+                    .and_then(|a| a.get(*i).copied()),
             }
             .ok_or_else(not_found)?;
         }
-        if node.get("unknown").and_then(serde_json::Value::as_bool) == Some(true) {
+        if field(node, "unknown").is_some_and(|u| u.get() == "true") {
             return Err(EscError::Invalid(format!(
                 "path {path} in ESC environment {} has no known value",
                 self.env
             )));
         }
-        let value = node.get("value").ok_or_else(not_found)?;
-        let bytes = match value {
-            serde_json::Value::String(s) => s.as_bytes().to_vec(),
-            serde_json::Value::Null => {
+        let value = field(node, "value").ok_or_else(not_found)?;
+        let text = value.get();
+        let bytes = match text.as_bytes().first() {
+            Some(b'"') => {
+                let s: Zeroizing<String> = Zeroizing::new(serde_json::from_str(text).map_err(|_| unreadable())?);
+                s.as_bytes().to_vec()
+            }
+            Some(b'n') => {
                 return Err(EscError::Invalid(format!(
                     "path {path} in ESC environment {} is null",
                     self.env
                 )));
             }
-            serde_json::Value::Bool(_) | serde_json::Value::Number(_) => value.to_string().into_bytes(),
-            other => serde_json::to_vec(&unwrap_values(other)).unwrap_or_default(),
+            _ => {
+                let mut out = Zeroizing::new(String::new());
+                plain_json(value, &mut out).ok_or_else(unreadable)?;
+                out.as_bytes().to_vec()
+            }
         };
         Ok(SecretBytes::new(bytes))
     }
 }
 
-/// ESC wraps every node as `{value, secret, trace}`: turn a wrapped tree into plain JSON.
-fn unwrap_values(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(o) => serde_json::Value::Object(
-            o.iter()
-                .map(|(k, w)| {
-                    (
-                        k.clone(),
-                        unwrap_values(w.get("value").unwrap_or(&serde_json::Value::Null)),
-                    )
-                })
-                .collect(),
-        ),
-        serde_json::Value::Array(a) => serde_json::Value::Array(
-            a.iter()
-                .map(|w| unwrap_values(w.get("value").unwrap_or(&serde_json::Value::Null)))
-                .collect(),
-        ),
-        other => other.clone(),
+/// A JSON object as borrowed raw values by key (sorted, as the plain JSON of objects is).
+/// (Keys are owned: a key with escapes cannot borrow from the text.)
+type Fields<'a> = BTreeMap<String, &'a RawValue>;
+
+/// Field `name` of the wrapped node `node` (`{value, secret, unknown, trace}`).
+fn field<'a>(node: &'a RawValue, name: &str) -> Option<&'a RawValue> {
+    serde_json::from_str::<Fields<'a>>(node.get()).ok()?.get(name).copied()
+}
+
+/// Appends the plain JSON of a wrapped value's `value` to `out`: objects and lists unwrapped level by level,
+/// every scalar as ESC's text has it. None when the JSON is not what ESC sends.
+fn plain_json(value: &RawValue, out: &mut String) -> Option<()> {
+    let text = value.get();
+    match text.as_bytes().first()? {
+        b'{' => {
+            let fields: Fields<'_> = serde_json::from_str(text).ok()?;
+            out.push('{');
+            for (n, (key, wrapped)) in fields.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(key).ok()?);
+                out.push(':');
+                plain_json(field(wrapped, "value").unwrap_or(RawValue::NULL), out)?;
+            }
+            out.push('}');
+        }
+        b'[' => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+            out.push('[');
+            for (n, wrapped) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                plain_json(field(wrapped, "value").unwrap_or(RawValue::NULL), out)?;
+            }
+            out.push(']');
+        }
+        _ => out.push_str(text),
     }
+    Some(())
 }
 
 #[cfg(test)]
@@ -130,5 +172,32 @@ mod tests {
         assert!(e.to_string().contains("sophia.ai.nope"), "{e}");
         assert_eq!(get("unk").unwrap_err().reason(), "InvalidSource");
         assert_eq!(get("list[5]").unwrap_err().reason(), "SourceNotFound");
+    }
+
+    /// Field report C1: numbers arrive as ESC's JSON text has them, at the top and inside objects and lists.
+    #[test]
+    fn numbers_keep_their_json_text() {
+        let body = r#"{"properties": {
+            "price": {"value": 1.50},
+            "big": {"value": 123456789012345678901234567890},
+            "exp": {"value": 1e-7},
+            "neg": {"value": -0.0},
+            "s": {"value": "1.50 \u00e9 \"q\""},
+            "obj": {"value": {"b": {"value": 2.10}, "a": {"value": [{"value": 9007199254740993}, {"value": "x"}]},
+                              "k\"y": {"value": null}}}
+        }}"#;
+        let s = Snapshot {
+            env: EnvRef::parse("o/p/e").unwrap(),
+            revision: 1,
+            body: Zeroizing::new(body.as_bytes().to_vec()),
+        };
+        let get = |p: &str| String::from_utf8(s.lookup(&PropertyPath::parse(p).unwrap()).unwrap().expose().to_vec()).unwrap();
+        assert_eq!(get("price"), "1.50");
+        assert_eq!(get("big"), "123456789012345678901234567890");
+        assert_eq!(get("exp"), "1e-7");
+        assert_eq!(get("neg"), "-0.0");
+        assert_eq!(get("s"), "1.50 é \"q\"");
+        assert_eq!(get("obj"), r#"{"a":[9007199254740993,"x"],"b":2.10,"k\"y":null}"#);
+        assert_eq!(get("obj.a[0]"), "9007199254740993");
     }
 }
