@@ -543,3 +543,46 @@ async fn a_renamed_target_leaves_no_managed_secret_behind() {
         assert_eq!(st.target_name.as_deref(), Some(format!("{ms_name}-new").as_str()));
     }
 }
+
+/// The kind behind A3/A4: when the API server refuses a write, the condition says why (its message: the field
+/// and the rule), and no part of the value reaches the condition or an Event (canary).
+#[tokio::test]
+async fn a_refused_write_says_why_and_shows_no_value() {
+    const CANARY: &str = "canary-refused-write-0c4b";
+    let ns = ns("sync-refused").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("src", "value", format!("c{CANARY} not json").as_bytes()),
+        )
+        .await
+        .unwrap();
+    let keyward = Keyward::start(&ns.name, &[]);
+    let mut ms = from_secret("pull", "src", ".dockerconfigjson", "Delete");
+    ms.spec.target.type_ = Some("kubernetes.io/dockerconfigjson".into());
+    managed.create(&PostParams::default(), &ms).await.unwrap();
+    let cond = eventually(40, "TargetWriteFailed", || async {
+        let c = managed
+            .get("pull")
+            .await
+            .ok()?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.reason == "TargetWriteFailed").then_some(c)
+    })
+    .await;
+    assert!(
+        cond.message.contains("HTTP 422") && cond.message.contains(".dockerconfigjson"),
+        "the field the API server refused: {}",
+        cond.message
+    );
+    let mut seen = cond.message.clone();
+    seen.push_str(&ns.events_for("pull").await.join("\n"));
+    seen.push_str(&keyward.logs());
+    assert!(!seen.contains(CANARY), "the value leaked: {seen}");
+    assert!(secrets.get_opt("pull").await.unwrap().is_none());
+}

@@ -191,7 +191,8 @@ mod tests {
             revision: 1,
             body: Zeroizing::new(body.as_bytes().to_vec()),
         };
-        let get = |p: &str| String::from_utf8(s.lookup(&PropertyPath::parse(p).unwrap()).unwrap().expose().to_vec()).unwrap();
+        let get =
+            |p: &str| String::from_utf8(s.lookup(&PropertyPath::parse(p).unwrap()).unwrap().expose().to_vec()).unwrap();
         assert_eq!(get("price"), "1.50");
         assert_eq!(get("big"), "123456789012345678901234567890");
         assert_eq!(get("exp"), "1e-7");
