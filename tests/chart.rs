@@ -1191,10 +1191,12 @@ async fn installed_chart_lets_keyward_sync_and_restart_and_nothing_more() {
             .create(&PostParams::default(), &role)
             .await,
     );
+    // Secrets may be deleted (a target whose type changed is replaced; a renamed target is removed), nothing
+    // else.
     forbidden(
-        "delete a Secret",
-        Api::<Secret>::namespaced(sa.clone(), &app.name)
-            .delete("db", &DeleteParams::default())
+        "delete a Deployment",
+        Api::<Deployment>::namespaced(sa.clone(), &app.name)
+            .delete("app", &DeleteParams::default())
             .await,
     );
     forbidden(
