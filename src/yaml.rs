@@ -428,17 +428,36 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
 }
 
 /// Renders a string as a YAML scalar that reads back as exactly that string: plain when that is safe in
-/// both block and flow context, else double-quoted (JSON string escapes are valid YAML escapes).
+/// both block and flow context, else double-quoted.
 pub fn render_string(s: &str) -> String {
     let safe = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '+' | '=' | '@' | '-'))
         && scalar_to_json(s, true, None) == Json::String(s.to_owned());
-    if safe {
-        s.to_owned()
-    } else {
-        Json::String(s.to_owned()).to_string()
+    if safe { s.to_owned() } else { double_quoted(s) }
+}
+
+/// A YAML double-quoted scalar that reads back as exactly `s`, on one line: escapes for `"`, `\`, line breaks
+/// and every character YAML does not allow raw (control characters, C1, U+FFFE/F) or that some parsers treat
+/// as a line break or byte-order mark (U+2028, U+2029, U+FEFF).
+pub fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(c),
+            '\u{2028}' | '\u{2029}' | '\u{feff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}' => out.push(c),
+            _ => out.push_str(&format!("\\u{:04x}", c as u32)),
+        }
     }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
@@ -530,5 +549,16 @@ mod tests {
         }
         assert_eq!(render_string("hunter2"), "hunter2");
         assert_eq!(render_string("true"), "\"true\"");
+    }
+
+    /// Fuzzing (`fuzz/`, target yaml): the quoted form was JSON's, which leaves DEL and the C1 controls raw,
+    /// and YAML refuses them in a document; every character YAML does not print now goes as an escape.
+    #[test]
+    fn render_string_escapes_what_yaml_does_not_allow_raw() {
+        for s in ["\u{7f}", "a\u{7f}b", "\u{80}\u{85}\u{9f}", "\u{2028}\u{feff}", "\u{fffe}\u{ffff}"] {
+            let text = format!("k: {}\n", render_string(s));
+            let doc = parse(&text).unwrap_or_else(|e| panic!("{text:?}: {e:?}")).unwrap();
+            assert_eq!(doc.get("k").unwrap().to_json(), Json::String(s.into()), "{text:?}");
+        }
     }
 }
