@@ -283,6 +283,15 @@ impl Size {
     }
 }
 
+/// An open collection's children so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Children {
+    size: Size,
+    /// Where the last child's text ends: a block collection ends there. For an alias that is its own `*name`,
+    /// not the end of the anchored node whose range the copy keeps (which may lie before the collection).
+    last_end: Option<Pos>,
+}
+
 /// Anchors and aliases may copy this much (in `Size::cost`), or twice the text's length if that is more. An
 /// alias is a full copy of its anchor's subtree (and the anchor is kept as one), so without a bound a few
 /// hundred bytes of nested aliases ("billion laughs") expand to gigabytes.
@@ -315,8 +324,8 @@ impl Copies {
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    // The size of each open collection's children so far, beside `stack`.
-    let mut sizes: Vec<Size> = Vec::new();
+    // Beside `stack`: what each open collection's children add up to so far.
+    let mut open: Vec<Children> = Vec::new();
     let mut anchors: HashMap<usize, (Node, Size)> = HashMap::new();
     let mut copies = Copies {
         budget: COPY_BUDGET.max(text.len().saturating_mul(2)),
@@ -380,7 +389,8 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     copies.spend(size, here.begin)?;
                     anchors.insert(anchor, (node.clone(), size));
                 }
-                Some((node, size))
+                let written_end = node.range.end;
+                Some((node, size, written_end))
             }
             Event::Alias(id) => {
                 let Some((node, size)) = anchors.get(&id) else {
@@ -396,16 +406,18 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                         pos: here.begin,
                     });
                 }
+                // The copy keeps its anchor's range; the alias itself is written here.
                 Some((
                     Node {
                         alias: true,
                         ..node.clone()
                     },
                     *size,
+                    here.end,
                 ))
             }
             Event::SequenceStart(style, anchor, _) => {
-                sizes.push(Size::default());
+                open.push(Children::default());
                 stack.push(Frame::Seq {
                     items: Vec::new(),
                     begin: here,
@@ -416,7 +428,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 None
             }
             Event::MappingStart(style, anchor, _) => {
-                sizes.push(Size::default());
+                open.push(Children::default());
                 stack.push(Frame::Map {
                     entries: Vec::new(),
                     key: None,
@@ -428,27 +440,24 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (Some(frame), Some(children)) = (stack.pop(), sizes.pop()) else {
+                let (Some(frame), Some(children)) = (stack.pop(), open.pop()) else {
                     return Err(SyntaxError {
                         message: "unbalanced collection".into(),
                         pos: here.begin,
                     });
                 };
                 let size = Size {
-                    cost: children.cost.saturating_add(1),
-                    height: children.height + 1,
+                    cost: children.size.cost.saturating_add(1),
+                    height: children.size.height + 1,
                 };
-                let (kind, begin, flow, anchor, tag_begin, last_end) = match frame {
+                let (kind, begin, flow, anchor, tag_begin) = match frame {
                     Frame::Seq {
                         items,
                         begin,
                         flow,
                         anchor,
                         tag_begin,
-                    } => {
-                        let last = items.last().map(|n| n.range.end);
-                        (Kind::Seq(items), begin, flow, anchor, tag_begin, last)
-                    }
+                    } => (Kind::Seq(items), begin, flow, anchor, tag_begin),
                     Frame::Map {
                         entries,
                         begin,
@@ -456,14 +465,15 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                         anchor,
                         tag_begin,
                         ..
-                    } => {
-                        let last = entries.last().map(|(_, v)| v.range.end);
-                        (Kind::Map(entries), begin, flow, anchor, tag_begin, last)
-                    }
+                    } => (Kind::Map(entries), begin, flow, anchor, tag_begin),
                 };
                 // A block collection's end event sits wherever the next token starts (past comments and
                 // blank lines); its last child's end is where its text really stops.
-                let end = if flow { here.end } else { last_end.unwrap_or(here.end) };
+                let end = if flow {
+                    here.end
+                } else {
+                    children.last_end.unwrap_or(here.end)
+                };
                 let node = Node {
                     kind,
                     range: Range {
@@ -479,16 +489,17 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     copies.spend(size, here.begin)?;
                     anchors.insert(anchor, (node.clone(), size));
                 }
-                Some((node, size))
+                Some((node, size, end))
             }
             _ => None,
         };
         if is_node {
             prev_end = here.end.byte;
         }
-        let Some((node, size)) = done else { continue };
-        if let Some(parent) = sizes.last_mut() {
-            parent.add_child(size);
+        let Some((node, size, written_end)) = done else { continue };
+        if let Some(parent) = open.last_mut() {
+            parent.size.add_child(size);
+            parent.last_end = Some(written_end);
         }
         match stack.last_mut() {
             Some(Frame::Seq { items, .. }) => items.push(node),
@@ -628,6 +639,21 @@ mod tests {
         assert_eq!(doc.get("c").unwrap().to_json(), serde_json::json!([{"k": "v"}, {"k": "v"}]));
         let big = format!("a: &x [{}]\nb: *x\n", vec!["item"; 20_000].join(", "));
         assert!(parse(&big).unwrap().is_some());
+    }
+
+    /// Fuzzing (`fuzz/`, target yaml; minimised input below): a block collection ended where its last child's
+    /// range ended, and an alias keeps the range of the node it copies, which lies before the collection, so
+    /// the mapping ended before it began.
+    #[test]
+    fn a_block_collection_ending_in_an_alias_ends_at_the_alias() {
+        let text = "- &a\n- : *a";
+        let doc = parse(text).unwrap().unwrap();
+        let Kind::Seq(items) = &doc.kind else { panic!() };
+        assert_eq!(slice(text, &items[1]), ": *a");
+        assert_eq!(slice(text, &doc), "- &a\n- : *a");
+        let text = "k: &v x\nm:\n  a: 1\n  b: *v\nn: 2\n";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(slice(text, doc.get("m").unwrap()), "a: 1\n  b: *v");
     }
 
     #[test]
