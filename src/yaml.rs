@@ -211,25 +211,26 @@ fn pos_at(text: &str, byte: usize) -> Pos {
 }
 
 /// The range of a block scalar (`|` or `>`): the parser reports only its content, from the first content
-/// line up to where the next token starts. The node's text starts at its indicator, found by scanning
-/// forward from the end of the previous node (the key, or the sequence's `-`), skipping comments, and ends
-/// at its last non-blank character, so that a rewrite keeps the line breaks and indentation that follow.
+/// line up to where the next token starts. The node's text starts at its indicator and ends at its last
+/// non-blank character, so that a rewrite keeps the line breaks and indentation that follow.
+///
+/// The indicator is the last `|` or `>` between the end of the previous node (the key, or the sequence's `-`)
+/// and the content that starts a token (at the start of the text or after white space) outside a comment.
+/// Only the header's own indicators and comments follow it; before it, an anchor or tag may hold `|` and `>`
+/// inside its name (`&>`, `!<tag:x>`), and a directive before `---` may hold one as a token of its own.
 fn block_scalar_range(text: &str, prev_end: usize, content: Range) -> Range {
     let bytes = text.as_bytes();
-    let mut i = prev_end.min(content.begin.byte);
+    let stop = content.begin.byte.min(bytes.len());
     let mut in_comment = false;
     let mut indicator = None;
-    while i < content.begin.byte {
+    for i in prev_end.min(stop)..stop {
+        let token_start = i == 0 || bytes[i - 1].is_ascii_whitespace();
         match bytes[i] {
-            b'\n' => in_comment = false,
-            b'#' if i == 0 || bytes[i - 1].is_ascii_whitespace() => in_comment = true,
-            b'|' | b'>' if !in_comment => {
-                indicator = Some(i);
-                break;
-            }
+            b'\n' | b'\r' => in_comment = false,
+            b'#' if token_start => in_comment = true,
+            b'|' | b'>' if token_start && !in_comment => indicator = Some(i),
             _ => {}
         }
-        i += 1;
     }
     let Some(begin) = indicator else { return content };
     let mut end = content.end.byte.min(text.len());
@@ -654,6 +655,23 @@ mod tests {
         let text = "k: &v x\nm:\n  a: 1\n  b: *v\nn: 2\n";
         let doc = parse(text).unwrap().unwrap();
         assert_eq!(slice(text, doc.get("m").unwrap()), "a: 1\n  b: *v");
+    }
+
+    /// Fuzzing (`fuzz/`, target yaml; minimised input `&>\n!\r>`): a block scalar's range began at the first
+    /// `|` or `>` after the previous node, which may sit inside an anchor's or a tag's name, so the range began
+    /// before the node's own tag. It begins at the last such character that starts a token.
+    #[test]
+    fn block_scalar_indicators_are_not_read_in_names() {
+        let text = "&>\n!\r>";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(doc.range.begin.byte, 5, "{doc:?}");
+        assert!(doc.tag_begin.is_some_and(|t| t.byte <= doc.range.begin.byte), "{doc:?}");
+        let text = "a: &x| !<tag:yaml.org,2002:str> |  # a | comment > here\n  body\nb: 1\n";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(slice(text, doc.get("a").unwrap()), "|  # a | comment > here\n  body");
+        let text = "%YAML 1.2\n--- >-\n  folded\n";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(slice(text, &doc), ">-\n  folded");
     }
 
     #[test]
