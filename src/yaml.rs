@@ -89,7 +89,8 @@ impl Node {
         }
     }
 
-    /// The node used as a mapping key: its scalar text, or its JSON for a (rare) complex key.
+    /// The node used as a mapping key: its scalar text, or its JSON for a complex key (`parse` refuses those;
+    /// only a hand-built node can have one).
     pub fn key_string(&self) -> String {
         match &self.kind {
             Kind::Scalar { text, .. } => text.clone(),
@@ -506,12 +507,29 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map { entries, key, .. }) => match key.take() {
                 Some(k) => entries.push((k, node)),
+                // ESC's keys are strings, and so are the secret map's. A complex key (`? [a, b]`) becomes
+                // the JSON text of the key, and each level of complex keys nested in complex keys escapes the
+                // one inside it again, doubling its length: 30 levels of `? ` ran out of memory.
+                None if !matches!(node.kind, Kind::Scalar { .. }) => {
+                    return Err(SyntaxError {
+                        message: format!("a mapping key must be a single value, not {}", describe(&node.kind)),
+                        pos: node.range.begin,
+                    });
+                }
                 None => *key = Some(node),
             },
             None => root = Some(node),
         }
     }
     Ok(root)
+}
+
+fn describe(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Scalar { .. } => "a single value",
+        Kind::Seq(_) => "a list",
+        Kind::Map(_) => "a mapping",
+    }
 }
 
 /// Renders a string as a YAML scalar that reads back as exactly that string: plain when that is safe in
@@ -672,6 +690,21 @@ mod tests {
         let text = "%YAML 1.2\n--- >-\n  folded\n";
         let doc = parse(text).unwrap().unwrap();
         assert_eq!(slice(text, &doc), ">-\n  folded");
+    }
+
+    /// Fuzzing (`fuzz/`, target yaml; the input below, which libFuzzer could not shrink): a complex key
+    /// became its JSON text, and each complex key nested in another was escaped again, doubling in length per
+    /// level, so these 81 bytes ran out of memory in `to_json`. Complex keys are refused.
+    #[test]
+    fn complex_keys_are_refused() {
+        let e = parse("  ? ? ? ?  ?  ? ?  ?  ?  ? ?  ? ? ?  ?  ? ?  ?  ?  ? ?  ? ? ?  ?   ? ?  ?  ? ?  |").unwrap_err();
+        assert!(e.message.contains("a mapping key must be a single value, not a mapping"), "{e:?}");
+        let e = parse("a: 1\n? [x, y]\n: 2\n").unwrap_err();
+        assert_eq!((e.message.as_str(), e.pos.line), ("a mapping key must be a single value, not a list", 2));
+        assert!(parse("{[x]: 1}").is_err());
+        // Scalar keys of every style, explicit ones included, still read.
+        let doc = parse("? k\n: 1\n'q': 2\n3: 3\n").unwrap().unwrap();
+        assert_eq!(doc.to_json(), serde_json::json!({"k": 1, "q": 2, "3": 3}));
     }
 
     #[test]
