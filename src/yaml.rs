@@ -244,6 +244,20 @@ fn block_scalar_range(text: &str, prev_end: usize, content: Range) -> Range {
     }
 }
 
+/// Where the text ends of an empty node at `at`: after the `:` that follows it across blanks, if one does.
+fn past_colon(text: &str, at: Pos) -> Pos {
+    let bytes = text.as_bytes();
+    let mut i = at.byte;
+    while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
+        i += 1;
+    }
+    if bytes.get(i) == Some(&b':') {
+        pos_at(text, i + 1)
+    } else {
+        at
+    }
+}
+
 fn range(text: &str, span: &Span) -> Range {
     Range {
         begin: pos(text, &span.start),
@@ -391,7 +405,13 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     copies.spend(size, here.begin)?;
                     anchors.insert(anchor, (node.clone(), size));
                 }
-                let written_end = node.range.end;
+                // An empty value sits at the end of its key, before the `:` that follows (see
+                // `definition::node_replacement`); the text of a collection it ends runs to that `:`.
+                let written_end = if here.begin.byte == here.end.byte {
+                    past_colon(text, here.end)
+                } else {
+                    node.range.end
+                };
                 Some((node, size, written_end))
             }
             Event::Alias(id) => {
@@ -705,6 +725,24 @@ mod tests {
         // Scalar keys of every style, explicit ones included, still read.
         let doc = parse("? k\n: 1\n'q': 2\n3: 3\n").unwrap().unwrap();
         assert_eq!(doc.to_json(), serde_json::json!({"k": 1, "q": 2, "3": 3}));
+    }
+
+    /// Fuzzing (`fuzz/`, target definition; minimised input `values:\n : fn::secret:`): a block mapping whose
+    /// last value is empty ended where the parser puts that value, at the end of its key, so the mapping's
+    /// range left out its last `:`, and replacing the mapping left a stray `:` behind (which did not parse).
+    #[test]
+    fn a_block_mapping_ending_in_an_empty_value_ends_after_its_colon() {
+        let text = "values:\n : fn::secret:";
+        let doc = parse(text).unwrap().unwrap();
+        let values = doc.get("values").unwrap();
+        assert_eq!(slice(text, values), ": fn::secret:");
+        assert_eq!(slice(text, &values.as_map().unwrap()[0].1), "fn::secret:");
+        let text = "a:\n  b: 1\n  c:   \nd: 2\n";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(slice(text, doc.get("a").unwrap()), "b: 1\n  c:");
+        // An empty last item of a sequence stays where its `-` ends.
+        let text = "- a\n-\n";
+        assert_eq!(slice(text, &parse(text).unwrap().unwrap()), "- a\n-");
     }
 
     #[test]

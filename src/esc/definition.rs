@@ -495,6 +495,17 @@ values:
         assert!(e.to_string().contains("values is a list"), "{e}");
     }
 
+    /// Fuzzing (`fuzz/`, target definition; minimised input): the block mapping's range left out its last
+    /// `:` (fixed in `yaml`), so the edit left a stray `:` behind and was refused as an internal error.
+    #[test]
+    fn a_block_mapping_ending_in_an_empty_value_is_replaced_whole() {
+        let text = "values:\n : fn::secret:";
+        let root = yaml::parse(text).unwrap().unwrap();
+        let key = root.get("values").unwrap().as_map().unwrap()[0].0.key_string();
+        let out = set_secret(text, &PropertyPath(vec![Segment::Key(key)]), "v").unwrap();
+        assert_eq!(out, "values:\n : fn::secret: \"v\"");
+    }
+
     #[test]
     fn dollars_are_doubled_so_esc_reads_the_value_back() {
         assert_eq!(escape_interpolation("a$b${c}$$"), "a$$b$${c}$$$$");
