@@ -244,18 +244,26 @@ fn block_scalar_range(text: &str, prev_end: usize, content: Range) -> Range {
     }
 }
 
-/// Where the text ends of an empty node at `at`: after the `:` that follows it across blanks, if one does.
-fn past_colon(text: &str, at: Pos) -> Pos {
+/// The byte just after the `:` that follows byte `at` across white space, line breaks and comments, if one
+/// does. The parser places an empty mapping value at the end of its key, so this is where the value's text
+/// (none) really is: after `key:`, or after the `:` on the line below an explicit `? key`. None for an
+/// explicit key without a value, a flow entry without one (`{a}`), or a sequence entry.
+pub fn value_indicator_after(text: &str, at: usize) -> Option<usize> {
     let bytes = text.as_bytes();
-    let mut i = at.byte;
-    while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
-        i += 1;
+    let mut i = at;
+    while let Some(&c) = bytes.get(i) {
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'#' if i == 0 || bytes[i - 1].is_ascii_whitespace() => {
+                while bytes.get(i).is_some_and(|c| !matches!(c, b'\n' | b'\r')) {
+                    i += 1;
+                }
+            }
+            b':' => return Some(i + 1),
+            _ => return None,
+        }
     }
-    if bytes.get(i) == Some(&b':') {
-        pos_at(text, i + 1)
-    } else {
-        at
-    }
+    None
 }
 
 fn range(text: &str, span: &Span) -> Range {
@@ -407,10 +415,9 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 }
                 // An empty value sits at the end of its key, before the `:` that follows (see
                 // `definition::node_replacement`); the text of a collection it ends runs to that `:`.
-                let written_end = if here.begin.byte == here.end.byte {
-                    past_colon(text, here.end)
-                } else {
-                    node.range.end
+                let written_end = match value_indicator_after(text, here.end.byte) {
+                    Some(after) if here.begin.byte == here.end.byte => pos_at(text, after),
+                    _ => node.range.end,
                 };
                 Some((node, size, written_end))
             }
@@ -518,7 +525,9 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
         if is_node {
             prev_end = here.end.byte;
         }
-        let Some((node, size, written_end)) = done else { continue };
+        let Some((node, size, written_end)) = done else {
+            continue;
+        };
         if let Some(parent) = open.last_mut() {
             parent.size.add_child(size);
             parent.last_end = Some(written_end);
@@ -666,7 +675,11 @@ mod tests {
 
         let mut deep = String::new();
         for i in 0..300 {
-            let inner = if i == 0 { "x".to_string() } else { format!("*d{}", i - 1) };
+            let inner = if i == 0 {
+                "x".to_string()
+            } else {
+                format!("*d{}", i - 1)
+            };
             deep += &format!("d{i}: &d{i} {}{inner}{}\n", "[".repeat(200), "]".repeat(200));
         }
         let e = parse(&deep).unwrap_err();
@@ -675,7 +688,10 @@ mod tests {
 
         // Anchors and aliases as people use them still read, and so does one big anchored subtree.
         let doc = parse("a: &x {k: v}\nb: *x\nc: [*x, *x]\n").unwrap().unwrap();
-        assert_eq!(doc.get("c").unwrap().to_json(), serde_json::json!([{"k": "v"}, {"k": "v"}]));
+        assert_eq!(
+            doc.get("c").unwrap().to_json(),
+            serde_json::json!([{"k": "v"}, {"k": "v"}])
+        );
         let big = format!("a: &x [{}]\nb: *x\n", vec!["item"; 20_000].join(", "));
         assert!(parse(&big).unwrap().is_some());
     }
@@ -718,9 +734,16 @@ mod tests {
     #[test]
     fn complex_keys_are_refused() {
         let e = parse("  ? ? ? ?  ?  ? ?  ?  ?  ? ?  ? ? ?  ?  ? ?  ?  ?  ? ?  ? ? ?  ?   ? ?  ?  ? ?  |").unwrap_err();
-        assert!(e.message.contains("a mapping key must be a single value, not a mapping"), "{e:?}");
+        assert!(
+            e.message
+                .contains("a mapping key must be a single value, not a mapping"),
+            "{e:?}"
+        );
         let e = parse("a: 1\n? [x, y]\n: 2\n").unwrap_err();
-        assert_eq!((e.message.as_str(), e.pos.line), ("a mapping key must be a single value, not a list", 2));
+        assert_eq!(
+            (e.message.as_str(), e.pos.line),
+            ("a mapping key must be a single value, not a list", 2)
+        );
         assert!(parse("{[x]: 1}").is_err());
         // Scalar keys of every style, explicit ones included, still read.
         let doc = parse("? k\n: 1\n'q': 2\n3: 3\n").unwrap().unwrap();
@@ -740,6 +763,9 @@ mod tests {
         let text = "a:\n  b: 1\n  c:   \nd: 2\n";
         let doc = parse(text).unwrap().unwrap();
         assert_eq!(slice(text, doc.get("a").unwrap()), "b: 1\n  c:");
+        // After an explicit key the `:` is on the next line.
+        let text = "m:\n  ? k\n  :   # c\nn: 1\n";
+        assert_eq!(slice(text, parse(text).unwrap().unwrap().get("m").unwrap()), "? k\n  :");
         // An empty last item of a sequence stays where its `-` ends.
         let text = "- a\n-\n";
         assert_eq!(slice(text, &parse(text).unwrap().unwrap()), "- a\n-");
@@ -777,7 +803,13 @@ mod tests {
     /// and YAML refuses them in a document; every character YAML does not print now goes as an escape.
     #[test]
     fn render_string_escapes_what_yaml_does_not_allow_raw() {
-        for s in ["\u{7f}", "a\u{7f}b", "\u{80}\u{85}\u{9f}", "\u{2028}\u{feff}", "\u{fffe}\u{ffff}"] {
+        for s in [
+            "\u{7f}",
+            "a\u{7f}b",
+            "\u{80}\u{85}\u{9f}",
+            "\u{2028}\u{feff}",
+            "\u{fffe}\u{ffff}",
+        ] {
             let text = format!("k: {}\n", render_string(s));
             let doc = parse(&text).unwrap_or_else(|e| panic!("{text:?}: {e:?}")).unwrap();
             assert_eq!(doc.get("k").unwrap().to_json(), Json::String(s.into()), "{text:?}");

@@ -53,6 +53,18 @@ impl EditError {
 pub fn set_secret(definition: &str, path: &PropertyPath, value: &str) -> Result<String, EditError> {
     let root = parse(definition)?;
     let target = find(root.as_ref(), path)?;
+    let empty = target.range.begin.byte == target.range.end.byte && target.tag_begin.is_none();
+    if empty
+        && matches!(path.0.last(), Some(Segment::Key(_)))
+        && yaml::value_indicator_after(definition, target.range.begin.byte).is_none()
+    {
+        // A key written with no `:` (`? key` alone, `{key}`): a value inserted where the parser puts the empty
+        // one would become part of the key. Rare enough to ask for a `key: ''` instead.
+        return Err(EditError::NotAValue {
+            path: path.to_string(),
+            kind: "a key with no ':' and no value (write key: '' first)",
+        });
+    }
     let (start, end, with) = replacement(definition, target, value);
     let mut out = String::with_capacity(definition.len() + with.len());
     out.push_str(&definition[..start]);
@@ -258,13 +270,9 @@ pub fn node_replacement(text: &str, node: &Node, flow: &str, block: &str) -> (us
     }
     if begin == end {
         // An empty value has no text; the parser places it at the end of its key (or its `-`). It goes after
-        // the `:` that follows, if one does, with a space: `key:{...}` would read as one plain scalar.
-        let bytes = text.as_bytes();
-        let mut i = begin;
-        while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
-            i += 1;
-        }
-        let at = if bytes.get(i) == Some(&b':') { i + 1 } else { begin };
+        // the `:` that follows, if one does (on the next line for an explicit `? key`), with a space:
+        // `key:{...}` would read as one plain scalar.
+        let at = yaml::value_indicator_after(text, begin).unwrap_or(begin);
         return (at, at, format!(" {flow}"));
     }
     (begin, end, flow.to_owned())
@@ -504,6 +512,22 @@ values:
         let key = root.get("values").unwrap().as_map().unwrap()[0].0.key_string();
         let out = set_secret(text, &PropertyPath(vec![Segment::Key(key)]), "v").unwrap();
         assert_eq!(out, "values:\n : fn::secret: \"v\"");
+    }
+
+    /// Fuzzing (`fuzz/`, target definition; minimised input `values:\n ?`): an empty value with no `:` after
+    /// it on its line got the secret inserted where the parser puts it, at the end of its key, so it became
+    /// part of the key (an internal error). The `:` is now looked for across lines and comments (an explicit
+    /// `? key` has it on the next line), and a key with none is refused.
+    #[test]
+    fn an_empty_value_is_written_after_its_colon_wherever_that_is() {
+        let empty_key = PropertyPath(vec![Segment::Key("~".into())]);
+        let e = set_secret("values:\n ?", &empty_key, "v").unwrap_err();
+        assert_eq!(e.category(), "not_a_value", "{e}");
+        let e = set_secret("values: {a, b: 1}\n", &path("a"), "v").unwrap_err();
+        assert_eq!(e.category(), "not_a_value", "{e}");
+        let out = set_secret("values:\n  ? k # c\n  :\n  j: 1\n", &path("k"), "v").unwrap();
+        assert_eq!(out, "values:\n  ? k # c\n  : {fn::secret: \"v\"}\n  j: 1\n");
+        check("values:\n  ? k\n  :\n  j: 1\n", "k", "v");
     }
 
     #[test]
