@@ -644,6 +644,10 @@ pub enum ConsumerState {
     Waiting,
     /// Its rollout is under way.
     Rolling,
+    /// Its controller replaces Pods only when they are deleted (StatefulSet `updateStrategy: OnDelete`): the new
+    /// pod template is set, and some Pods still run the old one until someone deletes them. Not a failure: the
+    /// value is not rolled back for it.
+    ManualRestartNeeded,
     /// Its rollout failed.
     Failed,
 }
@@ -655,6 +659,7 @@ impl ConsumerState {
             ConsumerState::Restarted => "Restarted",
             ConsumerState::Waiting => "Waiting",
             ConsumerState::Rolling => "Rolling",
+            ConsumerState::ManualRestartNeeded => "ManualRestartNeeded",
             ConsumerState::Failed => "Failed",
         }
     }
