@@ -98,6 +98,13 @@ impl From<&Deployment> for WorkloadView {
             && st.replicas.unwrap_or(0) == want
         {
             Rollout::Complete
+        } else if current && spec.paused == Some(true) {
+            // A paused Deployment's controller makes no new ReplicaSet until someone resumes it.
+            Rollout::Manual(
+                "the Deployment is paused (spec.paused): its controller rolls the current template out once it is \
+                 resumed (kubectl rollout resume)"
+                    .into(),
+            )
         } else {
             Rollout::InProgress
         };
@@ -139,11 +146,17 @@ impl From<&DaemonSet> for WorkloadView {
     fn from(d: &DaemonSet) -> Self {
         let spec = d.spec.clone().unwrap_or_default();
         let st = d.status.clone().unwrap_or_default();
-        let rollout = if caught_up(d.metadata.generation, st.observed_generation)
-            && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
-            && st.number_available.unwrap_or(0) == st.desired_number_scheduled
-        {
+        let current = caught_up(d.metadata.generation, st.observed_generation);
+        let (updated, want) = (st.updated_number_scheduled.unwrap_or(0), st.desired_number_scheduled);
+        // OnDelete, as for StatefulSets: a node's Pod is replaced only when someone deletes it.
+        let on_delete = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()) == Some("OnDelete");
+        let rollout = if current && updated == want && st.number_available.unwrap_or(0) == want {
             Rollout::Complete
+        } else if current && on_delete {
+            Rollout::Manual(format!(
+                "updateStrategy OnDelete: {updated} of {want} Pod(s) run the current template; the DaemonSet \
+                 controller replaces the others only when they are deleted"
+            ))
         } else {
             Rollout::InProgress
         };
@@ -299,6 +312,13 @@ mod tests {
             serde_json::json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
         );
         assert_eq!(WorkloadView::from(&surge).rollout, Rollout::InProgress);
+        let mut paused = deployment(
+            serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 0, "availableReplicas": 2}),
+        );
+        if let Some(spec) = paused.spec.as_mut() {
+            spec.paused = Some(true);
+        }
+        assert!(matches!(WorkloadView::from(&paused).rollout, Rollout::Manual(n) if n.contains("paused")));
         let failed = deployment(serde_json::json!({"observedGeneration": 2, "conditions": [
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}));
         assert_eq!(WorkloadView::from(&failed).rollout, Rollout::Failed("too slow".into()));
@@ -343,5 +363,13 @@ mod tests {
         .unwrap();
         assert_eq!(WorkloadView::from(&ds).rollout, Rollout::InProgress);
         assert!(!WorkloadView::from(&ds).opted_out);
+        let mut ds_on_delete = ds.clone();
+        if let Some(spec) = ds_on_delete.spec.as_mut() {
+            spec.update_strategy = Some(k8s_openapi::api::apps::v1::DaemonSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..Default::default()
+            });
+        }
+        assert!(matches!(WorkloadView::from(&ds_on_delete).rollout, Rollout::Manual(n) if n.contains("0 of 1")));
     }
 }
