@@ -532,6 +532,15 @@ pub enum StatusWriter {
 }
 
 impl ManagedSecretStatus {
+    /// The consumers (`Kind/name`) that wait for someone to delete their Pods (`ManualRestartNeeded`).
+    pub fn manual_restarts_needed(&self) -> Vec<String> {
+        self.consumers
+            .iter()
+            .filter(|c| c.state == ConsumerState::ManualRestartNeeded)
+            .map(|c| format!("{}/{}", c.kind, c.name))
+            .collect()
+    }
+
     /// Every status field by its JSON name, with its one writer.
     pub const WRITERS: [(&'static str, StatusWriter); 14] = [
         ("access", StatusWriter::Reconcile),

@@ -44,12 +44,7 @@ pub fn condition(status: &mut ManagedSecretStatus, generation: Option<i64>, now:
         .iter()
         .filter(|c| c.state == ConsumerState::Failed)
         .count();
-    let manual: Vec<String> = status
-        .consumers
-        .iter()
-        .filter(|c| c.state == ConsumerState::ManualRestartNeeded)
-        .map(|c| format!("{}/{}", c.kind, c.name))
-        .collect();
+    let manual = status.manual_restarts_needed();
     let behind = status
         .consumers
         .iter()

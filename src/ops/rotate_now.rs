@@ -201,12 +201,7 @@ pub fn progress(ms: &ManagedSecret, base: &Baseline) -> Progress {
     let all = done == total && updated_condition.is_none_or(|c| c.status == "True");
     if !all {
         // Those that wait for someone to delete their Pods will not finish by waiting: say who they are.
-        let manual: Vec<String> = status
-            .consumers
-            .iter()
-            .filter(|c| c.state == ConsumerState::ManualRestartNeeded)
-            .map(|c| format!("{}/{}", c.kind, c.name))
-            .collect();
+        let manual = status.manual_restarts_needed();
         progress.pending = Some(if manual.is_empty() {
             format!("{done}/{total} restarted")
         } else {
