@@ -118,7 +118,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
-echo "tools: building ${missing[*]} into $dir (cold: about 20-30 minutes on 2 cores)"
+echo "tools: building ${missing[*]} into $dir (cold: about 30-45 minutes on 2 cores)"
 n=0
 for t in "${missing[@]}"; do
   n=$((n + 1))
