@@ -8,7 +8,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin
 
-tools: ## build the pinned control plane, kwok, helm and promtool into the cache (no-op when warm)
+tools: ## build the pinned control plane, kwok, helm, promtool and rollouts-controller into the cache (no-op when warm)
 	tools/build.sh
 
 tools-path: ## print the tools cache directory
