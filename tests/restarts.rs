@@ -946,3 +946,152 @@ async fn a_cronjob_gets_the_new_value_for_its_next_jobs_and_running_jobs_are_lef
     assert_eq!(now[0].1, running[0].1, "the running Job's Pod was replaced");
     assert!(!now[0].3);
 }
+
+/// The Argo Rollouts controller (pinned, built by `make tools`) on this test binary's control plane, its CRDs
+/// installed first; stopped when dropped. Its metrics and health servers are turned off (they would listen on
+/// every address: the controller has no bind-address flag).
+struct ArgoRollouts(std::process::Child);
+
+impl ArgoRollouts {
+    fn start() -> ArgoRollouts {
+        let cluster = cluster_with_controllers();
+        let tools = keyward_dev::tools::tools_dir().unwrap();
+        let crds = tools.join("argo-rollouts-crds");
+        assert!(crds.is_dir(), "{} missing: run `make tools`", crds.display());
+        // Server-side: the Rollout CRD is too large for the last-applied annotation of a client-side apply.
+        let out = cluster.kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager=keyward-test",
+            "-f",
+            crds.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut tries = 0;
+        loop {
+            let out = cluster.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                "crd/rollouts.argoproj.io",
+            ]);
+            if out.status.success() {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 20, "{}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let log = std::fs::File::create(cluster.dir.join("logs").join("rollouts-controller.log")).unwrap();
+        let child = std::process::Command::new(tools.join("rollouts-controller"))
+            .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+            .args([
+                "--leader-elect=false",
+                "--metricsPort=-1",
+                "--healthzPort=-1",
+                "--loglevel=info",
+                "--logformat=text",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start rollouts-controller");
+        ArgoRollouts(child)
+    }
+}
+
+impl Drop for ArgoRollouts {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn argo_rollouts(ns: &TestNs) -> Api<kube::api::DynamicObject> {
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    Api::namespaced_with(ns.client.clone(), &ns.name, &resource)
+}
+
+/// Whether Rollout `name` is Healthy for its current generation with every replica updated and available.
+async fn rollout_healthy(api: &Api<kube::api::DynamicObject>, name: &str, replicas: i64) -> bool {
+    let Ok(r) = api.get(name).await else { return false };
+    let st = &r.data["status"];
+    st["phase"] == "Healthy"
+        && st["observedGeneration"].as_str() == r.metadata.generation.map(|g| g.to_string()).as_deref()
+        && st["updatedReplicas"].as_i64() == Some(replicas)
+        && st["availableReplicas"].as_i64() == Some(replicas)
+        && st["currentPodHash"] == st["stableRS"]
+}
+
+/// Field report B3, Argo Rollouts: a Rollout consuming the Secret is restarted through its own pod template,
+/// really rolled out by the Argo Rollouts controller (a new ReplicaSet whose Pods become ready under kwok), and
+/// tracked through its status until Healthy.
+#[tokio::test]
+async fn an_argo_rollout_is_restarted_through_its_template_and_tracked_to_healthy() {
+    let ns = ns("restart-argo").await;
+    let _argo = ArgoRollouts::start();
+    let _keyward = keyward(&ns, &[]);
+    managed(&ns, "web-creds", "v1", serde_json::json!({})).await;
+    let rollouts = argo_rollouts(&ns);
+    let rollout: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "revisionHistoryLimit": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "strategy": {"canary": {"steps": []}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": pod_spec(env_ref("web-creds"), serde_json::json!([]))}}
+    }))
+    .unwrap();
+    rollouts.create(&PostParams::default(), &rollout).await.unwrap();
+    eventually(90, "web Healthy and adopted", || async {
+        let r = rollouts.get("web").await.ok()?;
+        let adopted = r.metadata.annotations?.contains_key("keyward.dev/secrets-hash");
+        (adopted && rollout_healthy(&rollouts, "web", 2).await).then_some(())
+    })
+    .await;
+    assert_eq!(replica_sets(&ns, "web").await, 1, "adoption rolled the Rollout");
+    let before = pods(&ns, "web").await;
+
+    set_source(&ns, "web-creds", "v2").await;
+    let st = eventually(90, "web rolled out by Argo Rollouts, consumer Restarted", || async {
+        let r = rollouts.get("web").await.ok()?;
+        let hash = r.data["spec"]["template"]["metadata"]["annotations"]["keyward.dev/secrets-hash"]
+            .as_str()?
+            .to_string();
+        if !rollout_healthy(&rollouts, "web", 2).await || replica_sets(&ns, "web").await != 2 {
+            return None;
+        }
+        let st = ns.api::<ManagedSecret>().get("web-creds").await.ok()?.status?;
+        st.consumers
+            .iter()
+            .any(|c| {
+                c.kind.as_str() == "Rollout"
+                    && c.state.as_str() == "Restarted"
+                    && c.secrets_hash.as_deref() == Some(hash.as_str())
+            })
+            .then_some(st)
+    })
+    .await;
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "ConsumersUpdated" && c.status == "True")
+    );
+    // The Pods running now are new ones.
+    let live: Vec<_> = pods(&ns, "web").await.into_iter().filter(|p| !p.3).collect();
+    assert_eq!(live.len(), 2);
+    assert!(
+        live.iter().all(|p| before.iter().all(|b| b.1 != p.1)),
+        "{live:?} {before:?}"
+    );
+    for reason in ["RestartTriggered", "RestartFinished"] {
+        let said = events_with(&ns, reason).await;
+        assert!(said.iter().any(|(w, _)| w == "web"), "no {reason} for web: {said:?}");
+    }
+    // Once: nothing more happens.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(replica_sets(&ns, "web").await, 2);
+}

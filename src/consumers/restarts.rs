@@ -348,7 +348,8 @@ impl Restarts {
                 let planned = self.planner.status(&w);
                 let state = if self.rolling.contains_key(&w) {
                     ConsumerState::Rolling
-                } else if planned.failed.is_some() {
+                } else if planned.failed.is_some() || (planned.pending.is_none() && self.failures.contains_key(&w)) {
+                    // (A failure after a manual wait has no failed restart in the planner: none was in flight.)
                     ConsumerState::Failed
                 } else if planned.pending.is_some() || current != self.desired(&w) {
                     ConsumerState::Waiting
@@ -519,6 +520,8 @@ impl Restarts {
                     });
                 }
             }
+            // Someone resumed it, and it failed after all: a failure like any other (rollback included).
+            Rollout::Failed(why) if self.manual.remove(w).is_some() => self.finished(w, false, why, steps),
             Rollout::Complete if self.manual.remove(w).is_some() => {
                 self.touch(w);
                 self.record(w, RestartResult::Success, steps);
@@ -979,6 +982,29 @@ mod tests {
             panic!("{status:?}")
         };
         assert_eq!(consumers[0].state, ConsumerState::Restarted);
+    }
+
+    /// A paused Argo Rollout that someone resumes and that then fails is a failure like any other.
+    #[test]
+    fn a_failure_after_a_manual_wait_is_reported_with_its_value() {
+        let (mut r, hash) = rolling_to_h2();
+        r.observe(seen("api", "db", Some(&hash), Rollout::Manual("paused".into())), t(30));
+        let failed = r.observe(
+            seen(
+                "api",
+                "db",
+                Some(&hash),
+                Rollout::Failed("ProgressDeadlineExceeded".into()),
+            ),
+            t(90),
+        );
+        assert_eq!(events(&failed), ["RestartFailed"]);
+        let status = r.consumer_status();
+        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
+            panic!("{status:?}")
+        };
+        assert_eq!(consumers[0].state, ConsumerState::Failed);
+        assert_eq!(consumers[0].failed_value_hash.as_deref(), Some("h2"));
     }
 
     #[test]

@@ -210,6 +210,17 @@ impl From<&DynamicObject> for WorkloadView {
             } else {
                 message.to_string()
             })
+        } else if current && phase == "Paused" {
+            // A canary pause step without a duration, or spec.paused: someone must promote or resume it. A timed
+            // pause goes on by itself, and its end is reported the same way.
+            Rollout::Manual(format!(
+                "the Rollout is paused{}: promote or resume it (kubectl argo rollouts promote) to finish",
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({message})")
+                }
+            ))
         } else if current
             && phase == "Healthy"
             && count("updatedReplicas") == want
@@ -326,6 +337,61 @@ mod tests {
         let reverted = deployment(serde_json::json!({"observedGeneration": 1, "conditions": [
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}));
         assert_eq!(WorkloadView::from(&reverted).rollout, Rollout::InProgress);
+    }
+
+    /// Argo Rollouts' status as its v1.10.1 controller writes it (observedGeneration is a string).
+    #[test]
+    fn argo_rollout_states() {
+        let rollout = |generation: i64, status: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                "metadata": {"name": "web", "namespace": "n", "generation": generation},
+                "spec": {"replicas": 2, "template": {"metadata": {"annotations": {SECRETS_HASH_ANNOTATION: "h1"}},
+                         "spec": {"containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "db"}}]}]}}},
+                "status": status
+            }))
+            .unwrap()
+        };
+        let healthy = rollout(
+            3,
+            serde_json::json!({"phase": "Healthy", "observedGeneration": "3", "replicas": 2,
+            "updatedReplicas": 2, "availableReplicas": 2, "currentPodHash": "a", "stableRS": "a"}),
+        );
+        let v = WorkloadView::from(&healthy);
+        assert_eq!((v.kind, v.rollout.clone()), (WorkloadKind::Rollout, Rollout::Complete));
+        assert_eq!(v.current_hash(), Some("h1"));
+        // Healthy for the generation before: not yet.
+        let stale = rollout(
+            4,
+            serde_json::json!({"phase": "Healthy", "observedGeneration": "3", "replicas": 2,
+            "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        assert_eq!(WorkloadView::from(&stale).rollout, Rollout::InProgress);
+        let progressing = rollout(
+            3,
+            serde_json::json!({"phase": "Progressing", "observedGeneration": "3",
+            "message": "more replicas need to be updated", "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
+        );
+        assert_eq!(WorkloadView::from(&progressing).rollout, Rollout::InProgress);
+        let degraded = rollout(
+            3,
+            serde_json::json!({"phase": "Degraded", "observedGeneration": "3",
+            "message": "ProgressDeadlineExceeded: ReplicaSet \"web-1\" has timed out progressing."}),
+        );
+        assert!(
+            matches!(WorkloadView::from(&degraded).rollout, Rollout::Failed(m) if m.starts_with("ProgressDeadlineExceeded"))
+        );
+        let paused = rollout(
+            3,
+            serde_json::json!({"phase": "Paused", "observedGeneration": "3", "message": "CanaryPauseStep"}),
+        );
+        assert!(matches!(WorkloadView::from(&paused).rollout, Rollout::Manual(m) if m.contains("CanaryPauseStep")));
+        // Garbage in status is no rollout state, and no panic.
+        let odd = rollout(
+            3,
+            serde_json::json!({"phase": 7, "observedGeneration": ["3"], "replicas": "two"}),
+        );
+        assert_eq!(WorkloadView::from(&odd).rollout, Rollout::InProgress);
     }
 
     #[test]
