@@ -43,7 +43,11 @@ integration: tools
 
 test: tools lint unit integration
 
-demo: tools build
+# The demo needs the control plane and kwok only: a fresh machine does not wait for promtool, helm or Argo Rollouts.
+DEMO_TOOLS := etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kwok
+
+demo: build
+	tools/build.sh $(DEMO_TOOLS)
 	tools/demo.sh
 
 clean:
