@@ -781,12 +781,15 @@ async fn an_on_delete_statefulset_is_reported_for_a_manual_restart_and_never_rol
         pod_spec(env_ref("db-pass"), serde_json::json!([])),
     )
     .await;
-    eventually(90, "db ready and adopted", || async {
+    eventually(90, "db ready, adopted, and reported as running the value", || async {
         let s = ns.api::<StatefulSet>().get("db").await.ok()?;
         let adopted = s.metadata.annotations?.contains_key("keyward.dev/secrets-hash");
-        (adopted && statefulset_ready(&ns, "db", 2).await).then_some(())
+        let restarted = consumer_state(&ns, "db-pass", "db").await?.0 == "Restarted";
+        (adopted && restarted && statefulset_ready(&ns, "db", 2).await).then_some(())
     })
     .await;
+    // Its Pods starting up were no manual restart.
+    assert!(events_with(&ns, "ManualRestartNeeded").await.is_empty());
     let before = pods(&ns, "db").await;
     assert_eq!(before.len(), 2);
 

@@ -408,7 +408,16 @@ async fn the_current_value_wins_when_the_previous_copy_does_not_fit() {
         !s.data.unwrap().contains_key("BIG_PREVIOUS"),
         "the previous copy did not fit"
     );
-    let status = managed.get("big").await.unwrap().status.unwrap();
+    // The status write follows the Secret's.
+    let status = eventually(20, "PreviousKept TooLarge", || async {
+        let status = managed.get("big").await.ok()?.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "PreviousKept" && c.reason == "TooLarge")
+            .then_some(status)
+    })
+    .await;
     let kept = status
         .conditions
         .iter()

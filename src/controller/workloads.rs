@@ -98,7 +98,7 @@ impl From<&Deployment> for WorkloadView {
             && st.replicas.unwrap_or(0) == want
         {
             Rollout::Complete
-        } else if current && spec.paused == Some(true) {
+        } else if current && spec.paused == Some(true) && st.updated_replicas.unwrap_or(0) < st.replicas.unwrap_or(0) {
             // A paused Deployment's controller makes no new ReplicaSet until someone resumes it.
             Rollout::Manual(
                 "the Deployment is paused (spec.paused): its controller rolls the current template out once it is \
@@ -129,7 +129,8 @@ impl From<&StatefulSet> for WorkloadView {
             && ready == want
         {
             Rollout::Complete
-        } else if caught_up && on_delete {
+        } else if caught_up && on_delete && updated < st.replicas {
+            // Pods of an older revision exist (not merely Pods still starting, as after a create or a scale-up).
             Rollout::Manual(format!(
                 "updateStrategy OnDelete: {updated} of {want} Pod(s) run the current template; the StatefulSet \
                  controller replaces the others only when they are deleted (delete them one at a time, each after \
@@ -152,7 +153,7 @@ impl From<&DaemonSet> for WorkloadView {
         let on_delete = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()) == Some("OnDelete");
         let rollout = if current && updated == want && st.number_available.unwrap_or(0) == want {
             Rollout::Complete
-        } else if current && on_delete {
+        } else if current && on_delete && updated < st.current_number_scheduled {
             Rollout::Manual(format!(
                 "updateStrategy OnDelete: {updated} of {want} Pod(s) run the current template; the DaemonSet \
                  controller replaces the others only when they are deleted"
@@ -420,6 +421,12 @@ mod tests {
         };
         assert!(note.starts_with("updateStrategy OnDelete: 1 of 2 Pod(s)"), "{note}");
         assert_eq!(WorkloadView::from(&on_delete(2)).rollout, Rollout::Complete);
+        // Pods still starting (a new set, a scale-up) are no manual restart: every Pod there is of the revision.
+        let mut starting = on_delete(1);
+        if let Some(st) = starting.status.as_mut() {
+            (st.replicas, st.ready_replicas) = (1, Some(0));
+        }
+        assert_eq!(WorkloadView::from(&starting).rollout, Rollout::InProgress);
         let ds: DaemonSet = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "ds", "generation": 3},
             "spec": {"selector": {}, "template": {}},
