@@ -6,7 +6,7 @@ export KEYWARD_TOOLS_DIR
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin
+.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz
 
 tools: ## build the pinned control plane, kwok, helm, promtool and rollouts-controller into the cache (no-op when warm)
 	tools/build.sh
@@ -52,6 +52,26 @@ demo: build
 
 clean:
 	$(CARGO) clean
+
+# Fuzzing (docs/fuzzing.md): nightly Rust and cargo-fuzz; not part of `make test` or CI. Each target runs
+# FUZZ_SECONDS, one after another, on one core; the first failure stops the run and leaves its input in
+# fuzz/artifacts/<target>/. New inputs the fuzzer keeps go to fuzz/corpus/<target>/ (not checked in); the
+# checked-in starting points are fuzz/seeds/<target>/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= path duration yaml definition secret_map import snapshot webhook
+FUZZ_TOOLCHAIN ?= +nightly
+
+fuzz: ## run every fuzz target for FUZZ_SECONDS each (default 600), one at a time
+	@command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz --locked"; exit 1; }
+	cd fuzz && CARGO_BUILD_JOBS=$${CARGO_BUILD_JOBS:-1} $(CARGO) $(FUZZ_TOOLCHAIN) fuzz build --fuzz-dir . -s none
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  case $$t in snapshot|webhook) dict=json;; path|duration) dict=;; *) dict=yaml;; esac; \
+	  mkdir -p corpus/$$t; \
+	  echo "== fuzz target $$t: $(FUZZ_SECONDS)s (libFuzzer writes fuzz/fuzz-0.log, and prints it at the end)"; \
+	  $(CARGO) $(FUZZ_TOOLCHAIN) fuzz run --fuzz-dir . -s none $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -jobs=1 -workers=1 -print_final_stats=1 \
+	    $${dict:+-dict=dict/$$dict.dict}; \
+	done
 
 # The kubectl plugin is the keyward binary under the name kubectl-keyward: `kubectl keyward report -A`.
 PREFIX ?= $(HOME)/.local

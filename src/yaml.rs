@@ -267,11 +267,61 @@ enum Frame {
     },
 }
 
+/// How much of a tree a node is, for bounding what aliases copy.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    /// Nodes plus scalar bytes: roughly the memory the subtree holds.
+    cost: usize,
+    /// Levels, the node's own included.
+    height: usize,
+}
+
+impl Size {
+    fn add_child(&mut self, child: Size) {
+        self.cost = self.cost.saturating_add(child.cost);
+        self.height = self.height.max(child.height);
+    }
+}
+
+/// Anchors and aliases may copy this much (in `Size::cost`), or twice the text's length if that is more. An
+/// alias is a full copy of its anchor's subtree (and the anchor is kept as one), so without a bound a few
+/// hundred bytes of nested aliases ("billion laughs") expand to gigabytes.
+const COPY_BUDGET: usize = 64 * 1024;
+/// The deepest tree aliases may build. The parser limits nesting in the text (255 flow and 255 block levels),
+/// but an alias inside a deep collection that copies another deep one is deeper than either, and the tree is
+/// walked (and dropped) recursively.
+const MAX_DEPTH: usize = 512;
+
+/// What the parser has copied for anchors and aliases, against its budget.
+struct Copies {
+    budget: usize,
+    spent: usize,
+}
+
+impl Copies {
+    fn spend(&mut self, size: Size, at: Pos) -> Result<(), SyntaxError> {
+        self.spent = self.spent.saturating_add(size.cost);
+        if self.spent > self.budget {
+            return Err(SyntaxError {
+                message: "the anchors (&) and aliases (*) in this document expand it far past its text".into(),
+                pos: at,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Parses a single-document YAML text. `Ok(None)` for a document without content (empty or comments only).
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    // The size of each open collection's children so far, beside `stack`.
+    let mut sizes: Vec<Size> = Vec::new();
+    let mut anchors: HashMap<usize, (Node, Size)> = HashMap::new();
+    let mut copies = Copies {
+        budget: COPY_BUDGET.max(text.len().saturating_mul(2)),
+        spent: 0,
+    };
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
     // The end of the last node event, where a block scalar's indicator search starts.
@@ -310,6 +360,10 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 } else {
                     here
                 };
+                let size = Size {
+                    cost: 1 + value.len(),
+                    height: 1,
+                };
                 let node = Node {
                     kind: Kind::Scalar {
                         text: value.into_owned(),
@@ -323,23 +377,35 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     alias: false,
                 };
                 if anchor != 0 {
-                    anchors.insert(anchor, node.clone());
+                    copies.spend(size, here.begin)?;
+                    anchors.insert(anchor, (node.clone(), size));
                 }
-                Some(node)
+                Some((node, size))
             }
-            Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => Some(Node {
-                    alias: true,
-                    ..node.clone()
-                }),
-                None => {
+            Event::Alias(id) => {
+                let Some((node, size)) = anchors.get(&id) else {
                     return Err(SyntaxError {
                         message: "unknown anchor".into(),
                         pos: here.begin,
                     });
+                };
+                copies.spend(*size, here.begin)?;
+                if stack.len() + size.height > MAX_DEPTH {
+                    return Err(SyntaxError {
+                        message: format!("the aliases (*) in this document nest it deeper than {MAX_DEPTH} levels"),
+                        pos: here.begin,
+                    });
                 }
-            },
+                Some((
+                    Node {
+                        alias: true,
+                        ..node.clone()
+                    },
+                    *size,
+                ))
+            }
             Event::SequenceStart(style, anchor, _) => {
+                sizes.push(Size::default());
                 stack.push(Frame::Seq {
                     items: Vec::new(),
                     begin: here,
@@ -350,6 +416,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 None
             }
             Event::MappingStart(style, anchor, _) => {
+                sizes.push(Size::default());
                 stack.push(Frame::Map {
                     entries: Vec::new(),
                     key: None,
@@ -361,11 +428,15 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let Some(frame) = stack.pop() else {
+                let (Some(frame), Some(children)) = (stack.pop(), sizes.pop()) else {
                     return Err(SyntaxError {
                         message: "unbalanced collection".into(),
                         pos: here.begin,
                     });
+                };
+                let size = Size {
+                    cost: children.cost.saturating_add(1),
+                    height: children.height + 1,
                 };
                 let (kind, begin, flow, anchor, tag_begin, last_end) = match frame {
                     Frame::Seq {
@@ -405,16 +476,20 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     alias: false,
                 };
                 if anchor != 0 {
-                    anchors.insert(anchor, node.clone());
+                    copies.spend(size, here.begin)?;
+                    anchors.insert(anchor, (node.clone(), size));
                 }
-                Some(node)
+                Some((node, size))
             }
             _ => None,
         };
         if is_node {
             prev_end = here.end.byte;
         }
-        let Some(node) = done else { continue };
+        let Some((node, size)) = done else { continue };
+        if let Some(parent) = sizes.last_mut() {
+            parent.add_child(size);
+        }
         match stack.last_mut() {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map { entries, key, .. }) => match key.take() {
@@ -428,17 +503,36 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
 }
 
 /// Renders a string as a YAML scalar that reads back as exactly that string: plain when that is safe in
-/// both block and flow context, else double-quoted (JSON string escapes are valid YAML escapes).
+/// both block and flow context, else double-quoted.
 pub fn render_string(s: &str) -> String {
     let safe = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '+' | '=' | '@' | '-'))
         && scalar_to_json(s, true, None) == Json::String(s.to_owned());
-    if safe {
-        s.to_owned()
-    } else {
-        Json::String(s.to_owned()).to_string()
+    if safe { s.to_owned() } else { double_quoted(s) }
+}
+
+/// A YAML double-quoted scalar that reads back as exactly `s`, on one line: escapes for `"`, `\`, line breaks
+/// and every character YAML does not allow raw (control characters, C1, U+FFFE/F) or that some parsers treat
+/// as a line break or byte-order mark (U+2028, U+2029, U+FEFF).
+pub fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ' '..='~' => out.push(c),
+            '\u{2028}' | '\u{2029}' | '\u{feff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}' => out.push(c),
+            _ => out.push_str(&format!("\\u{:04x}", c as u32)),
+        }
     }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
@@ -504,6 +598,38 @@ mod tests {
         assert_eq!(doc.to_json(), serde_json::json!({"a": {"k": "v"}, "b": {"k": "v"}}));
     }
 
+    /// Found writing the yaml fuzz target (`fuzz/`) and confirmed with its binary: an alias was a full copy of
+    /// its anchor's subtree, with no bound. These 511 bytes of nested aliases ran out of memory (libFuzzer:
+    /// out-of-memory, over 2 GB in 4 s), and aliases inside deep collections that copy deep collections built
+    /// a tree 60,000 levels deep from 120 KB, which overflowed the stack when walked (SIGSEGV).
+    #[test]
+    fn aliases_cannot_blow_a_document_up() {
+        let mut laughs = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_string();
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            laughs += &format!("a{i}: &a{i} [{refs}]\n");
+        }
+        assert_eq!(laughs.len(), 511);
+        let e = parse(&laughs).unwrap_err();
+        assert!(e.message.contains("expand it far past its text"), "{e:?}");
+        assert_eq!(e.pos.line, 5, "{e:?}");
+
+        let mut deep = String::new();
+        for i in 0..300 {
+            let inner = if i == 0 { "x".to_string() } else { format!("*d{}", i - 1) };
+            deep += &format!("d{i}: &d{i} {}{inner}{}\n", "[".repeat(200), "]".repeat(200));
+        }
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("deeper than 512 levels"), "{e:?}");
+        assert_eq!(e.pos.line, 3, "{e:?}");
+
+        // Anchors and aliases as people use them still read, and so does one big anchored subtree.
+        let doc = parse("a: &x {k: v}\nb: *x\nc: [*x, *x]\n").unwrap().unwrap();
+        assert_eq!(doc.get("c").unwrap().to_json(), serde_json::json!([{"k": "v"}, {"k": "v"}]));
+        let big = format!("a: &x [{}]\nb: *x\n", vec!["item"; 20_000].join(", "));
+        assert!(parse(&big).unwrap().is_some());
+    }
+
     #[test]
     fn render_string_round_trips() {
         for s in [
@@ -530,5 +656,16 @@ mod tests {
         }
         assert_eq!(render_string("hunter2"), "hunter2");
         assert_eq!(render_string("true"), "\"true\"");
+    }
+
+    /// Fuzzing (`fuzz/`, target yaml): the quoted form was JSON's, which leaves DEL and the C1 controls raw,
+    /// and YAML refuses them in a document; every character YAML does not print now goes as an escape.
+    #[test]
+    fn render_string_escapes_what_yaml_does_not_allow_raw() {
+        for s in ["\u{7f}", "a\u{7f}b", "\u{80}\u{85}\u{9f}", "\u{2028}\u{feff}", "\u{fffe}\u{ffff}"] {
+            let text = format!("k: {}\n", render_string(s));
+            let doc = parse(&text).unwrap_or_else(|e| panic!("{text:?}: {e:?}")).unwrap();
+            assert_eq!(doc.get("k").unwrap().to_json(), Json::String(s.into()), "{text:?}");
+        }
     }
 }

@@ -7,6 +7,8 @@ use serde_json::Value as Json;
 
 use super::path::{PropertyPath, Segment};
 use crate::yaml::{self, Kind, Node};
+// Where it was first written; the dev ESC server still takes it from here, with `escape_interpolation`.
+pub use crate::yaml::double_quoted;
 
 /// Why a value could not be written. Messages name paths and functions, never values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -266,29 +268,6 @@ pub fn node_replacement(text: &str, node: &Node, flow: &str, block: &str) -> (us
         return (at, at, format!(" {flow}"));
     }
     (begin, end, flow.to_owned())
-}
-
-/// A YAML double-quoted scalar that reads back as exactly `s`, on one line: escapes for `"`, `\`, line breaks
-/// and every character YAML does not allow raw (control characters, C1, U+FFFE/F) or that some parsers treat
-/// as a line break or byte-order mark (U+2028, U+2029, U+FEFF).
-pub fn double_quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            ' '..='~' => out.push(c),
-            '\u{2028}' | '\u{2029}' | '\u{feff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}' => out.push(c),
-            _ => out.push_str(&format!("\\u{:04x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Re-reads the edited text: the path must hold `fn::secret: value` and every other value must be as before.

@@ -90,7 +90,7 @@ impl Snapshot {
             }
             _ => {
                 let mut out = Zeroizing::new(String::new());
-                plain_json(value, &mut out).ok_or_else(unreadable)?;
+                plain_json(value, &mut out, 0).ok_or_else(unreadable)?;
                 out.as_bytes().to_vec()
             }
         };
@@ -107,10 +107,19 @@ fn field<'a>(node: &'a RawValue, name: &str) -> Option<&'a RawValue> {
     serde_json::from_str::<Fields<'a>>(node.get()).ok()?.get(name).copied()
 }
 
+/// How deeply `plain_json` unwraps objects and lists: serde_json's own limit for a parsed value. Raw values
+/// are read without one, so without this a deeply nested answer recursed until the stack overflowed, having
+/// re-read its rest at every level (quadratic time).
+const MAX_DEPTH: usize = 128;
+
 /// Appends the plain JSON of a wrapped value's `value` to `out`: objects and lists unwrapped level by level,
-/// every scalar as ESC's text has it. None when the JSON is not what ESC sends.
-fn plain_json(value: &RawValue, out: &mut String) -> Option<()> {
+/// every scalar as ESC's text has it. None when the JSON is not what ESC sends, or nests deeper than
+/// `MAX_DEPTH` (`depth` is this value's).
+fn plain_json(value: &RawValue, out: &mut String, depth: usize) -> Option<()> {
     let text = value.get();
+    if depth >= MAX_DEPTH && matches!(text.as_bytes().first(), Some(b'{' | b'[')) {
+        return None;
+    }
     match text.as_bytes().first()? {
         b'{' => {
             let fields: Fields<'_> = serde_json::from_str(text).ok()?;
@@ -121,7 +130,7 @@ fn plain_json(value: &RawValue, out: &mut String) -> Option<()> {
                 }
                 out.push_str(&serde_json::to_string(key).ok()?);
                 out.push(':');
-                plain_json(field(wrapped, "value").unwrap_or(RawValue::NULL), out)?;
+                plain_json(field(wrapped, "value").unwrap_or(RawValue::NULL), out, depth + 1)?;
             }
             out.push('}');
         }
@@ -132,7 +141,7 @@ fn plain_json(value: &RawValue, out: &mut String) -> Option<()> {
                 if n > 0 {
                     out.push(',');
                 }
-                plain_json(field(wrapped, "value").unwrap_or(RawValue::NULL), out)?;
+                plain_json(field(wrapped, "value").unwrap_or(RawValue::NULL), out, depth + 1)?;
             }
             out.push(']');
         }
@@ -172,6 +181,39 @@ mod tests {
         assert!(e.to_string().contains("sophia.ai.nope"), "{e}");
         assert_eq!(get("unk").unwrap_err().reason(), "InvalidSource");
         assert_eq!(get("list[5]").unwrap_err().reason(), "SourceNotFound");
+    }
+
+    /// Found writing the snapshot fuzz target (`fuzz/`; the input is past the fuzzer's length limit) and
+    /// confirmed with its binary: raw values are read without serde_json's depth limit, and unwrapping
+    /// recursed once per level, re-reading the rest each time. An answer 100,000 levels deep (1.6 MB) still
+    /// ran after five minutes, and one deep enough overflows the stack. Here 20,000 levels, refused at once.
+    #[test]
+    fn deep_answers_are_refused_not_recursed() {
+        let n = 20_000;
+        let body = format!(
+            r#"{{"properties":{{"deep":{{"value":{}1{}}}}}}}"#,
+            r#"{"a":{"value":"#.repeat(n),
+            "}}".repeat(n)
+        );
+        let s = Snapshot {
+            env: EnvRef::parse("o/p/e").unwrap(),
+            revision: 1,
+            body: Zeroizing::new(body.into_bytes()),
+        };
+        let e = s.lookup(&PropertyPath::parse("deep").unwrap()).unwrap_err();
+        assert_eq!(e.reason(), "InvalidSource", "{e}");
+        // 127 levels below the path still read.
+        let ok = format!(
+            r#"{{"properties":{{"deep":{{"value":{}1{}}}}}}}"#,
+            r#"{"a":{"value":"#.repeat(127),
+            "}}".repeat(127)
+        );
+        let s = Snapshot {
+            body: Zeroizing::new(ok.into_bytes()),
+            ..s
+        };
+        let v = s.lookup(&PropertyPath::parse("deep").unwrap()).unwrap();
+        assert_eq!(v.expose(), format!("{}1{}", r#"{"a":"#.repeat(127), "}".repeat(127)).as_bytes());
     }
 
     /// Field report C1: numbers arrive as ESC's JSON text has them, at the top and inside objects and lists.

@@ -142,6 +142,77 @@ fn signature_ok(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
+/// Why a delivery is refused before anything is done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No shared secret is configured, or the signature is missing or wrong.
+    Unauthenticated,
+    /// The body is not a JSON payload that names an ESC environment.
+    Malformed,
+    /// The payload carries a timestamp more than five minutes from now.
+    Stale,
+}
+
+impl Refusal {
+    /// The `result` label of the request counter, and the audit entry's reason.
+    pub fn result(self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Malformed => "malformed",
+            Refusal::Stale => "stale",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Refusal::Malformed | Refusal::Stale => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// What the sender is told (nothing about the body or the secret).
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated => "missing or wrong Pulumi-Webhook-Signature",
+            Refusal::Malformed => "the payload names no ESC environment",
+            Refusal::Stale => "the payload's timestamp is more than five minutes from now",
+        }
+    }
+}
+
+/// An authentic delivery with a payload the receiver can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The environment whose ManagedSecrets refresh.
+    pub environment: EnvRef,
+    /// What the replay guard remembers the delivery by.
+    pub keys: Vec<String>,
+}
+
+/// Everything the receiver checks of a delivery before the replay guard and the API server: the signature
+/// under `secret` (none refuses every call), the environment the body names, and the payload's timestamp, if
+/// it has one, against `now`. Separate from the handler, and free of I/O and clocks, so that tests and the
+/// fuzz targets (`fuzz/`) can feed it any headers and body.
+pub fn read_delivery(
+    secret: Option<&[u8]>,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: jiff::Timestamp,
+) -> Result<Delivery, Refusal> {
+    if !secret.is_some_and(|k| signature_ok(k, headers, body)) {
+        return Err(Refusal::Unauthenticated);
+    }
+    let payload = serde_json::from_slice::<serde_json::Value>(body).map_err(|_| Refusal::Malformed)?;
+    let environment = environment_of(&payload).ok_or(Refusal::Malformed)?;
+    if timestamp_of(&payload).is_some_and(|at| !recent(at, now)) {
+        return Err(Refusal::Stale);
+    }
+    Ok(Delivery {
+        environment,
+        keys: delivery_keys(headers),
+    })
+}
+
 /// `POST /webhooks/esc`: an ESC environment changed; every ManagedSecret reading it refreshes at once.
 async fn esc_webhook(
     State(s): State<Arc<WebhookState>>,
@@ -170,30 +241,12 @@ async fn esc_webhook(
         tracing::warn!(source_ip = %ip, result, "ESC webhook call refused");
         json(status, serde_json::json!({"error": message}))
     };
-    let authentic = s.secret.as_ref().is_some_and(|k| signature_ok(k, &headers, &body));
-    if !authentic {
-        return refuse(
-            "unauthenticated",
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong Pulumi-Webhook-Signature",
-        );
-    }
-    let payload = serde_json::from_slice::<serde_json::Value>(&body).ok();
-    let Some(env) = payload.as_ref().and_then(environment_of) else {
-        return refuse(
-            "malformed",
-            StatusCode::BAD_REQUEST,
-            "the payload names no ESC environment",
-        );
-    };
-    if payload.as_ref().and_then(timestamp_of).is_some_and(|at| !recent(at)) {
-        return refuse(
-            "stale",
-            StatusCode::BAD_REQUEST,
-            "the payload's timestamp is more than five minutes from now",
-        );
-    }
-    let keys = delivery_keys(&headers);
+    let secret = s.secret.as_ref().map(|k| k.as_slice());
+    let Delivery { environment: env, keys } =
+        match read_delivery(secret, &headers, &body, jiff::Timestamp::now()) {
+            Ok(delivery) => delivery,
+            Err(refusal) => return refuse(refusal.result(), refusal.status(), refusal.message()),
+        };
     if !s.replays.first_time(&keys) {
         return refuse("replayed", StatusCode::CONFLICT, "this delivery was received before");
     }
@@ -264,8 +317,8 @@ fn timestamp_of(payload: &serde_json::Value) -> Option<jiff::Timestamp> {
     }
 }
 
-fn recent(at: jiff::Timestamp) -> bool {
-    let off = jiff::Timestamp::now().duration_since(at).unsigned_abs();
+fn recent(at: jiff::Timestamp, now: jiff::Timestamp) -> bool {
+    let off = now.duration_since(at).unsigned_abs();
     off <= TIMESTAMP_WINDOW
 }
 
@@ -368,13 +421,42 @@ mod tests {
     #[test]
     fn payload_timestamps_must_be_recent() {
         let now = jiff::Timestamp::now();
-        let at = |v: serde_json::Value| timestamp_of(&v).map(recent);
+        let at = |v: serde_json::Value| timestamp_of(&v).map(|t| recent(t, now));
         assert_eq!(at(serde_json::json!({"timestamp": now.to_string()})), Some(true));
         assert_eq!(at(serde_json::json!({"createdAt": now.as_second()})), Some(true));
         assert_eq!(at(serde_json::json!({"time": now.as_millisecond()})), Some(true));
         let old = now - jiff::SignedDuration::from_secs(3600);
         assert_eq!(at(serde_json::json!({"timestamp": old.to_string()})), Some(false));
         assert_eq!(at(serde_json::json!({"environmentName": "prod"})), None);
+    }
+
+    #[test]
+    fn deliveries_are_read_check_by_check() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let signed = |body: &[u8]| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"shared").unwrap();
+            mac.update(body);
+            let mut h = HeaderMap::new();
+            h.insert(SIGNATURE_HEADER, hex::encode(mac.finalize().into_bytes()).parse().unwrap());
+            h.insert(DELIVERY_HEADER, "d1".parse().unwrap());
+            h
+        };
+        let read = |body: &[u8]| read_delivery(Some(b"shared"), &signed(body), body, now);
+        let body = br#"{"environment":"acme/app/prod","timestamp":"2026-01-01T00:01:00Z"}"#;
+        let delivery = read(body).unwrap();
+        assert_eq!(delivery.environment.to_string(), "acme/app/prod");
+        assert_eq!(delivery.keys.len(), 2);
+        assert_eq!(
+            read_delivery(None, &signed(body), body, now),
+            Err(Refusal::Unauthenticated)
+        );
+        assert_eq!(read(b"not json"), Err(Refusal::Malformed));
+        assert_eq!(read(br#"{"environment":"acme"}"#), Err(Refusal::Malformed));
+        assert_eq!(
+            read(br#"{"environment":"acme/app/prod","time":1}"#),
+            Err(Refusal::Stale)
+        );
+        assert_eq!(Refusal::Stale.result(), "stale");
     }
 
     #[test]
