@@ -616,7 +616,11 @@ mod tests {
 
         let mut deep = String::new();
         for i in 0..300 {
-            let inner = if i == 0 { "x".to_string() } else { format!("*d{}", i - 1) };
+            let inner = if i == 0 {
+                "x".to_string()
+            } else {
+                format!("*d{}", i - 1)
+            };
             deep += &format!("d{i}: &d{i} {}{inner}{}\n", "[".repeat(200), "]".repeat(200));
         }
         let e = parse(&deep).unwrap_err();
@@ -625,7 +629,10 @@ mod tests {
 
         // Anchors and aliases as people use them still read, and so does one big anchored subtree.
         let doc = parse("a: &x {k: v}\nb: *x\nc: [*x, *x]\n").unwrap().unwrap();
-        assert_eq!(doc.get("c").unwrap().to_json(), serde_json::json!([{"k": "v"}, {"k": "v"}]));
+        assert_eq!(
+            doc.get("c").unwrap().to_json(),
+            serde_json::json!([{"k": "v"}, {"k": "v"}])
+        );
         let big = format!("a: &x [{}]\nb: *x\n", vec!["item"; 20_000].join(", "));
         assert!(parse(&big).unwrap().is_some());
     }
@@ -662,7 +669,13 @@ mod tests {
     /// and YAML refuses them in a document; every character YAML does not print now goes as an escape.
     #[test]
     fn render_string_escapes_what_yaml_does_not_allow_raw() {
-        for s in ["\u{7f}", "a\u{7f}b", "\u{80}\u{85}\u{9f}", "\u{2028}\u{feff}", "\u{fffe}\u{ffff}"] {
+        for s in [
+            "\u{7f}",
+            "a\u{7f}b",
+            "\u{80}\u{85}\u{9f}",
+            "\u{2028}\u{feff}",
+            "\u{fffe}\u{ffff}",
+        ] {
             let text = format!("k: {}\n", render_string(s));
             let doc = parse(&text).unwrap_or_else(|e| panic!("{text:?}: {e:?}")).unwrap();
             assert_eq!(doc.get("k").unwrap().to_json(), Json::String(s.into()), "{text:?}");

@@ -213,7 +213,10 @@ mod tests {
             ..s
         };
         let v = s.lookup(&PropertyPath::parse("deep").unwrap()).unwrap();
-        assert_eq!(v.expose(), format!("{}1{}", r#"{"a":"#.repeat(127), "}".repeat(127)).as_bytes());
+        assert_eq!(
+            v.expose(),
+            format!("{}1{}", r#"{"a":"#.repeat(127), "}".repeat(127)).as_bytes()
+        );
     }
 
     /// Field report C1: numbers arrive as ESC's JSON text has them, at the top and inside objects and lists.

@@ -242,11 +242,10 @@ async fn esc_webhook(
         json(status, serde_json::json!({"error": message}))
     };
     let secret = s.secret.as_ref().map(|k| k.as_slice());
-    let Delivery { environment: env, keys } =
-        match read_delivery(secret, &headers, &body, jiff::Timestamp::now()) {
-            Ok(delivery) => delivery,
-            Err(refusal) => return refuse(refusal.result(), refusal.status(), refusal.message()),
-        };
+    let Delivery { environment: env, keys } = match read_delivery(secret, &headers, &body, jiff::Timestamp::now()) {
+        Ok(delivery) => delivery,
+        Err(refusal) => return refuse(refusal.result(), refusal.status(), refusal.message()),
+    };
     if !s.replays.first_time(&keys) {
         return refuse("replayed", StatusCode::CONFLICT, "this delivery was received before");
     }
@@ -437,7 +436,10 @@ mod tests {
             let mut mac = Hmac::<Sha256>::new_from_slice(b"shared").unwrap();
             mac.update(body);
             let mut h = HeaderMap::new();
-            h.insert(SIGNATURE_HEADER, hex::encode(mac.finalize().into_bytes()).parse().unwrap());
+            h.insert(
+                SIGNATURE_HEADER,
+                hex::encode(mac.finalize().into_bytes()).parse().unwrap(),
+            );
             h.insert(DELIVERY_HEADER, "d1".parse().unwrap());
             h
         };
