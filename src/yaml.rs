@@ -211,25 +211,26 @@ fn pos_at(text: &str, byte: usize) -> Pos {
 }
 
 /// The range of a block scalar (`|` or `>`): the parser reports only its content, from the first content
-/// line up to where the next token starts. The node's text starts at its indicator, found by scanning
-/// forward from the end of the previous node (the key, or the sequence's `-`), skipping comments, and ends
-/// at its last non-blank character, so that a rewrite keeps the line breaks and indentation that follow.
+/// line up to where the next token starts. The node's text starts at its indicator and ends at its last
+/// non-blank character, so that a rewrite keeps the line breaks and indentation that follow.
+///
+/// The indicator is the last `|` or `>` between the end of the previous node (the key, or the sequence's `-`)
+/// and the content that starts a token (at the start of the text or after white space) outside a comment.
+/// Only the header's own indicators and comments follow it; before it, an anchor or tag may hold `|` and `>`
+/// inside its name (`&>`, `!<tag:x>`), and a directive before `---` may hold one as a token of its own.
 fn block_scalar_range(text: &str, prev_end: usize, content: Range) -> Range {
     let bytes = text.as_bytes();
-    let mut i = prev_end.min(content.begin.byte);
+    let stop = content.begin.byte.min(bytes.len());
     let mut in_comment = false;
     let mut indicator = None;
-    while i < content.begin.byte {
+    for i in prev_end.min(stop)..stop {
+        let token_start = i == 0 || bytes[i - 1].is_ascii_whitespace();
         match bytes[i] {
-            b'\n' => in_comment = false,
-            b'#' if i == 0 || bytes[i - 1].is_ascii_whitespace() => in_comment = true,
-            b'|' | b'>' if !in_comment => {
-                indicator = Some(i);
-                break;
-            }
+            b'\n' | b'\r' => in_comment = false,
+            b'#' if token_start => in_comment = true,
+            b'|' | b'>' if token_start && !in_comment => indicator = Some(i),
             _ => {}
         }
-        i += 1;
     }
     let Some(begin) = indicator else { return content };
     let mut end = content.end.byte.min(text.len());
@@ -283,6 +284,15 @@ impl Size {
     }
 }
 
+/// An open collection's children so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Children {
+    size: Size,
+    /// Where the last child's text ends: a block collection ends there. For an alias that is its own `*name`,
+    /// not the end of the anchored node whose range the copy keeps (which may lie before the collection).
+    last_end: Option<Pos>,
+}
+
 /// Anchors and aliases may copy this much (in `Size::cost`), or twice the text's length if that is more. An
 /// alias is a full copy of its anchor's subtree (and the anchor is kept as one), so without a bound a few
 /// hundred bytes of nested aliases ("billion laughs") expand to gigabytes.
@@ -315,8 +325,8 @@ impl Copies {
 pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    // The size of each open collection's children so far, beside `stack`.
-    let mut sizes: Vec<Size> = Vec::new();
+    // Beside `stack`: what each open collection's children add up to so far.
+    let mut open: Vec<Children> = Vec::new();
     let mut anchors: HashMap<usize, (Node, Size)> = HashMap::new();
     let mut copies = Copies {
         budget: COPY_BUDGET.max(text.len().saturating_mul(2)),
@@ -380,7 +390,8 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     copies.spend(size, here.begin)?;
                     anchors.insert(anchor, (node.clone(), size));
                 }
-                Some((node, size))
+                let written_end = node.range.end;
+                Some((node, size, written_end))
             }
             Event::Alias(id) => {
                 let Some((node, size)) = anchors.get(&id) else {
@@ -396,16 +407,18 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                         pos: here.begin,
                     });
                 }
+                // The copy keeps its anchor's range; the alias itself is written here.
                 Some((
                     Node {
                         alias: true,
                         ..node.clone()
                     },
                     *size,
+                    here.end,
                 ))
             }
             Event::SequenceStart(style, anchor, _) => {
-                sizes.push(Size::default());
+                open.push(Children::default());
                 stack.push(Frame::Seq {
                     items: Vec::new(),
                     begin: here,
@@ -416,7 +429,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 None
             }
             Event::MappingStart(style, anchor, _) => {
-                sizes.push(Size::default());
+                open.push(Children::default());
                 stack.push(Frame::Map {
                     entries: Vec::new(),
                     key: None,
@@ -428,27 +441,24 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (Some(frame), Some(children)) = (stack.pop(), sizes.pop()) else {
+                let (Some(frame), Some(children)) = (stack.pop(), open.pop()) else {
                     return Err(SyntaxError {
                         message: "unbalanced collection".into(),
                         pos: here.begin,
                     });
                 };
                 let size = Size {
-                    cost: children.cost.saturating_add(1),
-                    height: children.height + 1,
+                    cost: children.size.cost.saturating_add(1),
+                    height: children.size.height + 1,
                 };
-                let (kind, begin, flow, anchor, tag_begin, last_end) = match frame {
+                let (kind, begin, flow, anchor, tag_begin) = match frame {
                     Frame::Seq {
                         items,
                         begin,
                         flow,
                         anchor,
                         tag_begin,
-                    } => {
-                        let last = items.last().map(|n| n.range.end);
-                        (Kind::Seq(items), begin, flow, anchor, tag_begin, last)
-                    }
+                    } => (Kind::Seq(items), begin, flow, anchor, tag_begin),
                     Frame::Map {
                         entries,
                         begin,
@@ -456,14 +466,15 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                         anchor,
                         tag_begin,
                         ..
-                    } => {
-                        let last = entries.last().map(|(_, v)| v.range.end);
-                        (Kind::Map(entries), begin, flow, anchor, tag_begin, last)
-                    }
+                    } => (Kind::Map(entries), begin, flow, anchor, tag_begin),
                 };
                 // A block collection's end event sits wherever the next token starts (past comments and
                 // blank lines); its last child's end is where its text really stops.
-                let end = if flow { here.end } else { last_end.unwrap_or(here.end) };
+                let end = if flow {
+                    here.end
+                } else {
+                    children.last_end.unwrap_or(here.end)
+                };
                 let node = Node {
                     kind,
                     range: Range {
@@ -479,16 +490,17 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     copies.spend(size, here.begin)?;
                     anchors.insert(anchor, (node.clone(), size));
                 }
-                Some((node, size))
+                Some((node, size, end))
             }
             _ => None,
         };
         if is_node {
             prev_end = here.end.byte;
         }
-        let Some((node, size)) = done else { continue };
-        if let Some(parent) = sizes.last_mut() {
-            parent.add_child(size);
+        let Some((node, size, written_end)) = done else { continue };
+        if let Some(parent) = open.last_mut() {
+            parent.size.add_child(size);
+            parent.last_end = Some(written_end);
         }
         match stack.last_mut() {
             Some(Frame::Seq { items, .. }) => items.push(node),
@@ -635,6 +647,38 @@ mod tests {
         );
         let big = format!("a: &x [{}]\nb: *x\n", vec!["item"; 20_000].join(", "));
         assert!(parse(&big).unwrap().is_some());
+    }
+
+    /// Fuzzing (`fuzz/`, target yaml; minimised input below): a block collection ended where its last child's
+    /// range ended, and an alias keeps the range of the node it copies, which lies before the collection, so
+    /// the mapping ended before it began.
+    #[test]
+    fn a_block_collection_ending_in_an_alias_ends_at_the_alias() {
+        let text = "- &a\n- : *a";
+        let doc = parse(text).unwrap().unwrap();
+        let Kind::Seq(items) = &doc.kind else { panic!() };
+        assert_eq!(slice(text, &items[1]), ": *a");
+        assert_eq!(slice(text, &doc), "- &a\n- : *a");
+        let text = "k: &v x\nm:\n  a: 1\n  b: *v\nn: 2\n";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(slice(text, doc.get("m").unwrap()), "a: 1\n  b: *v");
+    }
+
+    /// Fuzzing (`fuzz/`, target yaml; minimised input `&>\n!\r>`): a block scalar's range began at the first
+    /// `|` or `>` after the previous node, which may sit inside an anchor's or a tag's name, so the range began
+    /// before the node's own tag. It begins at the last such character that starts a token.
+    #[test]
+    fn block_scalar_indicators_are_not_read_in_names() {
+        let text = "&>\n!\r>";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(doc.range.begin.byte, 5, "{doc:?}");
+        assert!(doc.tag_begin.is_some_and(|t| t.byte <= doc.range.begin.byte), "{doc:?}");
+        let text = "a: &x| !<tag:yaml.org,2002:str> |  # a | comment > here\n  body\nb: 1\n";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(slice(text, doc.get("a").unwrap()), "|  # a | comment > here\n  body");
+        let text = "%YAML 1.2\n--- >-\n  folded\n";
+        let doc = parse(text).unwrap().unwrap();
+        assert_eq!(slice(text, &doc), ">-\n  folded");
     }
 
     #[test]
