@@ -497,7 +497,9 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
         if is_node {
             prev_end = here.end.byte;
         }
-        let Some((node, size, written_end)) = done else { continue };
+        let Some((node, size, written_end)) = done else {
+            continue;
+        };
         if let Some(parent) = open.last_mut() {
             parent.size.add_child(size);
             parent.last_end = Some(written_end);
