@@ -8,7 +8,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz
 
-tools: ## build the pinned control plane, kwok, helm and promtool into the cache (no-op when warm)
+tools: ## build the pinned control plane, kwok, helm, promtool and rollouts-controller into the cache (no-op when warm)
 	tools/build.sh
 
 tools-path: ## print the tools cache directory
@@ -43,7 +43,11 @@ integration: tools
 
 test: tools lint unit integration
 
-demo: tools build
+# The demo needs the control plane and kwok only: a fresh machine does not wait for promtool, helm or Argo Rollouts.
+DEMO_TOOLS := etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kwok
+
+demo: build
+	tools/build.sh $(DEMO_TOOLS)
 	tools/demo.sh
 
 clean:

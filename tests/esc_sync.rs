@@ -467,3 +467,49 @@ async fn wrong_token_is_unauthorized_and_a_token_secret_works() {
     )
     .await;
 }
+
+/// Field report C1, end to end: each JSON type ESC serves arrives in the Secret as the README says — numbers
+/// exactly as ESC's JSON text has them (`1.50` stays `1.50`, an integer beyond 64 bits keeps every digit),
+/// strings as they are, booleans and null as their JSON words, objects and arrays as ESC's JSON.
+#[tokio::test]
+async fn every_json_type_arrives_exactly_as_esc_serves_it() {
+    let esc = Esc::start().await;
+    let env = "acme/app/types";
+    esc.put(
+        env,
+        "values:\n  price: 1.50\n  big: 123456789012345678901234567890\n  exp: 6.02e23\n  int: 42\n  \
+         text: \"  spaced 1.50 \"\n  yes: true\n  none: null\n  list: [1.50, \"a\", false]\n  \
+         object: {a: 1.0, b: [x]}\n",
+    );
+    let ns = ns("esc-types").await;
+    let managed: Api<ManagedSecret> = ns.api();
+    let secrets: Api<Secret> = ns.api();
+    let _keyward = esc.keyward(&ns.name);
+    let cases = [
+        ("price", "1.50"),
+        ("big", "123456789012345678901234567890"),
+        ("exp", "6.02e23"),
+        ("int", "42"),
+        ("text", "  spaced 1.50 "),
+        ("yes", "true"),
+        ("list", r#"[1.50,"a",false]"#),
+        ("object", r#"{"a":1.0,"b":["x"]}"#),
+    ];
+    for (path, _) in cases {
+        managed
+            .create(&PostParams::default(), &esc_msec(path, env, path, "1h"))
+            .await
+            .unwrap();
+    }
+    for (path, want) in cases {
+        wait_value(&secrets, path, want, 40, &format!("{path} as {want}")).await;
+    }
+    // null has no text to give: refused, nothing written.
+    managed
+        .create(&PostParams::default(), &esc_msec("none", env, "none", "1h"))
+        .await
+        .unwrap();
+    let c = wait_reason(&managed, "none", "Ready", "InvalidSource").await;
+    assert!(c.message.contains("null"), "{}", c.message);
+    assert!(secrets.get_opt("none").await.unwrap().is_none());
+}

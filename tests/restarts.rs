@@ -627,3 +627,474 @@ async fn a_rollout_past_keywards_deadline_counts_as_failed() {
             .is_some_and(|n| n.contains("no complete rollout within 6s"))
     );
 }
+
+/// The Pods of workload `app` (label `app=<app>`): name, uid, creation time, and whether they are being deleted.
+async fn pods(ns: &TestNs, app: &str) -> Vec<(String, String, jiff::Timestamp, bool)> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    pods.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| {
+            (
+                p.metadata.name.unwrap_or_default(),
+                p.metadata.uid.unwrap_or_default(),
+                p.metadata.creation_timestamp.map(|t| t.0).unwrap_or_default(),
+                p.metadata.deletion_timestamp.is_some(),
+            )
+        })
+        .collect()
+}
+
+async fn events_with(ns: &TestNs, reason: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| {
+            (
+                e.regarding.and_then(|r| r.name).unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn consumer_state(ns: &TestNs, managed_secret: &str, name: &str) -> Option<(String, Option<String>)> {
+    let st = ns.api::<ManagedSecret>().get(managed_secret).await.ok()?.status?;
+    st.consumers
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| (c.state.as_str().to_string(), c.message))
+}
+
+/// Field report B1: a Deployment whose `envFrom` names Secret `app-creds` as optional starts before the Secret
+/// exists; then ManagedSecret `app-creds` is created. Its Pods run without the variables, so keyward restarts it
+/// once (adopting it would leave them so until the next change). A workload that requires the Secret has
+/// containers held back until it exists, so it is adopted, not restarted.
+#[tokio::test]
+async fn a_workload_started_before_an_optional_secret_existed_is_restarted_once() {
+    let ns = ns("restart-optional").await;
+    let _keyward = keyward(&ns, &[]);
+    deployment(
+        &ns,
+        "api",
+        pod_spec(
+            serde_json::json!({"envFrom": [{"secretRef": {"name": "app-creds", "optional": true}}]}),
+            serde_json::json!([]),
+        ),
+        serde_json::json!({}),
+    )
+    .await;
+    deployment(
+        &ns,
+        "required",
+        pod_spec(env_ref("app-creds"), serde_json::json!([])),
+        serde_json::json!({}),
+    )
+    .await;
+    eventually(60, "api and required rolled out, without the Secret", || async {
+        (rolled_out(&ns, "api").await && rolled_out(&ns, "required").await && pods(&ns, "api").await.len() == 1)
+            .then_some(())
+    })
+    .await;
+    let before = pods(&ns, "api").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    managed(&ns, "app-creds", "s3cret", serde_json::json!({})).await;
+    let created = ns
+        .api::<Secret>()
+        .get("app-creds")
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap()
+        .0;
+    assert!(before.iter().all(|p| p.2 < created), "{before:?} {created}");
+
+    // The Pods: every one running now was created after the Secret, so it sees the variables.
+    let after = eventually(90, "api restarted: its Pods are newer than the Secret", || async {
+        let now = pods(&ns, "api").await;
+        let live: Vec<_> = now.into_iter().filter(|p| !p.3).collect();
+        (rolled_out(&ns, "api").await && live.len() == 1 && live.iter().all(|p| p.2 >= created)).then_some(live)
+    })
+    .await;
+    assert_ne!(after[0].1, before[0].1);
+    assert!(template_hash(&ns, "api").await.is_some());
+    let said = events_with(&ns, "StartedWithoutSecret").await;
+    assert!(
+        said.iter()
+            .any(|(w, note)| w == "api" && note.contains("app-creds") && note.contains("optional")),
+        "{said:?}"
+    );
+
+    // Once: nothing more happens. The workload that requires the Secret was adopted, not restarted.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(replica_sets(&ns, "api").await, 2, "api restarted more than once");
+    assert_eq!(replica_sets(&ns, "required").await, 1, "required was restarted");
+    assert!(adopted(&ns, "required").await);
+    assert!(said.iter().all(|(w, _)| w != "required"));
+}
+
+async fn statefulset(ns: &TestNs, name: &str, replicas: i32, strategy: &str, spec: serde_json::Value) {
+    let sts: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "serviceName": name, "selector": {"matchLabels": {"app": name}},
+                 "updateStrategy": {"type": strategy},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}
+    }))
+    .unwrap();
+    ns.api::<StatefulSet>()
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+}
+
+async fn statefulset_ready(ns: &TestNs, name: &str, replicas: i32) -> bool {
+    let s = ns.api::<StatefulSet>().get(name).await.unwrap();
+    let st = s.status.unwrap_or_default();
+    st.observed_generation == s.metadata.generation
+        && st.ready_replicas == Some(replicas)
+        && st.updated_replicas == Some(replicas)
+}
+
+/// Field report B2: a StatefulSet with `updateStrategy: OnDelete` never replaces its Pods by itself. keyward
+/// sets the new template, reports `ManualRestartNeeded` (status.consumers, ConsumersUpdated, an Event) and
+/// neither fails the rollout at its deadline nor rolls the value back; once someone deletes the Pods, the new
+/// ones run the new template and the consumer counts as restarted.
+#[tokio::test]
+async fn an_on_delete_statefulset_is_reported_for_a_manual_restart_and_never_rolled_back() {
+    let ns = ns("restart-ondelete").await;
+    let _keyward = keyward(&ns, &["--rollout-deadline-seconds", "5"]);
+    managed(&ns, "db-pass", "v1", serde_json::json!({"rollbackOnFailure": true})).await;
+    statefulset(
+        &ns,
+        "db",
+        2,
+        "OnDelete",
+        pod_spec(env_ref("db-pass"), serde_json::json!([])),
+    )
+    .await;
+    eventually(90, "db ready, adopted, and reported as running the value", || async {
+        let s = ns.api::<StatefulSet>().get("db").await.ok()?;
+        let adopted = s.metadata.annotations?.contains_key("keyward.dev/secrets-hash");
+        let restarted = consumer_state(&ns, "db-pass", "db").await?.0 == "Restarted";
+        (adopted && restarted && statefulset_ready(&ns, "db", 2).await).then_some(())
+    })
+    .await;
+    // Its Pods starting up were no manual restart.
+    assert!(events_with(&ns, "ManualRestartNeeded").await.is_empty());
+    let before = pods(&ns, "db").await;
+    assert_eq!(before.len(), 2);
+
+    set_source(&ns, "db-pass", "v2").await;
+    let (state, message) = eventually(60, "consumer db ManualRestartNeeded", || async {
+        consumer_state(&ns, "db-pass", "db")
+            .await
+            .filter(|(s, _)| s == "ManualRestartNeeded")
+    })
+    .await;
+    assert_eq!(state, "ManualRestartNeeded");
+    let message = message.unwrap_or_default();
+    assert!(message.contains("OnDelete") && message.contains("0 of 2"), "{message}");
+    // Well past keyward's rollout deadline: not failed, not rolled back, Pods untouched.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let secrets: Api<Secret> = ns.api();
+    let value = secrets.get("db-pass").await.unwrap().data.unwrap()["VALUE"].0.clone();
+    assert_eq!(value, b"v2", "the value was rolled back");
+    let ms = ns.api::<ManagedSecret>().get("db-pass").await.unwrap();
+    let st = ms.status.unwrap();
+    let cond = |t: &str| st.conditions.iter().find(|c| c.type_ == t).cloned();
+    assert_eq!(cond("Ready").map(|c| c.status), Some("True".into()));
+    assert_ne!(cond("Degraded").map(|c| c.status), Some("True".into()));
+    let updated = cond("ConsumersUpdated").unwrap();
+    assert_eq!(
+        (updated.status.as_str(), updated.reason.as_str()),
+        ("False", "ManualRestartNeeded")
+    );
+    assert!(updated.message.contains("StatefulSet/db"), "{}", updated.message);
+    assert!(st.rollback.is_none());
+    assert_eq!(
+        consumer_state(&ns, "db-pass", "db").await.unwrap().0,
+        "ManualRestartNeeded"
+    );
+    let uids = |p: &[(String, String, jiff::Timestamp, bool)]| {
+        let mut u: Vec<String> = p.iter().map(|p| p.1.clone()).collect();
+        u.sort();
+        u
+    };
+    assert_eq!(uids(&pods(&ns, "db").await), uids(&before), "keyward replaced Pods");
+    assert!(events_with(&ns, "RestartFailed").await.is_empty());
+    let said = events_with(&ns, "ManualRestartNeeded").await;
+    assert!(said.iter().any(|(w, _)| w == "db"), "{said:?}");
+
+    // The owner deletes the Pods, one at a time: the new ones run the new template, and keyward says so.
+    let pods_api: Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    for (name, uid, _, _) in &before {
+        pods_api
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(60, &format!("{name} replaced and ready"), || async {
+            let p = pods_api.get_opt(name).await.ok()??;
+            let ready = p
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (p.metadata.uid.as_deref() != Some(uid.as_str()) && ready).then_some(())
+        })
+        .await;
+    }
+    eventually(60, "consumer db Restarted", || async {
+        consumer_state(&ns, "db-pass", "db")
+            .await
+            .filter(|(s, _)| s == "Restarted")
+    })
+    .await;
+    assert!(
+        events_with(&ns, "RestartFinished")
+            .await
+            .iter()
+            .any(|(w, note)| w == "db" && note.contains("every Pod runs the current template"))
+    );
+}
+
+/// Field report B3, CronJobs: the job template carries the new hash, so the next Jobs run the new value; a Job
+/// already running is left alone.
+#[tokio::test]
+async fn a_cronjob_gets_the_new_value_for_its_next_jobs_and_running_jobs_are_left_alone() {
+    let ns = ns("restart-cronjob").await;
+    let _keyward = keyward(&ns, &[]);
+    managed(&ns, "report-creds", "v1", serde_json::json!({})).await;
+    let job_spec = serde_json::json!({"template": {"metadata": {"labels": {"app": "nightly"}},
+        "spec": {"restartPolicy": "Never", "containers": [container(env_ref("report-creds"))]}}});
+    let cron: k8s_openapi::api::batch::v1::CronJob = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 1 1 *", "jobTemplate": {"spec": job_spec}}
+    }))
+    .unwrap();
+    let crons: Api<k8s_openapi::api::batch::v1::CronJob> = ns.api();
+    crons.create(&PostParams::default(), &cron).await.unwrap();
+    // A Job made from it (as `kubectl create job --from=cronjob/nightly` does), running under kwok.
+    let job: k8s_openapi::api::batch::v1::Job =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "nightly-manual"}, "spec": job_spec})).unwrap();
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = ns.api();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let cron_hash = || async {
+        crons
+            .get("nightly")
+            .await
+            .ok()?
+            .spec?
+            .job_template
+            .spec?
+            .template
+            .metadata?
+            .annotations?
+            .get("keyward.dev/secrets-hash")
+            .cloned()
+    };
+    eventually(60, "nightly adopted, its Job's Pod running", || async {
+        let c = crons.get("nightly").await.ok()?;
+        let adopted = c.metadata.annotations?.contains_key("keyward.dev/secrets-hash");
+        (adopted && jobs.get("nightly-manual").await.ok()?.status?.active == Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(cron_hash().await, None, "adoption changed the job template");
+    let running = pods(&ns, "nightly").await;
+    assert_eq!(running.len(), 1);
+
+    set_source(&ns, "report-creds", "v2").await;
+    let hash = eventually(60, "the job template carries the new hash", cron_hash).await;
+    eventually(30, "consumer nightly Restarted with that hash", || async {
+        let st = ns.api::<ManagedSecret>().get("report-creds").await.ok()?.status?;
+        st.consumers
+            .iter()
+            .any(|c| {
+                c.name == "nightly"
+                    && c.kind.as_str() == "CronJob"
+                    && c.state.as_str() == "Restarted"
+                    && c.secrets_hash.as_deref() == Some(hash.as_str())
+            })
+            .then_some(())
+    })
+    .await;
+    let finished = events_with(&ns, "RestartFinished").await;
+    assert!(
+        finished
+            .iter()
+            .any(|(w, note)| w == "nightly" && note.contains("next Jobs")),
+        "{finished:?}"
+    );
+    // The running Job and its Pod are as they were.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let job = jobs.get("nightly-manual").await.unwrap();
+    let job_annotations = job
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .and_then(|m| m.annotations)
+        .unwrap_or_default();
+    assert!(!job_annotations.contains_key("keyward.dev/secrets-hash"));
+    let now = pods(&ns, "nightly").await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].1, running[0].1, "the running Job's Pod was replaced");
+    assert!(!now[0].3);
+}
+
+/// The Argo Rollouts controller (pinned, built by `make tools`) on this test binary's control plane, its CRDs
+/// installed first; stopped when dropped. Its metrics and health servers are turned off (they would listen on
+/// every address: the controller has no bind-address flag).
+struct ArgoRollouts(std::process::Child);
+
+impl ArgoRollouts {
+    fn start() -> ArgoRollouts {
+        let cluster = cluster_with_controllers();
+        let tools = keyward_dev::tools::tools_dir().unwrap();
+        let crds = tools.join("argo-rollouts-crds");
+        assert!(crds.is_dir(), "{} missing: run `make tools`", crds.display());
+        // Server-side: the Rollout CRD is too large for the last-applied annotation of a client-side apply.
+        let out = cluster.kubectl(&[
+            "apply",
+            "--server-side",
+            "--field-manager=keyward-test",
+            "-f",
+            crds.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut tries = 0;
+        loop {
+            let out = cluster.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                "crd/rollouts.argoproj.io",
+            ]);
+            if out.status.success() {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 20, "{}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let log = std::fs::File::create(cluster.dir.join("logs").join("rollouts-controller.log")).unwrap();
+        let child = std::process::Command::new(tools.join("rollouts-controller"))
+            .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+            .args([
+                "--leader-elect=false",
+                "--metricsPort=-1",
+                "--healthzPort=-1",
+                "--loglevel=info",
+                "--logformat=text",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start rollouts-controller");
+        ArgoRollouts(child)
+    }
+}
+
+impl Drop for ArgoRollouts {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn argo_rollouts(ns: &TestNs) -> Api<kube::api::DynamicObject> {
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    Api::namespaced_with(ns.client.clone(), &ns.name, &resource)
+}
+
+/// Whether Rollout `name` is Healthy for its current generation with every replica updated and available.
+async fn rollout_healthy(api: &Api<kube::api::DynamicObject>, name: &str, replicas: i64) -> bool {
+    let Ok(r) = api.get(name).await else { return false };
+    let st = &r.data["status"];
+    st["phase"] == "Healthy"
+        && st["observedGeneration"].as_str() == r.metadata.generation.map(|g| g.to_string()).as_deref()
+        && st["updatedReplicas"].as_i64() == Some(replicas)
+        && st["availableReplicas"].as_i64() == Some(replicas)
+        && st["currentPodHash"] == st["stableRS"]
+}
+
+/// Field report B3, Argo Rollouts: a Rollout consuming the Secret is restarted through its own pod template,
+/// really rolled out by the Argo Rollouts controller (a new ReplicaSet whose Pods become ready under kwok), and
+/// tracked through its status until Healthy.
+#[tokio::test]
+async fn an_argo_rollout_is_restarted_through_its_template_and_tracked_to_healthy() {
+    let ns = ns("restart-argo").await;
+    let _argo = ArgoRollouts::start();
+    let _keyward = keyward(&ns, &[]);
+    managed(&ns, "web-creds", "v1", serde_json::json!({})).await;
+    let rollouts = argo_rollouts(&ns);
+    let rollout: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "revisionHistoryLimit": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "strategy": {"canary": {"steps": []}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": pod_spec(env_ref("web-creds"), serde_json::json!([]))}}
+    }))
+    .unwrap();
+    rollouts.create(&PostParams::default(), &rollout).await.unwrap();
+    eventually(90, "web Healthy and adopted", || async {
+        let r = rollouts.get("web").await.ok()?;
+        let adopted = r.metadata.annotations?.contains_key("keyward.dev/secrets-hash");
+        (adopted && rollout_healthy(&rollouts, "web", 2).await).then_some(())
+    })
+    .await;
+    assert_eq!(replica_sets(&ns, "web").await, 1, "adoption rolled the Rollout");
+    let before = pods(&ns, "web").await;
+
+    set_source(&ns, "web-creds", "v2").await;
+    let st = eventually(90, "web rolled out by Argo Rollouts, consumer Restarted", || async {
+        let r = rollouts.get("web").await.ok()?;
+        let hash = r.data["spec"]["template"]["metadata"]["annotations"]["keyward.dev/secrets-hash"]
+            .as_str()?
+            .to_string();
+        if !rollout_healthy(&rollouts, "web", 2).await || replica_sets(&ns, "web").await != 2 {
+            return None;
+        }
+        let st = ns.api::<ManagedSecret>().get("web-creds").await.ok()?.status?;
+        st.consumers
+            .iter()
+            .any(|c| {
+                c.kind.as_str() == "Rollout"
+                    && c.state.as_str() == "Restarted"
+                    && c.secrets_hash.as_deref() == Some(hash.as_str())
+            })
+            .then_some(st)
+    })
+    .await;
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "ConsumersUpdated" && c.status == "True")
+    );
+    // The Pods running now are new ones.
+    let live: Vec<_> = pods(&ns, "web").await.into_iter().filter(|p| !p.3).collect();
+    assert_eq!(live.len(), 2);
+    assert!(
+        live.iter().all(|p| before.iter().all(|b| b.1 != p.1)),
+        "{live:?} {before:?}"
+    );
+    for reason in ["RestartTriggered", "RestartFinished"] {
+        let said = events_with(&ns, reason).await;
+        assert!(said.iter().any(|(w, _)| w == "web"), "no {reason} for web: {said:?}");
+    }
+    // Once: nothing more happens.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(replica_sets(&ns, "web").await, 2);
+}

@@ -33,6 +33,20 @@ fn secret(name: &str, key: &str, value: &[u8]) -> Secret {
     }
 }
 
+/// A namespace whose Secret `src` holds `value` (key `value`), its Secret and ManagedSecret APIs, and a keyward
+/// watching it.
+async fn with_source(prefix: &str, value: &[u8]) -> (TestNs, Api<Secret>, Api<ManagedSecret>, Keyward) {
+    let ns = ns(prefix).await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", value))
+        .await
+        .unwrap();
+    let keyward = Keyward::start(&ns.name, &[]);
+    (ns, secrets, managed, keyward)
+}
+
 fn from_secret(name: &str, src: &str, target_key: &str, policy: &str) -> ManagedSecret {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret",
@@ -235,14 +249,7 @@ async fn existing_foreign_secret_is_not_overwritten() {
 /// asks for leaves the Secret at the next reconcile, not at the next value change.
 #[tokio::test]
 async fn the_target_follows_labels_annotations_and_key_taken_out_of_the_spec() {
-    let ns = ns("sync-follow").await;
-    let secrets: Api<Secret> = ns.api();
-    let managed: Api<ManagedSecret> = ns.api();
-    secrets
-        .create(&PostParams::default(), &secret("src", "value", b"v1"))
-        .await
-        .unwrap();
-    let _keyward = Keyward::start(&ns.name, &[]);
+    let (_ns, secrets, managed, _keyward) = with_source("sync-follow", b"v1").await;
     let mut ms = from_secret("app", "src", "K", "Delete");
     ms.spec.target.labels = BTreeMap::from([("team".into(), "a".into()), ("tier".into(), "db".into())]);
     ms.spec.target.annotations = BTreeMap::from([("example.com/owner".into(), "a".into())]);
@@ -288,14 +295,7 @@ async fn the_target_follows_labels_annotations_and_key_taken_out_of_the_spec() {
 /// Field report A5: two ManagedSecrets on one target: the second is refused with a message naming the owner.
 #[tokio::test]
 async fn a_second_managed_secret_on_a_target_is_told_who_owns_it() {
-    let ns = ns("sync-two").await;
-    let secrets: Api<Secret> = ns.api();
-    let managed: Api<ManagedSecret> = ns.api();
-    secrets
-        .create(&PostParams::default(), &secret("src", "value", b"first"))
-        .await
-        .unwrap();
-    let _keyward = Keyward::start(&ns.name, &[]);
+    let (ns, secrets, managed, _keyward) = with_source("sync-two", b"first").await;
     let mut owner = from_secret("owner", "src", "K", "Delete");
     owner.spec.target.name = Some("shared".into());
     managed.create(&PostParams::default(), &owner).await.unwrap();
@@ -331,14 +331,7 @@ async fn a_second_managed_secret_on_a_target_is_told_who_owns_it() {
 /// rather than failing with the API server's 422 forever.
 #[tokio::test]
 async fn a_changed_target_type_replaces_the_secret() {
-    let ns = ns("sync-type").await;
-    let secrets: Api<Secret> = ns.api();
-    let managed: Api<ManagedSecret> = ns.api();
-    secrets
-        .create(&PostParams::default(), &secret("src", "value", br#"{"auths":{}}"#))
-        .await
-        .unwrap();
-    let _keyward = Keyward::start(&ns.name, &[]);
+    let (ns, secrets, managed, _keyward) = with_source("sync-type", br#"{"auths":{}}"#).await;
     managed
         .create(
             &PostParams::default(),
@@ -389,15 +382,8 @@ async fn a_changed_target_type_replaces_the_secret() {
 /// A smaller value keeps its previous copy and says where.
 #[tokio::test]
 async fn the_current_value_wins_when_the_previous_copy_does_not_fit() {
-    let ns = ns("sync-big").await;
-    let secrets: Api<Secret> = ns.api();
-    let managed: Api<ManagedSecret> = ns.api();
     let big = |c: u8| vec![c; 600 * 1024];
-    secrets
-        .create(&PostParams::default(), &secret("src", "value", &big(b'a')))
-        .await
-        .unwrap();
-    let _keyward = Keyward::start(&ns.name, &[]);
+    let (_ns, secrets, managed, _keyward) = with_source("sync-big", &big(b'a')).await;
     let mut ms = from_secret("big", "src", "BIG", "Delete");
     ms.spec.rotation = Some(
         serde_json::from_value(serde_json::json!({"period": "90d", "gracePeriod": "1h", "strategy": "Notify"}))
@@ -422,7 +408,16 @@ async fn the_current_value_wins_when_the_previous_copy_does_not_fit() {
         !s.data.unwrap().contains_key("BIG_PREVIOUS"),
         "the previous copy did not fit"
     );
-    let status = managed.get("big").await.unwrap().status.unwrap();
+    // The status write follows the Secret's.
+    let status = eventually(20, "PreviousKept TooLarge", || async {
+        let status = managed.get("big").await.ok()?.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "PreviousKept" && c.reason == "TooLarge")
+            .then_some(status)
+    })
+    .await;
     let kept = status
         .conditions
         .iter()
@@ -473,14 +468,7 @@ fn base64(bytes: &[u8]) -> String {
 /// that looks managed). Both say so in an Event.
 #[tokio::test]
 async fn a_renamed_target_leaves_no_managed_secret_behind() {
-    let ns = ns("sync-rename").await;
-    let secrets: Api<Secret> = ns.api();
-    let managed: Api<ManagedSecret> = ns.api();
-    secrets
-        .create(&PostParams::default(), &secret("src", "value", b"v1"))
-        .await
-        .unwrap();
-    let _keyward = Keyward::start(&ns.name, &[]);
+    let (ns, secrets, managed, _keyward) = with_source("sync-rename", b"v1").await;
     for (ms_name, policy) in [("deleting", "Delete"), ("retaining", "Retain")] {
         let mut ms = from_secret(ms_name, "src", "K", policy);
         ms.spec.target.name = Some(format!("{ms_name}-old"));
@@ -549,17 +537,7 @@ async fn a_renamed_target_leaves_no_managed_secret_behind() {
 #[tokio::test]
 async fn a_refused_write_says_why_and_shows_no_value() {
     const CANARY: &str = "canary-refused-write-0c4b";
-    let ns = ns("sync-refused").await;
-    let secrets: Api<Secret> = ns.api();
-    let managed: Api<ManagedSecret> = ns.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &secret("src", "value", format!("c{CANARY} not json").as_bytes()),
-        )
-        .await
-        .unwrap();
-    let keyward = Keyward::start(&ns.name, &[]);
+    let (ns, secrets, managed, keyward) = with_source("sync-refused", format!("c{CANARY} not json").as_bytes()).await;
     let mut ms = from_secret("pull", "src", ".dockerconfigjson", "Delete");
     ms.spec.target.type_ = Some("kubernetes.io/dockerconfigjson".into());
     managed.create(&PostParams::default(), &ms).await.unwrap();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl),
-# kwok, helm and promtool from their pinned Go modules into a cache directory, and puts the pinned
-# prometheus-operator CRDs (ServiceMonitor, PrometheusRule) beside them for the chart's tests.
+# kwok, helm, promtool and the Argo Rollouts controller from their pinned Go modules into a cache directory,
+# and puts the pinned prometheus-operator CRDs (ServiceMonitor, PrometheusRule) and the Argo Rollouts CRDs
+# (Rollout, and the AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate and Experiment CRDs its controller
+# watches) beside them.
 #
 #   tools/build.sh          build whatever is missing (a no-op when warm)
 #   tools/build.sh --path   print the cache directory
@@ -9,8 +11,9 @@
 #
 # The cache lives outside the repo (default ~/.cache/keyward/tools/<key>, or $KEYWARD_TOOLS_DIR) so that a
 # fresh clone reuses it. The directory's key covers the control plane modules (kube, etcd, kwok, helm): it
-# changes whenever one of their pins or go.sum files changes. Tools added later (promtool, the CRDs) carry a
-# key of their own in a stamp file beside them (.NAME.key), so adding or bumping one rebuilds only that one.
+# changes whenever one of their pins or go.sum files changes. Tools added later (promtool, rollouts-controller,
+# the CRDs) carry a key of their own in a stamp file beside them (.NAME.key), so adding or bumping one rebuilds
+# only that one.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +27,10 @@ ETCD=$(modver etcd go.etcd.io/etcd/server/v3)
 KWOK=$(modver kwok sigs.k8s.io/kwok)
 HELM=$(modver helm helm.sh/helm/v3)
 PROMETHEUS=$(modver promtool github.com/prometheus/prometheus)
+ARGO_ROLLOUTS=$(modver argo-rollouts github.com/argoproj/argo-rollouts)
+# Its CRDs come from the same module's zip, checked against the hash tools/argo-rollouts/go.sum records.
+ARGO_ROLLOUTS_SUM=$(awk -v v="$ARGO_ROLLOUTS" '$1 == "github.com/argoproj/argo-rollouts" && $2 == v { print $3 }' \
+  "$here/argo-rollouts/go.sum")
 # The prometheus-operator module is only read (its example CRDs), never built: pinned here with its go.sum hash.
 PROMOP=v0.85.0
 PROMOP_SUM="h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s="
@@ -59,12 +66,20 @@ prom_release=$(echo "$PROMETHEUS" | awk -F. '{ printf "%d.%d.%s", substr($2, 1, 
 spec[promtool]="promtool github.com/prometheus/prometheus/cmd/promtool -s -w \
 -X github.com/prometheus/common/version.Version=$prom_release -X github.com/prometheus/common/version.Branch=HEAD"
 spec[prometheus-operator-crds]="-"
+# Argo Rollouts prints v<version>+unknown: the module zip does not say which commit it is.
+spec[rollouts-controller]="argo-rollouts github.com/argoproj/argo-rollouts/cmd/rollouts-controller -s -w \
+-X github.com/argoproj/argo-rollouts/utils/version.version=${ARGO_ROLLOUTS#v}"
+spec[argo-rollouts-crds]="-"
 # name -> its own cache key (tools in the keyed directory have none: the directory's key is theirs)
 declare -A stamp=(
   [promtool]="prometheus-$PROMETHEUS-$(cat "$here/promtool/go.mod" "$here/promtool/go.sum" | sha256sum | cut -c1-12)"
   [prometheus-operator-crds]="prometheus-operator-$PROMOP"
+  [rollouts-controller]="argo-rollouts-$ARGO_ROLLOUTS-$(cat "$here/argo-rollouts/go.mod" "$here/argo-rollouts/go.sum" |
+    sha256sum | cut -c1-12)"
+  [argo-rollouts-crds]="argo-rollouts-$ARGO_ROLLOUTS-$ARGO_ROLLOUTS_SUM"
 )
-order=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kwok helm promtool prometheus-operator-crds)
+order=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kwok helm promtool prometheus-operator-crds
+  rollouts-controller argo-rollouts-crds)
 [ $# -gt 0 ] && order=("$@")
 
 present() { # present NAME -> whether NAME is built and, if it has a key of its own, built from that key
@@ -72,21 +87,24 @@ present() { # present NAME -> whether NAME is built and, if it has a key of its 
   [ -z "${stamp[$1]:-}" ] || [ "$(cat "$dir/.$1.key" 2>/dev/null)" = "${stamp[$1]}" ]
 }
 
-# The ServiceMonitor and PrometheusRule CRDs from the pinned module's zip (verified against PROMOP_SUM).
-fetch_prometheus_operator_crds() {
-  local info mod got
-  info=$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMOP")
+# copy_from_module NAME MODULE VERSION SUM FILE... -> $dir/NAME/ holds FILEs (paths inside the module) from the
+# module's zip, which must have the go.sum hash SUM.
+copy_from_module() {
+  local name=$1 module=$2 version=$3 want=$4 info mod got f
+  shift 4
+  info=$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "$module@$version")
   mod=$(echo "$info" | awk -F'"' '$2 == "Dir" { print $4 }')
   got=$(echo "$info" | awk -F'"' '$2 == "Sum" { print $4 }')
-  [ "$got" = "$PROMOP_SUM" ] || { echo "tools/build.sh: prometheus-operator $PROMOP has sum $got, want $PROMOP_SUM" >&2; return 1; }
-  rm -rf "$dir/.prometheus-operator-crds.tmp"
-  mkdir -p "$dir/.prometheus-operator-crds.tmp"
-  for kind in servicemonitors prometheusrules; do
-    cp "$mod/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$dir/.prometheus-operator-crds.tmp/"
+  [ -n "$want" ] && [ "$got" = "$want" ] ||
+    { echo "tools/build.sh: $module $version has sum $got, want ${want:-(none recorded)}" >&2; return 1; }
+  rm -rf "$dir/.$name.tmp"
+  mkdir -p "$dir/.$name.tmp"
+  for f in "$@"; do
+    cp "$mod/$f" "$dir/.$name.tmp/"
   done
-  chmod -R u+w "$dir/.prometheus-operator-crds.tmp"
-  rm -rf "$dir/prometheus-operator-crds"
-  mv "$dir/.prometheus-operator-crds.tmp" "$dir/prometheus-operator-crds"
+  chmod -R u+w "$dir/.$name.tmp"
+  rm -rf "${dir:?}/$name"
+  mv "$dir/.$name.tmp" "$dir/$name"
 }
 
 mkdir -p "$dir"
@@ -100,14 +118,21 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
-echo "tools: building ${missing[*]} into $dir (cold: about 20-30 minutes on 2 cores)"
+echo "tools: building ${missing[*]} into $dir (cold: about 30-45 minutes on 2 cores)"
 n=0
 for t in "${missing[@]}"; do
   n=$((n + 1))
   start=$(date +%s)
   if [ "$t" = prometheus-operator-crds ]; then
     echo "tools: [$n/${#missing[@]}] $t (github.com/prometheus-operator/prometheus-operator@$PROMOP) ..."
-    fetch_prometheus_operator_crds
+    copy_from_module "$t" github.com/prometheus-operator/prometheus-operator "$PROMOP" "$PROMOP_SUM" \
+      example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml \
+      example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml
+  elif [ "$t" = argo-rollouts-crds ]; then
+    echo "tools: [$n/${#missing[@]}] $t (github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS) ..."
+    copy_from_module "$t" github.com/argoproj/argo-rollouts "$ARGO_ROLLOUTS" "$ARGO_ROLLOUTS_SUM" \
+      manifests/crds/rollout-crd.yaml manifests/crds/analysis-run-crd.yaml manifests/crds/analysis-template-crd.yaml \
+      manifests/crds/cluster-analysis-template-crd.yaml manifests/crds/experiment-crd.yaml
   else
     read -r moddir pkg ldflags <<<"${spec[$t]}"
     echo "tools: [$n/${#missing[@]}] $t ($pkg) ..."

@@ -532,6 +532,15 @@ pub enum StatusWriter {
 }
 
 impl ManagedSecretStatus {
+    /// The consumers (`Kind/name`) that wait for someone to delete their Pods (`ManualRestartNeeded`).
+    pub fn manual_restarts_needed(&self) -> Vec<String> {
+        self.consumers
+            .iter()
+            .filter(|c| c.state == ConsumerState::ManualRestartNeeded)
+            .map(|c| format!("{}/{}", c.kind, c.name))
+            .collect()
+    }
+
     /// Every status field by its JSON name, with its one writer.
     pub const WRITERS: [(&'static str, StatusWriter); 14] = [
         ("access", StatusWriter::Reconcile),
@@ -644,6 +653,10 @@ pub enum ConsumerState {
     Waiting,
     /// Its rollout is under way.
     Rolling,
+    /// Its controller replaces Pods only when they are deleted (StatefulSet `updateStrategy: OnDelete`): the new
+    /// pod template is set, and some Pods still run the old one until someone deletes them. Not a failure: the
+    /// value is not rolled back for it.
+    ManualRestartNeeded,
     /// Its rollout failed.
     Failed,
 }
@@ -655,6 +668,7 @@ impl ConsumerState {
             ConsumerState::Restarted => "Restarted",
             ConsumerState::Waiting => "Waiting",
             ConsumerState::Rolling => "Rolling",
+            ConsumerState::ManualRestartNeeded => "ManualRestartNeeded",
             ConsumerState::Failed => "Failed",
         }
     }

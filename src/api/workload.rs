@@ -13,13 +13,21 @@ pub enum WorkloadKind {
     Deployment,
     StatefulSet,
     DaemonSet,
+    /// `batch/v1` CronJob: its job template carries the hash, so its next Jobs run the new value; Jobs already
+    /// running are left alone.
+    CronJob,
+    /// Argo Rollouts' `argoproj.io/v1alpha1` Rollout (its `spec.template`; rolled out by its own controller, per
+    /// its strategy).
+    Rollout,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 3] = [
+    pub const ALL: [WorkloadKind; 5] = [
         WorkloadKind::Deployment,
         WorkloadKind::StatefulSet,
         WorkloadKind::DaemonSet,
+        WorkloadKind::CronJob,
+        WorkloadKind::Rollout,
     ];
 
     /// The Kubernetes kind name.
@@ -28,6 +36,28 @@ impl WorkloadKind {
             WorkloadKind::Deployment => "Deployment",
             WorkloadKind::StatefulSet => "StatefulSet",
             WorkloadKind::DaemonSet => "DaemonSet",
+            WorkloadKind::CronJob => "CronJob",
+            WorkloadKind::Rollout => "Rollout",
+        }
+    }
+
+    /// The API group/version it is served at.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment | WorkloadKind::StatefulSet | WorkloadKind::DaemonSet => "apps/v1",
+            WorkloadKind::CronJob => "batch/v1",
+            WorkloadKind::Rollout => "argoproj.io/v1alpha1",
+        }
+    }
+
+    /// The resource's plural name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::StatefulSet => "statefulsets",
+            WorkloadKind::DaemonSet => "daemonsets",
+            WorkloadKind::CronJob => "cronjobs",
+            WorkloadKind::Rollout => "rollouts",
         }
     }
 }
@@ -40,7 +70,7 @@ impl fmt::Display for WorkloadKind {
 
 /// A kind that keyward does not restart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported workload kind {0:?} (use Deployment, StatefulSet or DaemonSet)")]
+#[error("unsupported workload kind {0:?} (use Deployment, StatefulSet, DaemonSet, CronJob or Rollout)")]
 pub struct UnknownKind(pub String);
 
 impl UnknownKind {

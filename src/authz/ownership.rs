@@ -31,17 +31,29 @@ pub fn other_owner(
         )
     };
     let mine = rank(ms);
+    // Cheap first: only objects that name this secret at all (most name none) get ranked and checked.
+    let claim = |o: &ManagedSecret| {
+        o.spec
+            .rotation
+            .iter()
+            .flat_map(|r| &r.push_to)
+            .filter_map(|p| PushTarget::from_spec(p.github.as_ref()?))
+            .find(|t| t.key() == key)
+            .map(Action::GithubPush)
+    };
     let older = others
         .iter()
         .map(AsRef::as_ref)
-        .filter(|o| o.metadata.uid != ms.metadata.uid && rank(o) < mine)
-        .filter(|o| {
-            let ns = namespace(&o.namespace().unwrap_or_default());
-            actions(o).is_ok_and(|acts| {
-                acts.iter()
-                    .any(|a| matches!(a, Action::GithubPush(t) if t.key() == key) && policies.grant(&ns, a).is_some())
-            })
+        .filter(|o| o.metadata.uid != ms.metadata.uid)
+        .filter_map(|o| Some((o, claim(o)?)))
+        .filter(|(o, push)| {
+            rank(o) < mine
+                && actions(o).is_ok()
+                && policies
+                    .grant(&namespace(&o.namespace().unwrap_or_default()), push)
+                    .is_some()
         })
+        .map(|(o, _)| o)
         .min_by_key(|o| rank(o))?;
     Some(format!(
         "{}/{}",

@@ -104,6 +104,55 @@ pub fn secret_references(spec: &PodTemplateSpec) -> BTreeMap<String, KeyRefs> {
     refs.0
 }
 
+/// The Secrets a pod template references with `optional: true` (env, envFrom, secret and projected volumes),
+/// sorted. Pods start without such a Secret when it does not exist yet, and never see it later unless restarted
+/// (the kubelet resolves env at container start); a required reference instead holds the container back until
+/// the Secret exists.
+pub fn optional_secret_references(spec: &PodTemplateSpec) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let Some(pod) = &spec.spec else {
+        return names;
+    };
+    let mut add = |name: &str, optional: Option<bool>| {
+        if optional == Some(true) && !name.is_empty() {
+            names.insert(name.to_string());
+        }
+    };
+    let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
+    let envs = containers.map(|c| (c.env.as_deref(), c.env_from.as_deref())).chain(
+        pod.ephemeral_containers
+            .iter()
+            .flatten()
+            .map(|c| (c.env.as_deref(), c.env_from.as_deref())),
+    );
+    for (env, env_from) in envs {
+        for sel in env
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        {
+            add(&sel.name, sel.optional);
+        }
+        for s in env_from.into_iter().flatten().filter_map(|e| e.secret_ref.as_ref()) {
+            add(&s.name, s.optional);
+        }
+    }
+    for v in pod.volumes.iter().flatten() {
+        if let Some(s) = &v.secret {
+            add(s.secret_name.as_deref().unwrap_or_default(), s.optional);
+        }
+        for s in v
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .filter_map(|p| p.secret.as_ref())
+        {
+            add(&s.name, s.optional);
+        }
+    }
+    names
+}
+
 /// Whether the workload's metadata opts it out of restarts (`keyward.dev/restart: "false"`).
 pub fn restart_opted_out(meta: &ObjectMeta) -> bool {
     meta.annotations
@@ -171,6 +220,29 @@ mod tests {
 
     fn keys(ks: &[&str]) -> KeyRefs {
         KeyRefs::Keys(ks.iter().map(|k| k.to_string()).collect())
+    }
+
+    #[test]
+    fn optional_references_are_told_apart() {
+        let t = template(json!({
+            "containers": [{
+                "name": "app",
+                "env": [
+                    {"name": "A", "valueFrom": {"secretKeyRef": {"name": "opt-env", "key": "A", "optional": true}}},
+                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "req-env", "key": "B", "optional": false}}}
+                ],
+                "envFrom": [{"secretRef": {"name": "opt-from", "optional": true}}, {"secretRef": {"name": "req-from"}}]
+            }],
+            "ephemeralContainers": [{"name": "debug", "envFrom": [{"secretRef": {"name": "opt-eph", "optional": true}}]}],
+            "volumes": [
+                {"name": "v1", "secret": {"secretName": "opt-vol", "optional": true}},
+                {"name": "v2", "secret": {"secretName": "req-vol"}},
+                {"name": "v3", "projected": {"sources": [{"secret": {"name": "opt-proj", "optional": true}}]}}
+            ]
+        }));
+        let names: Vec<String> = optional_secret_references(&t).into_iter().collect();
+        assert_eq!(names, ["opt-env", "opt-eph", "opt-from", "opt-proj", "opt-vol"]);
+        assert!(optional_secret_references(&PodTemplateSpec::default()).is_empty());
     }
 
     #[test]
@@ -282,9 +354,9 @@ mod tests {
         for k in WorkloadKind::ALL {
             assert_eq!(k.as_str().parse::<WorkloadKind>().unwrap(), k);
         }
-        let err = "CronJob".parse::<WorkloadKind>().unwrap_err();
+        let err = "Job".parse::<WorkloadKind>().unwrap_err();
         assert_eq!(err.category(), "unsupported_kind");
-        assert!(err.to_string().contains("CronJob"));
+        assert!(err.to_string().contains("Job"));
         let w = WorkloadRef::new(WorkloadKind::StatefulSet, "ns", "db");
         assert_eq!(w.to_string(), "StatefulSet/ns/db");
     }

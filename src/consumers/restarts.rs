@@ -13,11 +13,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
-use super::discovery::WorkloadRef;
+use super::discovery::{WorkloadRef, optional_secret_references};
 use super::hash::secrets_hash;
 use super::index::ConsumerIndex;
 use super::planner::Planner;
-use crate::api::{ConsumerPolicy, ConsumerState, ConsumerStatus, Consumers};
+use crate::api::{ConsumerPolicy, ConsumerState, ConsumerStatus, Consumers, WorkloadKind};
 
 /// Failure notes are the workload controller's words; keep them short in status.
 const MAX_NOTE: usize = 300;
@@ -31,6 +31,9 @@ pub enum Rollout {
     Complete,
     /// The workload's controller gave up (e.g. ProgressDeadlineExceeded).
     Failed(String),
+    /// The controller replaces Pods only when someone deletes them (StatefulSet `updateStrategy: OnDelete`)
+    /// and some still run an older template: it will not go on by itself. Says how far it got.
+    Manual(String),
 }
 
 /// A Secret keyward manages: which ManagedSecret wrote it and the hash of the value it holds.
@@ -40,6 +43,8 @@ pub struct Managed {
     pub value_hash: String,
     /// The data key holding the replaced value during a rotation's grace period, while it exists.
     pub previous_key: Option<String>,
+    /// When the Secret was created (`metadata.creationTimestamp`): Pods that started earlier never saw it.
+    pub created: Option<Timestamp>,
 }
 
 /// What the restart task sees.
@@ -53,6 +58,8 @@ pub enum Observation {
         /// The restart hash on its pod template, or else the one keyward recorded when it adopted it.
         current_hash: Option<String>,
         rollout: Rollout,
+        /// When the workload was created (`metadata.creationTimestamp`).
+        created: Option<Timestamp>,
     },
     WorkloadGone(WorkloadRef),
     /// A Secret labelled as keyward's: its ManagedSecret and value hash (None: gone, or no longer keyward's).
@@ -141,10 +148,15 @@ pub struct Restarts {
     /// Restarts started and not yet seen finished: the hash they set.
     rolling: BTreeMap<WorkloadRef, String>,
     failures: HashMap<WorkloadRef, Failure>,
+    /// Workloads whose Pods must be deleted by hand to run their current template, with how far they got.
+    manual: HashMap<WorkloadRef, String>,
     /// Managed Secrets (namespace, name) whose consumers' status may have changed.
     dirty: BTreeSet<(String, String)>,
     /// The consumer status last written per ManagedSecret, so that nothing is written twice.
     written: HashMap<(String, String), Vec<ConsumerStatus>>,
+    /// Workloads that reference Secrets with `optional: true`: when each was created, and those Secrets. A
+    /// workload created no later than such a Secret has Pods that started without it (see `reconsider`).
+    optional_refs: HashMap<WorkloadRef, (Timestamp, BTreeSet<String>)>,
     /// How long a rollout may take before it counts as failed (StatefulSets and DaemonSets have no deadline
     /// of their own; a stuck one must not hold a restart slot forever).
     rollout_deadline: Duration,
@@ -160,8 +172,10 @@ impl Restarts {
             policies: HashMap::new(),
             rolling: BTreeMap::new(),
             failures: HashMap::new(),
+            manual: HashMap::new(),
             dirty: BTreeSet::new(),
             written: HashMap::new(),
+            optional_refs: HashMap::new(),
             rollout_deadline,
         }
     }
@@ -176,16 +190,39 @@ impl Restarts {
                 opted_out,
                 current_hash,
                 rollout,
+                created,
             } => {
                 self.index.upsert(w.clone(), &template, opted_out);
+                let optional = optional_secret_references(&template);
+                match created {
+                    Some(at) if !optional.is_empty() => self.optional_refs.insert(w.clone(), (at, optional)),
+                    _ => self.optional_refs.remove(&w),
+                };
                 if let Some(started) = self.rolling.get(&w).cloned()
                     && current_hash.as_deref() == Some(started.as_str())
                 {
                     match &rollout {
-                        Rollout::Complete => self.finished(&w, true, "rollout complete", &mut steps),
+                        Rollout::Complete => {
+                            let note = match w.kind {
+                                WorkloadKind::CronJob => {
+                                    "its next Jobs run the new template; Jobs already running are left alone"
+                                }
+                                _ => "rollout complete",
+                            };
+                            self.finished(&w, true, note, &mut steps);
+                        }
                         Rollout::Failed(why) => self.finished(&w, false, why, &mut steps),
+                        // Started as far as it goes without someone deleting Pods: the restart slot is free
+                        // again, no deadline runs, and nothing failed (see `await_manual`).
+                        Rollout::Manual(_) => {
+                            self.rolling.remove(&w);
+                            self.planner.rollout_finished(&w, true);
+                        }
                         Rollout::InProgress => {}
                     }
+                }
+                if !self.rolling.contains_key(&w) {
+                    self.await_manual(&w, &rollout, &mut steps);
                 }
                 self.known.insert(w.clone(), current_hash);
                 self.touch(&w);
@@ -194,6 +231,8 @@ impl Restarts {
             Observation::WorkloadGone(w) => {
                 self.index.remove(&w);
                 self.known.remove(&w);
+                self.optional_refs.remove(&w);
+                self.manual.remove(&w);
                 self.failures.remove(&w);
                 if self.rolling.remove(&w).is_some() {
                     self.planner.rollout_finished(&w, false);
@@ -266,6 +305,7 @@ impl Restarts {
         self.record(w, RestartResult::Triggered, &mut steps);
         self.rolling.insert(w.clone(), hash.to_string());
         self.failures.remove(w);
+        self.manual.remove(w);
         self.touch(w);
         steps.push(Step::Event {
             workload: w.clone(),
@@ -308,22 +348,28 @@ impl Restarts {
                 let planned = self.planner.status(&w);
                 let state = if self.rolling.contains_key(&w) {
                     ConsumerState::Rolling
-                } else if planned.failed.is_some() {
+                } else if planned.failed.is_some() || (planned.pending.is_none() && self.failures.contains_key(&w)) {
+                    // (A failure after a manual wait has no failed restart in the planner: none was in flight.)
                     ConsumerState::Failed
                 } else if planned.pending.is_some() || current != self.desired(&w) {
                     ConsumerState::Waiting
+                } else if self.manual.contains_key(&w) {
+                    ConsumerState::ManualRestartNeeded
                 } else {
                     ConsumerState::Restarted
                 };
                 let failure = (state == ConsumerState::Failed)
                     .then(|| self.failures.get(&w))
                     .flatten();
+                let manual = (state == ConsumerState::ManualRestartNeeded)
+                    .then(|| self.manual.get(&w).cloned())
+                    .flatten();
                 consumers.push(ConsumerStatus {
                     kind: w.kind,
                     name: w.name.to_string(),
                     secrets_hash: current,
                     state,
-                    message: failure.map(|f| f.note.clone()),
+                    message: failure.map(|f| f.note.clone()).or(manual),
                     failed_value_hash: failure.and_then(|f| f.value_hashes.get(&secret).cloned()),
                 });
             }
@@ -425,6 +471,23 @@ impl Restarts {
             return;
         }
         if current.is_none() {
+            if let Some(secret) = self.started_without(w) {
+                // Its Pods started before the Secret existed and run without it: adopting would leave them so
+                // until the next value change. Restart it once.
+                if self.planner.status(w).pending.is_none() {
+                    steps.push(Step::Event {
+                        workload: w.clone(),
+                        warning: false,
+                        reason: "StartedWithoutSecret",
+                        note: format!(
+                            "{w}: created before Secret {secret} existed, which it references as optional, so its \
+                             Pods run without it; restarting it once"
+                        ),
+                    });
+                }
+                self.planner.desire(w, &want, now);
+                return;
+            }
             // Never restarted by keyward: its Pods started with today's values. Record that on the workload's
             // own metadata (no rollout), so that only later changes restart it — installing keyward must not
             // restart every consumer in the cluster.
@@ -435,6 +498,60 @@ impl Restarts {
             return;
         }
         self.planner.desire(w, &want, now);
+    }
+
+    /// Keeps track of a workload that waits for its Pods to be deleted by hand (`Rollout::Manual`): says so
+    /// once when it starts waiting, and reports the end when every Pod runs the current template. keyward
+    /// does not delete the Pods itself: it holds no right to delete Pods, and an OnDelete StatefulSet is one
+    /// whose owners chose to replace Pods themselves (a database's failover order, say).
+    fn await_manual(&mut self, w: &WorkloadRef, rollout: &Rollout, steps: &mut Vec<Step>) {
+        match rollout {
+            Rollout::Manual(note) => {
+                let before = self.manual.insert(w.clone(), note.clone());
+                if before.as_ref() != Some(note) {
+                    self.touch(w);
+                }
+                if before.is_none() {
+                    steps.push(Step::Event {
+                        workload: w.clone(),
+                        warning: true,
+                        reason: "ManualRestartNeeded",
+                        note: format!("{w}: {note}"),
+                    });
+                }
+            }
+            // Someone resumed it, and it failed after all: a failure like any other (rollback included).
+            Rollout::Failed(why) if self.manual.remove(w).is_some() => self.finished(w, false, why, steps),
+            Rollout::Complete if self.manual.remove(w).is_some() => {
+                self.touch(w);
+                self.record(w, RestartResult::Success, steps);
+                steps.push(Step::Event {
+                    workload: w.clone(),
+                    warning: false,
+                    reason: "RestartFinished",
+                    note: format!("{w}: every Pod runs the current template"),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// A managed Secret that `w` references as optional and that did not exist yet when `w` was created (same
+    /// second included: creation times have second precision, and a needless restart is cheaper than Pods
+    /// without their values). Creation of the workload stands for the start of its Pods: the API offers no
+    /// better bound without reading Pods, so a workload rolled after the Secret appeared restarts once more than
+    /// needed.
+    fn started_without(&self, w: &WorkloadRef) -> Option<String> {
+        let (created, optional) = self.optional_refs.get(w)?;
+        let ns = w.namespace.to_string();
+        optional
+            .iter()
+            .find(|s| {
+                self.managed
+                    .get(&(ns.clone(), (*s).clone()))
+                    .is_some_and(|m| self.included(w, m) && m.created.is_some_and(|c| *created <= c))
+            })
+            .cloned()
     }
 
     fn finished(&mut self, w: &WorkloadRef, ok: bool, note: &str, steps: &mut Vec<Step>) {
@@ -503,7 +620,7 @@ impl Restarts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{WorkloadKind, WorkloadSelector};
+    use crate::api::WorkloadSelector;
     use crate::consumers::planner::PlannerConfig;
 
     const NS: &str = "team";
@@ -538,6 +655,7 @@ mod tests {
             opted_out: false,
             current_hash: hash.map(str::to_string),
             rollout,
+            created: None,
         }
     }
 
@@ -549,6 +667,7 @@ mod tests {
                 managed_secret: ms.into(),
                 value_hash: value_hash.into(),
                 previous_key: None,
+                created: None,
             }),
         }
     }
@@ -583,6 +702,77 @@ mod tests {
         assert!(restart_of(&r.due(t(60)).0).is_none());
     }
 
+    /// A Deployment created at `created` reading Secret `secret` through envFrom, `optional` as given.
+    fn created_at(name: &str, secret: &str, optional: bool, created: Timestamp) -> Observation {
+        let template: PodTemplateSpec = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "c", "envFrom": [{"secretRef": {"name": secret, "optional": optional}}]}]}}))
+        .unwrap();
+        Observation::Workload {
+            workload: deployment(name),
+            template: Box::new(template),
+            opted_out: false,
+            current_hash: None,
+            rollout: Rollout::Complete,
+            created: Some(created),
+        }
+    }
+
+    fn secret_created(name: &str, value_hash: &str, created: Timestamp) -> Observation {
+        Observation::Secret {
+            namespace: NS.into(),
+            name: name.into(),
+            managed: Some(Managed {
+                managed_secret: name.into(),
+                value_hash: value_hash.into(),
+                previous_key: None,
+                created: Some(created),
+            }),
+        }
+    }
+
+    /// Field report B1: pods that started before an optional Secret existed run without it; adopting them
+    /// would leave them so. They restart once, and say why.
+    #[test]
+    fn a_workload_older_than_a_secret_it_references_as_optional_restarts_once() {
+        let mut r = restarts();
+        r.observe(created_at("api", "app-creds", true, t(0)), t(0));
+        let steps = r.observe(secret_created("app-creds", "h1", t(30)), t(30));
+        assert!(!steps.iter().any(|s| matches!(s, Step::Adopt { .. })), "{steps:?}");
+        assert_eq!(events(&steps), ["StartedWithoutSecret"]);
+        // Seen again while pending: no second Event.
+        let again = r.observe(created_at("api", "app-creds", true, t(0)), t(31));
+        assert!(events(&again).is_empty(), "{again:?}");
+        let (steps, _) = r.due(t(45));
+        let (w, hash) = restart_of(&steps).unwrap();
+        assert_eq!(
+            (w, hash.clone()),
+            (deployment("api"), secrets_hash([("app-creds", "h1")]))
+        );
+        r.started(&deployment("api"), &hash);
+        // Once it carries the hash, nothing more.
+        let mut seen_after = created_at("api", "app-creds", true, t(0));
+        if let Observation::Workload { current_hash, .. } = &mut seen_after {
+            *current_hash = Some(hash.clone());
+        }
+        r.observe(seen_after, t(60));
+        assert!(restart_of(&r.due(t(120)).0).is_none());
+    }
+
+    #[test]
+    fn a_workload_newer_than_the_secret_or_requiring_it_is_adopted() {
+        // Created after the Secret: its Pods saw it.
+        let mut r = restarts();
+        r.observe(secret_created("app-creds", "h1", t(0)), t(0));
+        let steps = r.observe(created_at("api", "app-creds", true, t(10)), t(10));
+        assert!(matches!(steps.as_slice(), [Step::Adopt { .. }]), "{steps:?}");
+        // A required reference holds the container back until the Secret exists: it starts with the value.
+        let mut r = restarts();
+        r.observe(created_at("api", "app-creds", false, t(0)), t(0));
+        let steps = r.observe(secret_created("app-creds", "h1", t(30)), t(30));
+        assert!(matches!(steps.as_slice(), [Step::Adopt { .. }]), "{steps:?}");
+        assert!(restart_of(&r.due(t(60)).0).is_none());
+    }
+
     /// Seen in `make demo`: the workload is adopted with one Secret, then again with two before the first
     /// adoption's annotation is seen; the view in between desires a restart from the first hash to the second,
     /// which the second adoption already carries. Nothing may restart.
@@ -599,6 +789,7 @@ mod tests {
                 opted_out: false,
                 current_hash: hash.map(str::to_string),
                 rollout: Rollout::Complete,
+                created: None,
             }
         };
         r.observe(secret("db", "db", "h1"), t(0));
@@ -758,6 +949,64 @@ mod tests {
         assert!(restart_of(&r.due(t(100)).0).is_none());
     }
 
+    /// Field report B2: an OnDelete StatefulSet never rolls by itself. keyward sets the template, frees the
+    /// restart slot, reports ManualRestartNeeded (not Failed: nothing is rolled back), and Restarted once every
+    /// Pod runs the new template.
+    #[test]
+    fn a_workload_that_waits_for_pod_deletion_is_reported_not_failed() {
+        let (mut r, hash) = rolling_to_h2();
+        let note = "updateStrategy OnDelete: 0 of 1 Pod(s) run the current template".to_string();
+        let steps = r.observe(seen("api", "db", Some(&hash), Rollout::Manual(note.clone())), t(30));
+        assert_eq!(events(&steps), ["ManualRestartNeeded"]);
+        assert_eq!(r.planner.in_flight_count(), 0, "the restart slot is free");
+        // No deadline: long after it, still waiting, not failed.
+        let (steps, wake) = r.due(t(5000));
+        assert!(events(&steps).is_empty() && wake.is_none(), "{steps:?} {wake:?}");
+        let status = r.consumer_status();
+        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
+            panic!("{status:?}")
+        };
+        assert_eq!(consumers[0].state, ConsumerState::ManualRestartNeeded);
+        assert_eq!(consumers[0].message.as_deref(), Some(note.as_str()));
+        assert_eq!(consumers[0].failed_value_hash, None);
+        r.consumers_written(NS, "db", consumers.clone());
+        // Seen again unchanged: no second Event, nothing to write.
+        let again = r.observe(seen("api", "db", Some(&hash), Rollout::Manual(note.clone())), t(40));
+        assert!(events(&again).is_empty());
+        assert!(r.consumer_status().is_empty());
+        // Someone deleted the Pods: every one runs the new template.
+        let done = r.observe(seen("api", "db", Some(&hash), Rollout::Complete), t(60));
+        assert_eq!(events(&done), ["RestartFinished"]);
+        let status = r.consumer_status();
+        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
+            panic!("{status:?}")
+        };
+        assert_eq!(consumers[0].state, ConsumerState::Restarted);
+    }
+
+    /// A paused Argo Rollout that someone resumes and that then fails is a failure like any other.
+    #[test]
+    fn a_failure_after_a_manual_wait_is_reported_with_its_value() {
+        let (mut r, hash) = rolling_to_h2();
+        r.observe(seen("api", "db", Some(&hash), Rollout::Manual("paused".into())), t(30));
+        let failed = r.observe(
+            seen(
+                "api",
+                "db",
+                Some(&hash),
+                Rollout::Failed("ProgressDeadlineExceeded".into()),
+            ),
+            t(90),
+        );
+        assert_eq!(events(&failed), ["RestartFailed"]);
+        let status = r.consumer_status();
+        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
+            panic!("{status:?}")
+        };
+        assert_eq!(consumers[0].state, ConsumerState::Failed);
+        assert_eq!(consumers[0].failed_value_hash.as_deref(), Some("h2"));
+    }
+
     #[test]
     fn a_rollout_past_the_deadline_fails() {
         let (mut r, _) = rolling_to_h2();
@@ -788,6 +1037,7 @@ mod tests {
                 opted_out: false,
                 current_hash: Some(h("h1")),
                 rollout: Rollout::Complete,
+                created: None,
             },
             t(0),
         );
@@ -799,6 +1049,7 @@ mod tests {
                     managed_secret: "db".into(),
                     value_hash: "h1".into(),
                     previous_key: Some("K_PREVIOUS".into()),
+                    created: None,
                 }),
             },
             t(1),

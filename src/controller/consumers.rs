@@ -44,6 +44,7 @@ pub fn condition(status: &mut ManagedSecretStatus, generation: Option<i64>, now:
         .iter()
         .filter(|c| c.state == ConsumerState::Failed)
         .count();
+    let manual = status.manual_restarts_needed();
     let behind = status
         .consumers
         .iter()
@@ -54,6 +55,23 @@ pub fn condition(status: &mut ManagedSecretStatus, generation: Option<i64>, now:
             false,
             "RolloutFailed",
             format!("{failed} of {total} consumer(s) failed to roll out"),
+        )
+    } else if behind > manual.len() {
+        (
+            false,
+            "RestartsInProgress",
+            format!("{behind} of {total} consumer(s) not yet running the current value"),
+        )
+    } else if !manual.is_empty() {
+        // Nothing will move without someone: say who, and what to do.
+        (
+            false,
+            "ManualRestartNeeded",
+            format!(
+                "{} replace(s) Pods only when they are deleted (updateStrategy OnDelete); delete their Pods, one at \
+                 a time, to run the current value",
+                manual.join(", ")
+            ),
         )
     } else if behind > 0 {
         (
@@ -151,6 +169,20 @@ mod tests {
         condition(&mut st, Some(1), &now);
         let c = conditions::get(&st.conditions, CONSUMERS_UPDATED).unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "AllRestarted"));
+        // Waiting for someone to delete Pods: named, and not a failure (no rollback).
+        st.consumers[0].state = ConsumerState::ManualRestartNeeded;
+        st.consumers[0].kind = WorkloadKind::StatefulSet;
+        st.consumers[0].name = "db".into();
+        condition(&mut st, Some(1), &now);
+        let c = conditions::get(&st.conditions, CONSUMERS_UPDATED).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ManualRestartNeeded"));
+        assert!(
+            c.message.starts_with("StatefulSet/db replace(s) Pods only when"),
+            "{}",
+            c.message
+        );
+        note_failed_rollout(&ms(true), &mut st, "h2");
+        assert!(st.rollback.is_none());
         let mut none = ManagedSecretStatus::default();
         condition(&mut none, Some(1), &now);
         assert!(none.conditions.is_empty());

@@ -13,7 +13,7 @@ use kube::runtime::reflector::Store;
 
 use super::access::AccessView;
 use super::leader::Elector;
-use crate::api::ManagedSecret;
+use crate::api::{ManagedSecret, PushStatus};
 use crate::authz::grants::Policies;
 use crate::consumers::Planner;
 use crate::push::github::GithubClient;
@@ -96,6 +96,11 @@ struct Memory {
     rotations: Mutex<HashMap<String, String>>,
     /// Consecutive failed rotations, and when the next may be tried.
     rotation_failures: Mutex<HashMap<String, (u32, jiff::Timestamp)>>,
+    /// When GitHub was last asked about a pushed secret (`uid/target`).
+    github_checks: Mutex<HashMap<String, std::time::Instant>>,
+    /// The last push this process made per `uid/target`: a reconcile that starts from a cached object whose
+    /// status does not show that push yet must not push the same value again.
+    pushes: Mutex<HashMap<String, PushStatus>>,
 }
 
 impl Context {
@@ -165,6 +170,34 @@ impl Context {
     pub fn rotation_succeeded(&self, uid: &str) {
         if let Ok(mut map) = self.memory.rotation_failures.lock() {
             map.remove(uid);
+        }
+    }
+
+    /// Whether GitHub was asked about `key` (`uid/target`) at or after `since`: its answer is as fresh as this
+    /// reconcile needs (GitHub is read as often as the source: once per refresh tick, or on a refresh request).
+    pub fn github_checked_since(&self, key: &str, since: std::time::Instant) -> bool {
+        self.memory
+            .github_checks
+            .lock()
+            .is_ok_and(|map| map.get(key).is_some_and(|at| *at >= since))
+    }
+
+    /// Records that GitHub was just asked about `key`.
+    pub fn github_checked(&self, key: &str) {
+        if let Ok(mut map) = self.memory.github_checks.lock() {
+            map.insert(key.to_string(), std::time::Instant::now());
+        }
+    }
+
+    /// The push this process last made to `key` (`uid/target`), if any.
+    pub fn pushed(&self, key: &str) -> Option<PushStatus> {
+        self.memory.pushes.lock().ok().and_then(|map| map.get(key).cloned())
+    }
+
+    /// Records a push made to `key` (`uid/target`).
+    pub fn remember_push(&self, key: &str, push: &PushStatus) {
+        if let Ok(mut map) = self.memory.pushes.lock() {
+            map.insert(key.to_string(), push.clone());
         }
     }
 

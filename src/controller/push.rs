@@ -2,7 +2,7 @@
 //! (ESC) holds, whenever the hash last pushed there differs. A failed push is therefore retried from ESC's value
 //! on a later reconcile, never from a value kept in memory; pushing the same value twice is harmless.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -20,18 +20,21 @@ use crate::push::github::GithubScope;
 use crate::telemetry::audit::Action;
 
 /// Pushes when the spec names targets and the sync succeeded. Push failures back off on a counter of their
-/// own (objects without pushes never touch it); returns how soon to come back after one.
+/// own (objects without pushes never touch it); returns how soon to come back after one. `fresh_since` is how
+/// fresh this reconcile's reads must be: GitHub is asked whether someone else wrote a pushed secret no more
+/// often than the source is read.
 pub async fn push_if_configured(
     ms: &ManagedSecret,
     ctx: &Context,
     uid: &str,
+    fresh_since: Instant,
     outcome: &Result<Synced, Failure>,
     status: &mut ManagedSecretStatus,
     now: &Time,
 ) -> Option<Duration> {
     let rotation = ms.spec.rotation.as_ref().filter(|r| !r.push_to.is_empty())?;
     let result = match outcome {
-        Ok(synced) => push_all(ms, ctx, rotation, synced, status, now).await,
+        Ok(synced) => push_all(ms, ctx, (uid, fresh_since), rotation, synced, status, now).await,
         Err(_) => Ok(()),
     };
     let key = format!("{uid}/push");
@@ -48,6 +51,7 @@ pub async fn push_if_configured(
 async fn push_all(
     ms: &ManagedSecret,
     ctx: &Context,
+    (uid, fresh_since): (&str, Instant),
     rotation: &Rotation,
     synced: &Synced,
     status: &mut ManagedSecretStatus,
@@ -77,10 +81,27 @@ async fn push_all(
             ));
             continue;
         };
-        let recorded = status.pushes.iter().find(|p| p.target == name).cloned();
-        if let Some(recorded) = recorded.filter(|p| p.value_hash.as_ref() == Some(hash)) {
+        let check = format!("{uid}/{name}");
+        let current = |p: &PushStatus| p.target == name && p.value_hash.as_ref() == Some(hash);
+        // The status this reconcile started from may predate this process's latest push (a cached object):
+        // that push counts too.
+        let recorded = match status.pushes.iter().find(|p| current(p)).cloned() {
+            Some(r) => Some(r),
+            None => ctx.pushed(&check).filter(current).inspect(|r| {
+                status.pushes.retain(|p| p.target != name);
+                status.pushes.push(r.clone());
+            }),
+        };
+        if let Some(recorded) = recorded {
+            if ctx.github_checked_since(&check, fresh_since) {
+                continue;
+            }
             // Pushed already. GitHub's updated_at tells whether someone else has written it since.
-            match github.secret_meta(&scope, &t.secret_name).await {
+            let meta = github.secret_meta(&scope, &t.secret_name).await;
+            if meta.is_ok() {
+                ctx.github_checked(&check);
+            }
+            match meta {
                 Ok(Some(meta)) if recorded.updated_at.as_ref().is_none_or(|u| *u == meta.updated_at) => {
                     if recorded.updated_at.is_none()
                         && let Some(p) = status.pushes.iter_mut().find(|p| p.target == name)
@@ -115,13 +136,16 @@ async fn push_all(
                     .ok()
                     .flatten()
                     .map(|m| m.updated_at);
-                status.pushes.retain(|p| p.target != name);
-                status.pushes.push(PushStatus {
+                ctx.github_checked(&check);
+                let pushed = PushStatus {
                     target: name.clone(),
                     value_hash: Some(hash.clone()),
                     push_time: Some(now.clone()),
                     updated_at,
-                });
+                };
+                ctx.remember_push(&check, &pushed);
+                status.pushes.retain(|p| p.target != name);
+                status.pushes.push(pushed);
                 publish_distinct(
                     ctx,
                     ms,

@@ -49,7 +49,7 @@ async fn reconcile_one(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Cont
     let rotation_failure = rotation::rotate_if_wanted(ms, ctx, &uid, usable, &mut status, &mut synced).await;
 
     // 3. Push the value wherever `rotation.pushTo` names and it is not there yet.
-    let push_retry = push::push_if_configured(ms, ctx, &uid, &synced, &mut status, &now).await;
+    let push_retry = push::push_if_configured(ms, ctx, &uid, fresh_since, &synced, &mut status, &now).await;
 
     // 4. Report the rotation schedule: due, overdue, failing; the age of the value.
     let rotation_next = rotation::report_status(

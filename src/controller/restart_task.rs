@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
@@ -17,9 +19,10 @@ use tokio::sync::mpsc;
 
 use super::status::write_consumers;
 use super::task::AbortOnDrop;
-use super::workloads::{WorkloadView, adopt_hash, apply_hash};
+use super::workloads::{WorkloadView, adopt_hash, api_resource, apply_hash};
 use crate::api::{
     MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, PREVIOUS_KEY_ANNOTATION, VALUE_HASH_ANNOTATION,
+    WorkloadKind,
 };
 use crate::consumers::discovery::WorkloadRef;
 use crate::consumers::planner::Planner;
@@ -108,7 +111,7 @@ impl Hands {
 
     async fn event(&self, w: &WorkloadRef, type_: EventType, reason: &str, note: String) {
         let reference = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("apps/v1".into()),
+            api_version: Some(w.kind.api_version().into()),
             kind: Some(w.kind.to_string()),
             name: Some(w.name.to_string()),
             namespace: Some(w.namespace.to_string()),
@@ -129,7 +132,8 @@ impl Hands {
 
 fn workload_changes<K>(api: Api<K>) -> impl Stream<Item = Observation> + Send
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     for<'a> WorkloadView: From<&'a K>,
 {
     watcher(api, watcher::Config::default().any_semantic()).filter_map(|ev| async move {
@@ -143,6 +147,30 @@ where
             }
         }
     })
+}
+
+/// How often keyward looks for Argo Rollouts' API while it is not served.
+const ROLLOUTS_API_CHECK: Duration = Duration::from_secs(30);
+
+/// Argo Rollouts, once its API is served: installing Argo Rollouts after keyward needs no restart of keyward,
+/// and a cluster without it gets no watch errors, only a look at discovery every `ROLLOUTS_API_CHECK`.
+fn rollout_changes(client: Client, namespace: Option<String>) -> impl Stream<Item = Observation> + Send {
+    let resource = api_resource(WorkloadKind::Rollout);
+    let served = async move {
+        loop {
+            match client.list_api_group_resources(&resource.api_version).await {
+                Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => break,
+                _ => tokio::time::sleep(ROLLOUTS_API_CHECK).await,
+            }
+        }
+        tracing::info!("Argo Rollouts API served; watching Rollouts");
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client, &ns, &resource),
+            None => Api::all_with(client, &resource),
+        };
+        workload_changes(api)
+    };
+    futures::stream::once(served).flatten()
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -188,6 +216,7 @@ pub async fn run(
                 managed_secret: ms.clone(),
                 value_hash: h.clone(),
                 previous_key: ann.get(PREVIOUS_KEY_ANNOTATION).cloned(),
+                created: meta.creation_timestamp.as_ref().map(|t| t.0),
             }),
             _ => None,
         };
@@ -216,6 +245,8 @@ pub async fn run(
         workload_changes(scoped::<Deployment>(&client, ns)).boxed(),
         workload_changes(scoped::<StatefulSet>(&client, ns)).boxed(),
         workload_changes(scoped::<DaemonSet>(&client, ns)).boxed(),
+        workload_changes(scoped::<CronJob>(&client, ns)).boxed(),
+        rollout_changes(client.clone(), namespace.clone()).boxed(),
         secret_changes.boxed(),
         policy_changes.boxed(),
     ];

@@ -13,7 +13,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use super::access::AccessView;
@@ -217,21 +217,34 @@ async fn keep_policies(
     }
 }
 
-/// Keeps the Namespaces' metadata (for grants that select namespaces by label); says when labels change.
+/// Keeps the Namespaces' metadata (for grants that select namespaces by label); says when a namespace's labels
+/// change, and only then: other updates of a namespace (annotations, its finalizers while it is deleted) and new
+/// namespaces (nothing in them was refused for their labels yet) re-check nothing.
 async fn keep_namespaces(
     api: Api<PartialObjectMeta<Namespace>>,
     writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
     changed: Arc<watch::Sender<u64>>,
 ) {
+    let mut labels: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
+        std::collections::HashMap::new();
     let mut events = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
         .boxed();
     while let Some(event) = events.next().await {
         match event {
-            // A new namespace needs no re-check (nothing in it was refused for its labels yet); changed labels
-            // and the end of the first listing do.
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => changed.send_modify(|n| *n += 1),
+            Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
+                let now = ns.metadata.labels.clone().unwrap_or_default();
+                if labels
+                    .insert(ns.name_any(), now.clone())
+                    .is_some_and(|before| before != now)
+                {
+                    changed.send_modify(|n| *n += 1);
+                }
+            }
+            Ok(watcher::Event::Delete(ns)) => {
+                labels.remove(&ns.name_any());
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Namespace watch error"),
         }

@@ -200,7 +200,13 @@ pub fn progress(ms: &ManagedSecret, base: &Baseline) -> Progress {
     let updated_condition = status.conditions.iter().find(|c| c.type_ == CONSUMERS_UPDATED);
     let all = done == total && updated_condition.is_none_or(|c| c.status == "True");
     if !all {
-        progress.pending = Some(format!("{done}/{total} restarted"));
+        // Those that wait for someone to delete their Pods will not finish by waiting: say who they are.
+        let manual = status.manual_restarts_needed();
+        progress.pending = Some(if manual.is_empty() {
+            format!("{done}/{total} restarted")
+        } else {
+            format!("{done}/{total} restarted; manual restart needed: {}", manual.join(", "))
+        });
         progress.details = details;
         return progress;
     }
@@ -500,6 +506,13 @@ mod tests {
 
         m.status.as_mut().unwrap().consumers = vec![consumer("api", "c2", ConsumerState::Rolling)];
         assert_eq!(progress(&m, &base).reached, Step::Pushed);
+        m.status.as_mut().unwrap().consumers = vec![consumer("api", "c2", ConsumerState::ManualRestartNeeded)];
+        let p = progress(&m, &base);
+        assert_eq!(p.reached, Step::Pushed);
+        assert_eq!(
+            p.pending.as_deref(),
+            Some("0/1 restarted; manual restart needed: Deployment/api")
+        );
         m.status.as_mut().unwrap().consumers = vec![consumer("api", "c2", ConsumerState::Restarted)];
         let p = progress(&m, &base);
         assert_eq!(p.reached, Step::ConsumersRestarted);

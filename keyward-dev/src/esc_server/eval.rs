@@ -9,6 +9,9 @@ use std::rc::Rc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value as Json, json};
 
 use super::crypto::SecretKey;
@@ -78,11 +81,46 @@ pub(crate) fn diagnostics_json(diags: &[Diagnostic]) -> Json {
     json!({"diagnostics": diags.iter().map(Diagnostic::to_json).collect::<Vec<_>>()})
 }
 
+/// A JSON number token as the definition wrote it when that is JSON (`1.50`, `123456789012345678901234567890`),
+/// else serde_json's rendering of its value (YAML's `0x1F`, `+1`, `.5`). ESC keeps a number's text from the
+/// definition to the open answer (Go's `json.Number`), so neither the digits of a wide integer nor the
+/// trailing zeros of a decimal are lost on the way, and this server must not round them through an f64.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NumberText(String);
+
+impl NumberText {
+    /// The number YAML resolved `text` to (`value`), keeping `text` when it is a JSON number token.
+    pub fn new(text: &str, value: &Number) -> Self {
+        if serde_json::from_str::<Number>(text).is_ok() {
+            NumberText(text.to_string())
+        } else {
+            NumberText::from_number(value)
+        }
+    }
+
+    pub fn from_number(value: &Number) -> Self {
+        NumberText(value.to_string())
+    }
+
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for NumberText {
+    /// As the token itself (a raw JSON value), not as a parsed f64.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        RawValue::from_string(self.0.clone())
+            .map_err(S::Error::custom)?
+            .serialize(s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum V {
     Null,
     Bool(bool),
-    Number(Number),
+    Number(NumberText),
     String(String),
     List(Vec<EValue>),
     Object(BTreeMap<String, EValue>),
@@ -126,7 +164,7 @@ impl EValue {
         let v = match j {
             Json::Null => V::Null,
             Json::Bool(b) => V::Bool(*b),
-            Json::Number(n) => V::Number(n.clone()),
+            Json::Number(n) => V::Number(NumberText::from_number(n)),
             Json::String(s) => V::String(s.clone()),
             Json::Array(items) => V::List(items.iter().map(|i| EValue::from_json(i, secret, def)).collect()),
             Json::Object(m) => V::Object(
@@ -142,45 +180,10 @@ impl EValue {
         }
     }
 
-    /// The `Value` JSON: `{"value", "secret" (when true), "unknown" (when true), "trace"}`.
-    pub fn to_json(&self) -> Json {
-        let value = match &self.v {
-            V::Null => Json::Null,
-            V::Bool(b) => Json::Bool(*b),
-            V::Number(n) => Json::Number(n.clone()),
-            V::String(s) => Json::String(s.clone()),
-            V::List(items) => Json::Array(items.iter().map(EValue::to_json).collect()),
-            V::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
-        };
-        let mut out = Map::new();
-        out.insert("value".into(), value);
-        if self.secret {
-            out.insert("secret".into(), Json::Bool(true));
-        }
-        if self.unknown {
-            out.insert("unknown".into(), Json::Bool(true));
-        }
-        let mut trace = Map::new();
-        if let Some(def) = &self.def {
-            trace.insert("def".into(), def.to_json());
-        }
-        if let Some(base) = &self.base {
-            trace.insert("base".into(), base.to_json());
-        }
-        out.insert("trace".into(), Json::Object(trace));
-        Json::Object(out)
-    }
-
-    /// The value without the `Value` wrappers.
+    /// The value without the `Value` wrappers, as a tree (numbers become serde_json's; responses serialize
+    /// [`ValueJson`] or [`PlainJson`], which keep their text).
     pub fn plain(&self) -> Json {
-        match &self.v {
-            V::Null => Json::Null,
-            V::Bool(b) => Json::Bool(*b),
-            V::Number(n) => Json::Number(n.clone()),
-            V::String(s) => Json::String(s.clone()),
-            V::List(items) => Json::Array(items.iter().map(EValue::plain).collect()),
-            V::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), v.plain())).collect()),
-        }
+        serde_json::to_value(PlainJson(self)).unwrap_or(Json::Null)
     }
 
     fn any(&self, f: &dyn Fn(&EValue) -> bool) -> bool {
@@ -234,6 +237,80 @@ impl EValue {
 }
 
 /// Merges `own` over `base`: objects merge key by key (recursively), anything else replaces.
+/// The ESC API's `Value` JSON of a value (`{"value", "secret", "unknown", "trace"}`, nested values wrapped
+/// alike), numbers written as their text: what open sessions serve.
+pub(crate) struct ValueJson<'a>(pub &'a EValue);
+
+impl Serialize for ValueJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("value", &Inner(v, ValueJson))?;
+        if v.secret {
+            m.serialize_entry("secret", &true)?;
+        }
+        if v.unknown {
+            m.serialize_entry("unknown", &true)?;
+        }
+        m.serialize_entry("trace", &Trace(v))?;
+        m.end()
+    }
+}
+
+/// A value without the `Value` wrappers, numbers written as their text.
+pub(crate) struct PlainJson<'a>(pub &'a EValue);
+
+impl Serialize for PlainJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Inner(self.0, PlainJson).serialize(s)
+    }
+}
+
+/// The JSON of a value itself, its items and entries written by the wrapper `W`.
+struct Inner<'a, W>(&'a EValue, fn(&'a EValue) -> W);
+
+impl<'a, W: Serialize> Serialize for Inner<'a, W> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wrap = self.1;
+        match &self.0.v {
+            V::Null => s.serialize_unit(),
+            V::Bool(b) => s.serialize_bool(*b),
+            V::Number(n) => n.serialize(s),
+            V::String(text) => s.serialize_str(text),
+            V::List(items) => s.collect_seq(items.iter().map(wrap)),
+            V::Object(m) => s.collect_map(m.iter().map(|(k, v)| (k, wrap(v)))),
+        }
+    }
+}
+
+/// A value's `trace`: where it was defined, and the value it overrides.
+struct Trace<'a>(&'a EValue);
+
+impl Serialize for Trace<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(def) = &self.0.def {
+            m.serialize_entry("def", &def.to_json())?;
+        }
+        if let Some(base) = &self.0.base {
+            m.serialize_entry("base", &ValueJson(base))?;
+        }
+        m.end()
+    }
+}
+
+/// The properties of an environment (its top-level object) as `{name: Value}`; `{}` for anything else.
+pub(crate) struct PropertiesJson<'a>(pub &'a EValue);
+
+impl Serialize for PropertiesJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0.v {
+            V::Object(m) => s.collect_map(m.iter().map(|(k, v)| (k, ValueJson(v)))),
+            _ => s.serialize_map(Some(0))?.end(),
+        }
+    }
+}
+
 pub(crate) fn merge(base: &EValue, own: EValue) -> EValue {
     let EValue {
         v,
@@ -461,6 +538,8 @@ enum Part {
 #[derive(Debug, Clone)]
 enum ExprKind {
     Literal(Json),
+    /// A number scalar, its text kept.
+    Number(NumberText),
     Interpolate(Vec<Part>),
     List(Vec<usize>),
     Object(Vec<(String, usize)>),
@@ -528,8 +607,11 @@ impl EnvEval<'_> {
 
     fn build(&mut self, node: &Node, path: &str) -> usize {
         match &node.kind {
-            Kind::Scalar { .. } => {
+            Kind::Scalar { text, .. } => {
                 let j = node.to_json();
+                if let Json::Number(n) = &j {
+                    return self.push(ExprKind::Number(NumberText::new(text, n)), node, path);
+                }
                 if let Json::String(s) = &j
                     && s.contains('$')
                 {
@@ -612,6 +694,7 @@ impl EnvEval<'_> {
         let def = self.def(id);
         let v = match self.exprs[id].kind.clone() {
             ExprKind::Literal(j) => EValue::from_json(&j, false, &def),
+            ExprKind::Number(n) => EValue::new(V::Number(n), def),
             ExprKind::List(ids) => EValue::new(V::List(ids.into_iter().map(|i| self.eval(i)).collect()), def),
             ExprKind::Object(entries) => {
                 let mut m = BTreeMap::new();
@@ -842,7 +925,7 @@ fn stringify(v: &EValue) -> String {
     match &v.v {
         V::Null => String::new(),
         V::Bool(b) => b.to_string(),
-        V::Number(n) => n.to_string(),
+        V::Number(n) => n.text().to_string(),
         V::String(s) => s.clone(),
         V::List(_) | V::Object(_) => v.plain().to_string(),
     }
@@ -929,6 +1012,29 @@ mod tests {
         ev.properties.plain()
     }
 
+    /// ESC serves a number as the definition wrote it (field report C1): the served JSON text keeps `1.50`
+    /// and a 30-digit integer; YAML-only spellings become JSON numbers; interpolation uses the text too.
+    #[test]
+    fn numbers_keep_their_text() {
+        let key = SecretKey::generate().unwrap();
+        let ev = evaluate(
+            &envs(&[]),
+            &key,
+            "p/e",
+            "values:\n  price: 1.50\n  big: 123456789012345678901234567890\n  exp: 1e3\n  hex: 0x1F\n  \
+             list: [-0.10, 7]\n  said: \"${price} EUR\"\n",
+        );
+        assert!(ev.diagnostics.is_empty(), "{:?}", ev.diagnostics);
+        let values = &ev.properties;
+        let served = serde_json::to_string(&PlainJson(values)).unwrap();
+        assert_eq!(
+            served,
+            r#"{"big":123456789012345678901234567890,"exp":1e3,"hex":31,"list":[-0.10,7],"price":1.50,"said":"1.50 EUR"}"#
+        );
+        let wrapped = serde_json::to_string(&ValueJson(values.get(&Segment::Key("price".into())).unwrap())).unwrap();
+        assert!(wrapped.starts_with(r#"{"value":1.50,"trace":"#), "{wrapped}");
+    }
+
     #[test]
     fn plain_values_and_types() {
         let key = SecretKey::generate().unwrap();
@@ -1012,7 +1118,10 @@ mod tests {
         );
         assert_eq!((get("enc").plain(), get("enc").secret), (json!("czNjcjN0"), true));
         assert!(!get("obj").secret && get("obj").deep_secret());
-        assert_eq!(get("pw").to_json()["secret"], json!(true));
+        assert_eq!(
+            serde_json::to_value(ValueJson(&get("pw"))).unwrap()["secret"],
+            json!(true)
+        );
 
         let other = SecretKey::generate().unwrap();
         let wrong = evaluate(&envs(&[]), &other, "p/e", &text);
@@ -1037,7 +1146,7 @@ mod tests {
         assert_eq!(p["s"], json!("42"));
         let aws = ev.properties.get(&Segment::Key("aws".into())).unwrap();
         assert!(aws.unknown);
-        assert_eq!(aws.to_json()["unknown"], json!(true));
+        assert_eq!(serde_json::to_value(ValueJson(aws)).unwrap()["unknown"], json!(true));
     }
 
     #[test]
@@ -1082,7 +1191,7 @@ mod tests {
     fn values_carry_their_definition_range() {
         let key = SecretKey::generate().unwrap();
         let ev = evaluate(&envs(&[]), &key, "proj/env", "values:\n  greeting: hello\n");
-        let g = ev.properties.get(&Segment::Key("greeting".into())).unwrap().to_json();
+        let g = serde_json::to_value(ValueJson(ev.properties.get(&Segment::Key("greeting".into())).unwrap())).unwrap();
         assert_eq!(
             g["trace"]["def"],
             json!({"environment": "proj/env", "begin": {"line": 2, "column": 13, "byte": 20},

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::crypto::random_bytes;
-use super::eval::{self, Diagnostic, EValue};
+use super::eval::{self, Diagnostic, PropertiesJson, ValueJson};
 use super::rotators;
 use super::secrets;
 use super::state::{Counters, EscServerState, Fault, FaultMode, Session, lock, valid_env, valid_org, valid_project};
@@ -59,6 +59,23 @@ async fn dev_put_fault(AxState(state): AxState<Arc<EscServerState>>, body: Bytes
             json_response(StatusCode::OK, json!(fault))
         }
         Err(e) => error(StatusCode::BAD_REQUEST, format!("invalid fault: {e}")),
+    }
+}
+
+/// A response whose body is `body` serialized (numbers of evaluated values keep their text, see
+/// `eval::NumberText`).
+fn json_response_of<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the response failed: {e}"),
+        ),
     }
 }
 
@@ -498,21 +515,23 @@ fn check_yaml(state: &EscServerState, org: &str, body: &[u8]) -> Response {
     };
     let store = lock(&state.store);
     let ev = eval::evaluate(&store.org_view(org), &store.key, "<yaml>", text);
-    let props = properties_json(&ev.properties.redacted());
+    let redacted = ev.properties.redacted();
     let status = if ev.diagnostics.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
     };
     let diags: Vec<Json> = ev.diagnostics.iter().map(Diagnostic::to_json).collect();
-    json_response(status, json!({"properties": props, "diagnostics": diags}))
-}
-
-fn properties_json(v: &EValue) -> Json {
-    match &v.v {
-        eval::V::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
-        _ => json!({}),
+    #[derive(serde::Serialize)]
+    struct Checked<'a> {
+        properties: PropertiesJson<'a>,
+        diagnostics: Vec<Json>,
     }
+    let body = Checked {
+        properties: PropertiesJson(&redacted),
+        diagnostics: diags,
+    };
+    json_response_of(status, &body)
 }
 
 fn get_definition(state: &EscServerState, e: &EnvRef, head_only: bool) -> Response {
@@ -821,9 +840,9 @@ fn read(state: &EscServerState, e: &EnvRef, id: &str, property: Option<&str>) ->
         );
     };
     let Some(property) = property else {
-        return json_response(
+        return json_response_of(
             StatusCode::OK,
-            json!({"properties": properties_json(&session.properties)}),
+            &std::collections::BTreeMap::from([("properties", PropertiesJson(&session.properties))]),
         );
     };
     let path = match PropertyPath::parse_pulumi(property).map_err(|e| e.to_string()) {
@@ -831,7 +850,7 @@ fn read(state: &EscServerState, e: &EnvRef, id: &str, property: Option<&str>) ->
         Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     match session.properties.at(&path.0) {
-        Some(v) => json_response(StatusCode::OK, v.to_json()),
+        Some(v) => json_response_of(StatusCode::OK, &ValueJson(v)),
         None => error(
             StatusCode::NOT_FOUND,
             format!("property {property:?} not found in environment {}", e.full()),

@@ -215,13 +215,8 @@ mod tests {
             let encrypted = encrypt_definition(key, "app/prod", &text).unwrap();
             let ev = evaluate(&NoEnvs, key, "app/prod", &encrypted);
             assert!(ev.diagnostics.is_empty(), "{g:?} batch {batch}: {:?}", ev.diagnostics);
-            let properties = match &ev.properties.v {
-                crate::esc_server::eval::V::Object(m) => {
-                    serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
-                }
-                _ => panic!("no properties"),
-            };
-            let body = serde_json::to_vec(&serde_json::json!({ "properties": properties })).unwrap();
+            let properties = crate::esc_server::eval::PropertiesJson(&ev.properties);
+            let body = serde_json::to_vec(&std::collections::BTreeMap::from([("properties", properties)])).unwrap();
             let snapshot = Snapshot::new(env.clone(), 1, zeroize::Zeroizing::new(body));
             for (i, v) in values.iter().enumerate() {
                 let got = snapshot
