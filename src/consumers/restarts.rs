@@ -679,6 +679,15 @@ mod tests {
         })
     }
 
+    /// The consumers of the one ManagedSecret whose status is due to be written; panics unless exactly one is.
+    fn the_one_consumer_write(r: &mut Restarts) -> Vec<ConsumerStatus> {
+        let status = r.consumer_status();
+        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
+            panic!("{status:?}")
+        };
+        consumers.clone()
+    }
+
     fn events(steps: &[Step]) -> Vec<&'static str> {
         steps
             .iter()
@@ -836,10 +845,7 @@ mod tests {
             managed_secret: "db".into(),
             workload: "Deployment/api".into()
         }));
-        let status = r.consumer_status();
-        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
-            panic!("{status:?}")
-        };
+        let consumers = the_one_consumer_write(&mut r);
         assert_eq!(consumers[0].state, ConsumerState::Rolling);
         // The controller rolls it out.
         let done = r.observe(seen("api", "db", Some(&hash), Rollout::Complete), t(30));
@@ -848,10 +854,7 @@ mod tests {
             workload: w.clone(),
             result: RestartResult::Success
         }));
-        let status = r.consumer_status();
-        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
-            panic!("{status:?}")
-        };
+        let consumers = the_one_consumer_write(&mut r);
         assert_eq!(consumers[0].state, ConsumerState::Restarted);
         r.consumers_written(NS, "db", consumers.clone());
         // Seen again, nothing changed: nothing to do, nothing to write.
@@ -938,10 +941,7 @@ mod tests {
             t(30),
         );
         assert_eq!(events(&failed), ["RestartFailed"]);
-        let status = r.consumer_status();
-        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
-            panic!("{status:?}")
-        };
+        let consumers = the_one_consumer_write(&mut r);
         assert_eq!(consumers[0].state, ConsumerState::Failed);
         assert_eq!(consumers[0].message.as_deref(), Some("ProgressDeadlineExceeded"));
         assert_eq!(consumers[0].failed_value_hash.as_deref(), Some("h2"));
@@ -962,10 +962,7 @@ mod tests {
         // No deadline: long after it, still waiting, not failed.
         let (steps, wake) = r.due(t(5000));
         assert!(events(&steps).is_empty() && wake.is_none(), "{steps:?} {wake:?}");
-        let status = r.consumer_status();
-        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
-            panic!("{status:?}")
-        };
+        let consumers = the_one_consumer_write(&mut r);
         assert_eq!(consumers[0].state, ConsumerState::ManualRestartNeeded);
         assert_eq!(consumers[0].message.as_deref(), Some(note.as_str()));
         assert_eq!(consumers[0].failed_value_hash, None);
@@ -977,10 +974,7 @@ mod tests {
         // Someone deleted the Pods: every one runs the new template.
         let done = r.observe(seen("api", "db", Some(&hash), Rollout::Complete), t(60));
         assert_eq!(events(&done), ["RestartFinished"]);
-        let status = r.consumer_status();
-        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
-            panic!("{status:?}")
-        };
+        let consumers = the_one_consumer_write(&mut r);
         assert_eq!(consumers[0].state, ConsumerState::Restarted);
     }
 
@@ -999,10 +993,7 @@ mod tests {
             t(90),
         );
         assert_eq!(events(&failed), ["RestartFailed"]);
-        let status = r.consumer_status();
-        let [Step::WriteConsumers { consumers, .. }] = status.as_slice() else {
-            panic!("{status:?}")
-        };
+        let consumers = the_one_consumer_write(&mut r);
         assert_eq!(consumers[0].state, ConsumerState::Failed);
         assert_eq!(consumers[0].failed_value_hash.as_deref(), Some("h2"));
     }
