@@ -244,22 +244,37 @@ fn block_scalar_range(text: &str, prev_end: usize, content: Range) -> Range {
     }
 }
 
-/// The byte just after the `:` that follows byte `at` across white space, line breaks and comments, if one
-/// does. The parser places an empty mapping value at the end of its key, so this is where the value's text
-/// (none) really is: after `key:`, or after the `:` on the line below an explicit `? key`. None for an
-/// explicit key without a value, a flow entry without one (`{a}`), or a sequence entry.
-pub fn value_indicator_after(text: &str, at: usize) -> Option<usize> {
+/// The byte just after the `:` that follows byte `at`, the end of a mapping key, across white space, line
+/// breaks and comments, if one does and it is that entry's value indicator. The parser places an empty
+/// mapping value at the end of its key or at the next token, so this is where the value's text (none) really
+/// is: after `key:`, or after the `:` on a line below an explicit `? key`. In a block mapping (`block_column` is the 1-based column its
+/// entries start at) a `:` on a later line belongs to this entry only at that column (YAML 1.2 §8.2.2: the
+/// explicit value's `:` is indented like the `?`); one less indented ends the mapping. In a flow mapping
+/// (`None`) no other `:` can come first. None for an explicit key without a value, a flow entry without one
+/// (`{a}`), or a sequence entry.
+pub fn value_indicator_after(text: &str, at: usize, block_column: Option<usize>) -> Option<usize> {
     let bytes = text.as_bytes();
     let mut i = at;
+    let mut next_line = false;
     while let Some(&c) = bytes.get(i) {
         match c {
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'\n' | b'\r' => {
+                next_line = true;
+                i += 1;
+            }
+            b' ' | b'\t' => i += 1,
             b'#' if i == 0 || bytes[i - 1].is_ascii_whitespace() => {
                 while bytes.get(i).is_some_and(|c| !matches!(c, b'\n' | b'\r')) {
                     i += 1;
                 }
             }
-            b':' => return Some(i + 1),
+            b':' => {
+                let ours = match block_column {
+                    Some(column) if next_line => pos_at(text, i).column == column,
+                    _ => true,
+                };
+                return ours.then_some(i + 1);
+            }
             _ => return None,
         }
     }
@@ -413,10 +428,23 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     copies.spend(size, here.begin)?;
                     anchors.insert(anchor, (node.clone(), size));
                 }
-                // An empty value sits at the end of its key, before the `:` that follows (see
-                // `definition::node_replacement`); the text of a collection it ends runs to that `:`.
-                let written_end = match value_indicator_after(text, here.end.byte) {
-                    Some(after) if here.begin.byte == here.end.byte => pos_at(text, after),
+                // An empty value has no text: the parser puts it at the end of its key or at the next token.
+                // Its entry's text runs to its `:` (see `definition::node_replacement`), and so does the
+                // text of a collection it ends.
+                let key_end = match stack.last() {
+                    Some(Frame::Map {
+                        key: Some(key),
+                        flow,
+                        begin,
+                        ..
+                    }) if !key.alias => Some((key.range.end.byte, (!*flow).then_some(begin.begin.column))),
+                    _ => None,
+                };
+                let written_end = match key_end {
+                    Some((key_end, block_column)) if here.begin.byte == here.end.byte => {
+                        value_indicator_after(text, key_end, block_column)
+                            .map_or(node.range.end, |after| pos_at(text, after))
+                    }
                     _ => node.range.end,
                 };
                 Some((node, size, written_end))

@@ -52,26 +52,38 @@ impl EditError {
 /// unchanged.
 pub fn set_secret(definition: &str, path: &PropertyPath, value: &str) -> Result<String, EditError> {
     let root = parse(definition)?;
-    let target = find(root.as_ref(), path)?;
-    let empty = target.range.begin.byte == target.range.end.byte && target.tag_begin.is_none();
-    if empty
-        && matches!(path.0.last(), Some(Segment::Key(_)))
-        && yaml::value_indicator_after(definition, target.range.begin.byte).is_none()
-    {
-        // A key written with no `:` (`? key` alone, `{key}`): a value inserted where the parser puts the empty
-        // one would become part of the key. Rare enough to ask for a `key: ''` instead.
-        return Err(EditError::NotAValue {
-            path: path.to_string(),
-            kind: "a key with no ':' and no value (write key: '' first)",
-        });
-    }
-    let (start, end, with) = replacement(definition, target, value);
+    let (start, end, with) = edit(definition, root.as_ref(), path, value)?;
     let mut out = String::with_capacity(definition.len() + with.len());
     out.push_str(&definition[..start]);
     out.push_str(&with);
     out.push_str(&definition[end..]);
     verify(root.as_ref(), &out, path, value)?;
     Ok(out)
+}
+
+/// The byte range of `definition` that `set_secret` replaces and its new text.
+fn edit(
+    definition: &str,
+    root: Option<&Node>,
+    path: &PropertyPath,
+    value: &str,
+) -> Result<(usize, usize, String), EditError> {
+    let Found {
+        node: target,
+        container,
+        key,
+    } = find(root, path)?;
+    let empty = target.range.begin.byte == target.range.end.byte && target.tag_begin.is_none();
+    let indicator = key.and_then(|key| value_indicator(definition, key, container));
+    if empty && key.is_some() && indicator.is_none() {
+        // A key written with no `:` of its own (`? key` alone, `{key}`): a value inserted where the parser
+        // puts the empty one would become part of the key. Rare enough to ask for a `key: ''` instead.
+        return Err(EditError::NotAValue {
+            path: path.to_string(),
+            kind: "a key with no ':' and no value (write key: '' first)",
+        });
+    }
+    Ok(replacement(target, indicator, value))
 }
 
 fn parse(definition: &str) -> Result<Option<Node>, EditError> {
@@ -84,7 +96,12 @@ fn parse(definition: &str) -> Result<Option<Node>, EditError> {
 
 /// The value of the last entry with key `key` (the one that wins, as ESC evaluates duplicates).
 fn entry<'a>(map: &'a [(Node, Node)], key: &str) -> Option<&'a Node> {
-    map.iter().rev().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+    last_entry(map, key).map(|(_, v)| v)
+}
+
+/// The last entry with key `key`, key and value.
+fn last_entry<'a>(map: &'a [(Node, Node)], key: &str) -> Option<&'a (Node, Node)> {
+    map.iter().rev().find(|(k, _)| k.as_str() == Some(key))
 }
 
 /// The first `fn::` key of a mapping: such a mapping is a function call, not an object.
@@ -146,7 +163,17 @@ fn not_literal(node: &Node) -> Option<String> {
 }
 
 /// The node at `values.<path>`, if it is a literal that may be replaced.
-fn find<'a>(root: Option<&'a Node>, path: &PropertyPath) -> Result<&'a Node, EditError> {
+/// Where the node at `values.<path>` is, if it is a literal that may be replaced.
+struct Found<'a> {
+    node: &'a Node,
+    /// The collection holding it.
+    container: &'a Node,
+    /// Its key when `container` is a mapping.
+    key: Option<&'a Node>,
+}
+
+/// The node at `values.<path>`, if it is a literal that may be replaced.
+fn find<'a>(root: Option<&'a Node>, path: &PropertyPath) -> Result<Found<'a>, EditError> {
     let shown = path.to_string();
     let imports = root.and_then(|r| r.as_map()).and_then(|m| entry(m, "imports"));
     let missing = |detail: String| EditError::NotFound {
@@ -166,6 +193,8 @@ fn find<'a>(root: Option<&'a Node>, path: &PropertyPath) -> Result<&'a Node, Edi
     let Some(mut node) = entry(root_map, "values") else {
         return Err(missing(format!(" (it has no values){}", from_import())));
     };
+    let mut container = node;
+    let mut key = None;
     for (n, seg) in path.0.iter().enumerate() {
         let at = || if n == 0 { "values".to_string() } else { prefix(path, n) };
         if let Some(what) = not_literal(node) {
@@ -175,9 +204,14 @@ fn find<'a>(root: Option<&'a Node>, path: &PropertyPath) -> Result<&'a Node, Edi
                 what,
             });
         }
+        container = node;
+        key = None;
         node = match (&node.kind, seg) {
-            (Kind::Map(entries), Segment::Key(k)) => match entry(entries, k) {
-                Some(v) => v,
+            (Kind::Map(entries), Segment::Key(k)) => match last_entry(entries, k) {
+                Some((k, v)) => {
+                    key = Some(k);
+                    v
+                }
                 None => return Err(missing(from_import())),
             },
             (Kind::Seq(items), Segment::Index(i)) => match items.get(*i) {
@@ -204,9 +238,10 @@ fn find<'a>(root: Option<&'a Node>, path: &PropertyPath) -> Result<&'a Node, Edi
             what: "holds a YAML anchor (&) that aliases may share".into(),
         });
     }
+    let found = Found { node, container, key };
     match &node.kind {
-        Kind::Scalar { .. } => Ok(node),
-        Kind::Map(entries) if function_name(entries) == Some("fn::secret") => Ok(node),
+        Kind::Scalar { .. } => Ok(found),
+        Kind::Map(entries) if function_name(entries) == Some("fn::secret") => Ok(found),
         kind => Err(EditError::NotAValue {
             path: shown,
             kind: kind_name(kind),
@@ -243,12 +278,24 @@ pub fn escape_interpolation(s: &str) -> String {
     s.replace('$', "$$")
 }
 
-/// The byte range to replace and its new text.
-fn replacement(text: &str, node: &Node, value: &str) -> (usize, usize, String) {
+/// The byte just after the `:` of the entry with key `key` in the mapping `container`; None when the entry
+/// has none, or its key is an alias (whose range is its anchor's, elsewhere). A `:` on a later line (an
+/// explicit `? key`'s) must be at the column the block mapping's entries start at (see
+/// `yaml::value_indicator_after`).
+pub fn value_indicator(text: &str, key: &Node, container: &Node) -> Option<usize> {
+    let block_column = (!container.flow).then_some(container.range.begin.column);
+    if key.alias {
+        return None;
+    }
+    yaml::value_indicator_after(text, key.range.end.byte, block_column)
+}
+
+/// The byte range to replace and its new text. `indicator`: the byte after an empty mapping value's `:`.
+fn replacement(node: &Node, indicator: Option<usize>, value: &str) -> (usize, usize, String) {
     let quoted = double_quoted(&escape_interpolation(value));
     node_replacement(
-        text,
         node,
+        indicator,
         &format!("{{fn::secret: {quoted}}}"),
         &format!("fn::secret: {quoted}"),
     )
@@ -256,7 +303,8 @@ fn replacement(text: &str, node: &Node, value: &str) -> (usize, usize, String) {
 
 /// Where a node's text is and what replaces it: `flow` (a one-line flow node, valid wherever a node is) or,
 /// for a block mapping, `block` (one `key: value` line, put where its first key was, so at its indentation).
-pub fn node_replacement(text: &str, node: &Node, flow: &str, block: &str) -> (usize, usize, String) {
+/// `indicator`: the byte after the node's `:` when it is an empty mapping value (see `value_indicator`).
+pub fn node_replacement(node: &Node, indicator: Option<usize>, flow: &str, block: &str) -> (usize, usize, String) {
     let begin = node.range.begin.byte;
     let end = node.range.end.byte;
     if let Some(tag) = node.tag_begin {
@@ -270,9 +318,9 @@ pub fn node_replacement(text: &str, node: &Node, flow: &str, block: &str) -> (us
     }
     if begin == end {
         // An empty value has no text; the parser places it at the end of its key (or its `-`). It goes after
-        // the `:` that follows, if one does (on the next line for an explicit `? key`), with a space:
+        // its `:` (`indicator`, on a later line for an explicit `? key`) if it has one, with a space:
         // `key:{...}` would read as one plain scalar.
-        let at = yaml::value_indicator_after(text, begin).unwrap_or(begin);
+        let at = indicator.unwrap_or(begin);
         return (at, at, format!(" {flow}"));
     }
     (begin, end, flow.to_owned())
@@ -366,8 +414,8 @@ values:
     /// Checks the edit touched only the node's bytes and reads back as the value.
     fn check(text: &str, p: &str, value: &str) -> String {
         let root = yaml::parse(text).unwrap();
-        let node = find(root.as_ref(), &path(p)).unwrap();
-        let (start, end, _) = replacement(text, node, value);
+        let node = find(root.as_ref(), &path(p)).unwrap().node;
+        let (start, end, _) = edit(text, root.as_ref(), &path(p), value).unwrap();
         // The replaced range is the node's, widened only over its tag or up to an empty value's `:`.
         let begin = node.range.begin.byte;
         let widened = &text[start.min(begin)..start.max(begin)];
@@ -528,6 +576,21 @@ values:
         let out = set_secret("values:\n  ? k # c\n  :\n  j: 1\n", &path("k"), "v").unwrap();
         assert_eq!(out, "values:\n  ? k # c\n  : {fn::secret: \"v\"}\n  j: 1\n");
         check("values:\n  ? k\n  :\n  j: 1\n", "k", "v");
+    }
+
+    /// Fuzzing (`fuzz/`, target definition): the `:` found after `? 3` was on a later line but less indented
+    /// than the `?`, so it began an entry of the mapping outside; the secret written after it changed that
+    /// mapping (an internal error). A `:` on a later line is the explicit value's only at the `?`'s column.
+    #[test]
+    fn an_explicit_keys_colon_is_at_its_column_or_the_key_has_none() {
+        let text = "values:\n :\n  -\n ?  3\n:   \ns   on::secret: !!str old ";
+        let e = set_secret(text, &path("3"), "v").unwrap_err();
+        assert_eq!(e.category(), "not_a_value", "{e}");
+        let e = set_secret("values:\n  k:\n    ? a\n  : 1\n", &path("k.a"), "v").unwrap_err();
+        assert_eq!(e.category(), "not_a_value", "{e}");
+        check("values:\n  k:\n    ? a\n    :\n  j: 1\n", "k.a", "v");
+        check("values:\n  - ? a\n    :\n", "[0].a", "v");
+        check("values: {? a\n : }\n", "a", "v");
     }
 
     #[test]

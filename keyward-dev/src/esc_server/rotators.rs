@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::eval::{DEV_ROTATOR, Diagnostic, rotator_length};
 use super::secrets::splice;
-use keyward::esc::definition::{double_quoted, node_replacement};
+use keyward::esc::definition::{double_quoted, node_replacement, value_indicator};
 use keyward::esc::path::{PropertyPath, Segment};
 use keyward::yaml::{self, Kind, Node};
 
@@ -17,6 +17,8 @@ struct Rotator<'a> {
     provider: &'a str,
     /// The call's argument, `{inputs, state}`.
     arg: &'a Node,
+    /// The mapping `{fn::rotate::<provider>: arg}`.
+    call: &'a Node,
 }
 
 fn rotators<'a>(node: &'a Node, path: &mut Vec<Segment>, out: &mut Vec<Rotator<'a>>) {
@@ -29,6 +31,7 @@ fn rotators<'a>(node: &'a Node, path: &mut Vec<Segment>, out: &mut Vec<Rotator<'
                     path: path.clone(),
                     provider,
                     arg,
+                    call: node,
                 });
                 return;
             }
@@ -138,7 +141,7 @@ pub(crate) fn rotate_definition(
             }
             _ => Zeroizing::new(Alphanumeric.sample_string(&mut rand::rng(), length)),
         };
-        match state_edit(text, r.arg, &double_quoted(&state)) {
+        match state_edit(text, r, &double_quoted(&state)) {
             Some(edit) => edits.push(edit),
             None => diags.push(Diagnostic::at(
                 format!("{DEV_ROTATOR} takes a mapping {{inputs, state}}"),
@@ -158,19 +161,24 @@ pub(crate) fn rotate_definition(
 
 /// The edit that makes a rotator's `state` the secret `quoted` (a double-quoted scalar): the existing state
 /// node replaced, or a `state` entry added to the argument mapping.
-fn state_edit(text: &str, arg: &Node, quoted: &str) -> Option<(usize, usize, String)> {
+fn state_edit(text: &str, rotator: &Rotator, quoted: &str) -> Option<(usize, usize, String)> {
+    let (arg, call) = (rotator.arg, rotator.call);
     let secret = format!("{{fn::secret: {quoted}}}");
     let Some(entries) = arg.as_map() else {
         // `fn::rotate::dev-random:` with no arguments yet.
-        return arg
-            .to_json()
-            .is_null()
-            .then(|| node_replacement(text, arg, &format!("{{state: {secret}}}"), ""));
+        return arg.to_json().is_null().then(|| {
+            node_replacement(
+                arg,
+                value_indicator(text, arg, call),
+                &format!("{{state: {secret}}}"),
+                "",
+            )
+        });
     };
     if let Some(state) = entries.iter().rev().find(|(k, _)| k.as_str() == Some("state")) {
         return Some(node_replacement(
-            text,
             &state.1,
+            value_indicator(text, &state.1, arg),
             &secret,
             &format!("fn::secret: {quoted}"),
         ));
