@@ -440,11 +440,13 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
                     }) if !key.alias => Some((key.range.end.byte, (!*flow).then_some(begin.begin.column))),
                     _ => None,
                 };
+                // A tag or an anchor is the written part of an otherwise empty value, which the parser puts
+                // after it: such a value ends no earlier than that.
+                let bare = here.begin.byte == here.end.byte && tag_begin.is_none() && anchor == 0;
                 let written_end = match key_end {
-                    Some((key_end, block_column)) if here.begin.byte == here.end.byte => {
-                        value_indicator_after(text, key_end, block_column)
-                            .map_or(node.range.end, |after| pos_at(text, after))
-                    }
+                    Some((key_end, block_column)) if bare => value_indicator_after(text, key_end, block_column)
+                        .filter(|&after| after > node.range.end.byte)
+                        .map_or(node.range.end, |after| pos_at(text, after)),
                     _ => node.range.end,
                 };
                 Some((node, size, written_end))

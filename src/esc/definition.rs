@@ -591,6 +591,9 @@ values:
         check("values:\n  k:\n    ? a\n    :\n  j: 1\n", "k.a", "v");
         check("values:\n  - ? a\n    :\n", "[0].a", "v");
         check("values: {? a\n : }\n", "a", "v");
+        // A tag is the written part of an empty value: the mapping it ends runs past it, not only to the `:`.
+        check("values:\n s:\n    fn::secret: !", "s", "v");
+        check("values:\n s:\n    fn::secret: !\n t: 1\n", "s", "v");
     }
 
     #[test]
