@@ -83,7 +83,21 @@ fn edit(
             kind: "a key with no ':' and no value (write key: '' first)",
         });
     }
+    if empty && key.is_none() && !after_item_indicator(definition, target.range.begin.byte) {
+        // An empty list item the parser places at the next token (`- # comment` then the next item): its `-`
+        // is elsewhere, and a value inserted here would land in the next item.
+        return Err(EditError::NotAValue {
+            path: path.to_string(),
+            kind: "an empty list item with a comment or line break after its '-' (write - '' first)",
+        });
+    }
     Ok(replacement(target, indicator, value))
+}
+
+/// Whether byte `at` follows a block sequence's `-` on the same line, spaces and tabs between.
+fn after_item_indicator(text: &str, at: usize) -> bool {
+    let before = text[..at.min(text.len())].trim_end_matches([' ', '\t']);
+    before.ends_with('-')
 }
 
 fn parse(definition: &str) -> Result<Option<Node>, EditError> {
@@ -591,6 +605,12 @@ values:
         check("values:\n  k:\n    ? a\n    :\n  j: 1\n", "k.a", "v");
         check("values:\n  - ? a\n    :\n", "[0].a", "v");
         check("values: {? a\n : }\n", "a", "v");
+        // An empty list item followed by a comment: the parser places it at the next item's `-`.
+        let text = "values:\n  - # c\n  - b\n";
+        let e = set_secret(text, &PropertyPath(vec![Segment::Index(0)]), "v").unwrap_err();
+        assert_eq!(e.category(), "not_a_value", "{e}");
+        check("values:\n  -\n  - b\n", "[0]", "v");
+        check("values:\n  - \n  - b\n", "[0]", "v");
         // A tag is the written part of an empty value: the mapping it ends runs past it, not only to the `:`.
         check("values:\n s:\n    fn::secret: !", "s", "v");
         check("values:\n s:\n    fn::secret: !\n t: 1\n", "s", "v");
