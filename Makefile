@@ -6,7 +6,7 @@ export KEYWARD_TOOLS_DIR
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz
+.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz image image-push system-deps
 
 tools: ## build the pinned control plane, kwok, helm, promtool and rollouts-controller into the cache (no-op when warm)
 	tools/build.sh
@@ -36,8 +36,10 @@ lint: ## formatting, no import cycles, clippy on the workspace and on the operat
 unit:
 	$(CARGO) test --locked --workspace --lib --bins
 
-integration: tools
+integration: tools system-deps
 	$(CARGO) build --locked -p keyward-dev --bin keyward-dev
+	# The amd64 image, which tests/chart.rs runs under podman as the chart would (arm64: `make image`).
+	tools/image.sh build amd64
 	$(CARGO) test --locked -p keyward --test '*'
 	tools/check-no-strays.sh
 
@@ -49,6 +51,19 @@ DEMO_TOOLS := etcd kube-apiserver kubectl kube-controller-manager kube-scheduler
 demo: build
 	tools/build.sh $(DEMO_TOOLS)
 	tools/demo.sh
+
+system-deps: ## Debian packages and Rust targets for images (podman, skopeo, musl, aarch64 cross, qemu-user, registry)
+	tools/system-deps.sh
+
+# The operator image (Containerfile; tools/image.sh): static musl binaries, no daemon needed.
+IMAGE_ARCHS ?= amd64 arm64
+
+image: system-deps ## the operator image for IMAGE_ARCHS, as localhost/keyward:VERSION and build/image/keyward-VERSION.oci.tar
+	tools/image.sh build $(IMAGE_ARCHS)
+
+image-push: ## copy the image (every architecture) to REGISTRY/keyward:VERSION, e.g. make image-push REGISTRY=ghcr.io/acme
+	@test -n "$(REGISTRY)" || { echo "usage: make image-push REGISTRY=host[:port]/path"; exit 2; }
+	tools/image.sh push $(REGISTRY)
 
 clean:
 	$(CARGO) clean

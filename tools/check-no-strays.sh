@@ -3,6 +3,16 @@
 # control planes stop on their own when a test binary exits; give them a moment to finish.
 set -u
 dir=${KEYWARD_TOOLS_DIR:-$("$(dirname "$0")/build.sh" --path)}
+# Containers the image tests started (tests/chart.rs names them keyward-test-*) are removed by the tests.
+if command -v podman >/dev/null; then
+  containers=$(podman --cgroup-manager cgroupfs ps -a --filter name=^keyward-test- --format '{{.Names}}' 2>/dev/null || true)
+  if [ -n "$containers" ]; then
+    echo "containers left behind by the tests (removing them):" >&2
+    echo "$containers" >&2
+    podman --cgroup-manager cgroupfs rm --force --time 0 $containers >/dev/null 2>&1 || true
+    exit 1
+  fi
+fi
 for _ in $(seq 1 60); do
   left=$(pgrep -af "^$dir/" || true)
   [ -z "$left" ] && { echo "no stray control-plane processes"; exit 0; }
