@@ -701,3 +701,138 @@ fn a_malformed_map_is_reported_by_line_and_nothing_is_written() {
     }
     assert!(out.stdout.is_empty());
 }
+
+/// `keyward run` against `kubeconfig` with `args`, expected to stop by itself within 60 s; its output.
+fn run_until_exit(kubeconfig: &std::path::Path, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("run")
+        .args(args)
+        // Free ports, so that a keyward that does start cannot collide with another test's.
+        .arg(format!("--http-listen={}", support::free_port()))
+        .arg(format!("--webhook-listen={}", support::free_port()))
+        .arg(format!("--audit-log={}", dir.path().join("audit.log").display()))
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .env_remove("KEYWARD_ESC_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "keyward run {args:?} did not stop: {}",
+                show(&child.wait_with_output().unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Exit 1 and exactly `message` as the last line on stderr, with no debug dump of an API error anywhere.
+fn refused_with(out: &Output, message: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", show(out));
+    assert_eq!(stderr.lines().last(), Some(message), "{}", show(out));
+    for dump in ["ErrorResponse", "ApiError", "Status {", "details:"] {
+        assert!(
+            !stderr.contains(dump) && !text(&out.stdout).contains(dump),
+            "{dump}: {}",
+            show(out)
+        );
+    }
+}
+
+/// What a new user meets first (issue 14): no CRDs in the cluster, keyward's namespace missing, an ESC URL
+/// given without ESC's API path, no access policy at all. Each is one line with its fix, exit code 1.
+#[tokio::test]
+async fn first_run_errors_say_what_to_do_in_one_line() {
+    // A cluster of its own, as a new user's is: nothing installed.
+    let bare = support::fresh_cluster();
+    refused_with(
+        &run_until_exit(&bare.kubeconfig, &["--namespace=default"]),
+        "keyward: the ManagedSecret CRD (managedsecrets.keyward.dev) is not installed in this cluster: install the \
+         CRDs first: kubectl apply --server-side -f crds/ (or: keyward crd | kubectl apply --server-side -f -)",
+    );
+    drop(bare);
+
+    let ns = TestNs::new("cli-first").await;
+    install_crd(&ns.client).await;
+    let kubeconfig = &cluster().kubeconfig;
+    refused_with(
+        &run_until_exit(kubeconfig, &["--namespace=keyward-nowhere"]),
+        "keyward: namespace keyward-nowhere (keyward's own, for its hash key and lease) does not exist: create it \
+         (kubectl create namespace keyward-nowhere) or pass --namespace with an existing one",
+    );
+    refused_with(
+        &run_until_exit(
+            kubeconfig,
+            &["--namespace", &ns.name, "--esc-url=https://api.pulumi.com"],
+        ),
+        "keyward: --esc-url https://api.pulumi.com has no path, but ESC's API is under /api/esc: use --esc-url \
+         https://api.pulumi.com/api/esc",
+    );
+    refused_with(
+        &run_until_exit(kubeconfig, &["--namespace", &ns.name, "--watch-access-policies=false"]),
+        "keyward: no access policy: with --watch-access-policies=false every ManagedSecret would be refused; pass \
+         --access-policy-file FILE, or leave AccessPolicy objects on (--watch-access-policies=true)",
+    );
+}
+
+/// The CLI as a released tool: usage errors exit 64 (not `report`'s 2), help and --version 0, completion scripts
+/// for the usual shells, and `version` with the cluster's part.
+#[tokio::test]
+async fn usage_errors_completion_and_version() {
+    let bin = env!("CARGO_BIN_EXE_keyward");
+    let code = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    for args in [
+        &["--no-such-flag"][..],
+        &["report", "--format", "xml"],
+        &["no-such-command"],
+        &[],
+    ] {
+        let out = code(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", show(&out));
+        assert!(text(&out.stderr).contains("Usage:"), "{args:?}: {}", show(&out));
+    }
+    for args in [&["--help"][..], &["--version"], &["help", "report"]] {
+        assert_eq!(code(args).status.code(), Some(0), "{args:?}");
+    }
+    assert!(text(&code(&["--help"]).stdout).contains("64 usage error"));
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef keyward"),
+        ("fish", "complete -c keyward"),
+    ] {
+        let out = code(&["completion", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for sub in ["report", "rotate", "status", "import"] {
+            assert!(script.contains(sub), "{shell} completes {sub}");
+        }
+    }
+
+    let out = keyward(&["version"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(lines[0], format!("client: keyward {}", env!("CARGO_PKG_VERSION")));
+    assert!(lines[1].starts_with("kubernetes: v1."), "{lines:?}");
+    assert!(lines[2].starts_with("operator: "), "{lines:?}");
+    // No cluster: the client's version still, and why the rest is missing.
+    let out = Command::new(bin)
+        .args(["version", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("client: keyward ") && said.contains("cluster: unreachable"),
+        "{said}"
+    );
+}

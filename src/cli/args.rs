@@ -37,13 +37,22 @@ pub enum Command {
     Rotate(RotateArgs),
     /// One ManagedSecret for humans: source, target, conditions, rotation, consumers, pushes, Events.
     Status(StatusArgs),
+    /// Print a completion script for a shell, e.g. `source <(keyward completion bash)`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// This keyward's version, and, when the cluster answers, the Kubernetes version and the keyward
+    /// operators deployed there (their Deployments' images).
+    Version(KubeArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// ESC API base URL, including /api/esc.
-    #[arg(long, env = "KEYWARD_ESC_URL")]
-    pub esc_url: Option<String>,
+    /// ESC API base URL, including /api/esc (Pulumi Cloud's by default, as in Pulumi's ESC OpenAPI spec).
+    /// An empty value turns ESC sources off (they report SourceNotConfigured).
+    #[arg(long, env = "KEYWARD_ESC_URL", default_value = "https://api.pulumi.com/api/esc")]
+    pub esc_url: String,
     /// File holding the ESC access token.
     #[arg(long, env = "KEYWARD_ESC_TOKEN_FILE")]
     pub esc_token_file: Option<PathBuf>,
@@ -162,14 +171,32 @@ pub fn invoked_as_plugin(argv0: &OsStr) -> bool {
         .is_some_and(|f| f == PLUGIN_FILE || f.strip_prefix(PLUGIN_FILE).is_some_and(|rest| rest.starts_with('.')))
 }
 
-/// Parses the command line; usage and help say `kubectl keyward` when run as the plugin.
-pub fn parse() -> Cli {
-    let mut command = Cli::command();
+/// The command as clap knows it; usage and help say `kubectl keyward` when run as the plugin.
+pub fn command() -> clap::Command {
+    let command = Cli::command().after_help(EXIT_CODES);
     if std::env::args_os().next().is_some_and(|a| invoked_as_plugin(&a)) {
-        command = command.bin_name("kubectl keyward").display_name("kubectl-keyward");
+        return command.bin_name("kubectl keyward").display_name("kubectl-keyward");
     }
-    let matches = command.get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    command
+}
+
+/// Exit codes, the same for every subcommand (README, "Exit codes").
+pub const EXIT_CODES: &str = "Exit codes: 0 done; 1 failed (the message says why and what to do); \
+2 `report` found a rotation overdue; 64 usage error (unknown subcommand or flag, bad value).";
+
+/// A usage error: sysexits' EX_USAGE, distinct from `report`'s 2 (clap's own default for usage errors).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Parses the command line. Help and `--version` are printed and give `Err(0)`; a usage error is printed and
+/// gives `Err(EXIT_USAGE)`.
+pub fn parse() -> Result<Cli, u8> {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    parsed.map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() { EXIT_USAGE } else { 0 }
+    })
 }
 
 /// How to reach the cluster, as kubectl takes it.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::args::{ImportArgs, KubeArgs, ReportArgs, ReportFormat, RotateArgs, StatusArgs};
 use crate::ops::client::{self, Connection};
-use crate::ops::{OpsError, human, import, report, rotate_now, status};
+use crate::ops::{OpsError, human, import, report, rotate_now, status, version};
 
 fn connection(kube: &KubeArgs, namespace: Option<&String>) -> Connection {
     Connection {
@@ -154,6 +154,29 @@ pub fn status(args: StatusArgs) -> ExitCode {
         Ok(status::render(&ms, &events, jiff::Timestamp::now()))
     });
     match result.and_then(|text| stdout(&text)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(&e),
+    }
+}
+
+/// `keyward version`: the client line always; the cluster's lines when a kubeconfig leads to an API server that
+/// answers within 10 s (exit 0 either way: the client's version is the answer asked for).
+pub fn version(kube: KubeArgs) -> ExitCode {
+    let client_version = format!("keyward {}", env!("CARGO_PKG_VERSION"));
+    let server = block_on(async {
+        let (client, _) = client::connect(&connection(&kube, None)).await?;
+        tokio::time::timeout(std::time::Duration::from_secs(10), version::server(&client))
+            .await
+            .map_err(|_| OpsError::Timeout {
+                after: "10s".into(),
+                step: "the API server's answer".into(),
+            })
+    });
+    let text = match &server {
+        Ok(server) => version::render(&client_version, Some(server)),
+        Err(e) => format!("{}cluster: unreachable ({e})\n", version::render(&client_version, None)),
+    };
+    match stdout(&text) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failed(&e),
     }

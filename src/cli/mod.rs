@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod preflight;
 mod run;
 
 use std::io::Write;
@@ -12,8 +13,18 @@ pub use args::{Cli, Command, ImportArgs, KubeArgs, ReportArgs, ReportFormat, Rot
 /// Parses the command line and runs the chosen subcommand.
 pub fn main() -> ExitCode {
     crate::tls::install_crypto_provider();
-    let cli = args::parse();
+    let cli = match args::parse() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
     let result = match cli.command {
+        Command::Completion { shell } => {
+            let mut command = args::command();
+            let name = command.get_bin_name().unwrap_or("keyward").to_string();
+            clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Version(kube) => return commands::version(kube),
         Command::Crd { name } => print_crds(name.as_deref()),
         // The operations commands report their own errors and choose their own exit codes.
         Command::Import(args) => return commands::import(args),

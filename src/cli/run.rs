@@ -12,6 +12,7 @@ use kube::{Api, Client};
 use zeroize::Zeroizing;
 
 use super::args::RunArgs;
+use super::preflight;
 use crate::authz::grants::Policies;
 use crate::consumers::{Planner, PlannerConfig, RestartWindowSpec, parse_windows};
 use crate::controller::context::Settings;
@@ -88,6 +89,10 @@ async fn hash_key(client: &Client, args: &RunArgs) -> anyhow::Result<Vec<u8>> {
     }))?;
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(key),
+        // Reached when the namespace could not be checked up front (no permission to read Namespaces).
+        Err(e) if preflight::is_missing_namespace(&e, &args.namespace) => {
+            Err(preflight::missing_namespace(&args.namespace, "--namespace").into())
+        }
         // Another replica created it first: use theirs.
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let s = api.get(HASH_KEY_SECRET).await?;
@@ -113,10 +118,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         })
         .transpose()?;
-    let client = Client::try_default().await?;
+    let esc_url = Some(args.esc_url.as_str()).filter(|u| !u.is_empty());
+    if let Some(url) = esc_url {
+        preflight::esc_url(url)?;
+    }
+    preflight::access_policy(&args)?;
+    let client = Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("no cluster to connect to ({e}): outside a cluster set KUBECONFIG (or write ~/.kube/config)")
+    })?;
+    preflight::cluster(&client, &args).await?;
     let view: ManagedView = Arc::default();
     let metrics = Arc::new(Metrics::with_view(view.clone()));
-    let esc = match &args.esc_url {
+    let esc = match esc_url {
         Some(url) => {
             let token = token(
                 &client,
