@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// A secret declared once: where its value comes from (a Pulumi ESC environment path or another Secret) and
 /// the Kubernetes Secret keyward keeps equal to it.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "keyward.dev",
     version = "v1alpha1",

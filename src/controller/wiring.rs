@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::core::PartialObjectMeta;
+use kube::core::error_boundary::InvalidObject;
+use kube::core::{DeserializeGuard, ObjectMeta, PartialObjectMeta};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -24,7 +25,7 @@ use super::reconcile::reconcile;
 use super::restart_task;
 use super::task::AbortOnDrop;
 use super::timing::backoff;
-use crate::api::{AccessPolicy, MANAGED_SECRET_ANNOTATION, ManagedSecret};
+use crate::api::{AccessPolicy, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretSpec};
 use crate::telemetry::metrics::Metrics;
 
 /// Where the ManagedSecret cache sends what it sees while this replica writes.
@@ -43,7 +44,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), ControllerError> {
     let shutdown = shutdown.boxed().shared();
-    let managed: Api<ManagedSecret> = match &settings.watch_namespace {
+    let managed: Api<DeserializeGuard<ManagedSecret>> = match &settings.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -137,9 +138,17 @@ async fn release(elector: Option<Elector>) {
 }
 
 /// Keeps the ManagedSecret cache and, while this replica writes, hands each object it sees to the controller.
-async fn keep_cache(api: Api<ManagedSecret>, writer: reflector::store::Writer<ManagedSecret>, triggers: Triggers) {
+/// Objects are read through kube's `DeserializeGuard`: one keyward cannot read (a value only a newer keyward
+/// knows, after the CRDs were upgraded first: docs/upgrade.md) is logged by name and kept out of the cache
+/// (an earlier readable version removed from it), instead of failing the list and with it every other object.
+async fn keep_cache(
+    api: Api<DeserializeGuard<ManagedSecret>>,
+    writer: reflector::store::Writer<ManagedSecret>,
+    triggers: Triggers,
+) {
     let mut objects = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .try_filter_map(|event| std::future::ready(Ok(readable(event))))
         .reflect(writer)
         .applied_objects()
         .boxed();
@@ -154,6 +163,47 @@ async fn keep_cache(api: Api<ManagedSecret>, writer: reflector::store::Writer<Ma
             }
             Err(e) => tracing::warn!(error = %e, "ManagedSecret watch error"),
         }
+    }
+}
+
+/// The watch event with the object keyward can read, or, for one it cannot, what removes it from the cache.
+fn readable(event: watcher::Event<DeserializeGuard<ManagedSecret>>) -> Option<watcher::Event<ManagedSecret>> {
+    use watcher::Event;
+    match event {
+        Event::Apply(DeserializeGuard(Ok(ms))) => Some(Event::Apply(ms)),
+        Event::Apply(DeserializeGuard(Err(bad))) => Some(Event::Delete(unreadable(bad))),
+        Event::InitApply(DeserializeGuard(Ok(ms))) => Some(Event::InitApply(ms)),
+        Event::InitApply(DeserializeGuard(Err(bad))) => {
+            unreadable(bad);
+            None
+        }
+        Event::Delete(DeserializeGuard(found)) => {
+            Some(Event::Delete(found.unwrap_or_else(|bad| placeholder(bad.metadata))))
+        }
+        Event::Init => Some(Event::Init),
+        Event::InitDone => Some(Event::InitDone),
+    }
+}
+
+/// Logs an object keyward cannot read; its placeholder, to remove it from the cache.
+fn unreadable(bad: InvalidObject) -> ManagedSecret {
+    // The error names a field and what was expected of it; a ManagedSecret's spec holds no secret values.
+    tracing::warn!(
+        namespace = bad.metadata.namespace.as_deref().unwrap_or_default(),
+        name = bad.metadata.name.as_deref().unwrap_or_default(),
+        error = %bad.error,
+        "ManagedSecret not readable by this keyward (a newer schema?): left alone until it is readable or keyward \
+         is upgraded"
+    );
+    placeholder(bad.metadata)
+}
+
+/// A ManagedSecret standing for an unreadable one in a Delete event: the store removes by name and namespace.
+fn placeholder(metadata: ObjectMeta) -> ManagedSecret {
+    ManagedSecret {
+        metadata,
+        spec: ManagedSecretSpec::default(),
+        status: None,
     }
 }
 

@@ -45,6 +45,12 @@ pub fn cluster_with_controllers() -> &'static Cluster {
     c
 }
 
+/// A control plane of the caller's own (etcd + kube-apiserver, nothing installed), stopped when dropped: for a
+/// test that needs a cluster as a new user's is, without the CRDs the shared one has.
+pub fn fresh_cluster() -> Cluster {
+    start(false)
+}
+
 fn start(with_controllers: bool) -> Cluster {
     keyward::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("keyward-test-{}-{}", std::process::id(), nanos()));
