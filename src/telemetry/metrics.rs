@@ -80,9 +80,13 @@ struct StateLabels {
     state: &'static str,
 }
 
+/// The per-secret gauges and the counts by state. Served by the leader alone: every replica keeps the same
+/// cache, and a dashboard summing over replicas would count each secret once per replica.
 #[derive(Debug)]
 struct StateCollector {
     view: ManagedView,
+    /// `keyward_leader`: 1 on the replica that writes.
+    leader: Gauge,
 }
 
 fn condition_is(ms: &ManagedSecret, type_: &str, status: &str) -> bool {
@@ -96,6 +100,9 @@ impl Collector for StateCollector {
         let Some(store) = self.view.get() else {
             return Ok(());
         };
+        if self.leader.get() != 1 {
+            return Ok(());
+        }
         let now = jiff::Timestamp::now();
         let objects = store.state();
         let mut ages = Vec::with_capacity(objects.len());
@@ -180,7 +187,8 @@ impl Metrics {
     /// The metrics, with the gauges computed from the ManagedSecrets in `view`.
     pub fn with_view(view: ManagedView) -> Self {
         let mut m = Metrics::new();
-        m.registry.register_collector(Box::new(StateCollector { view }));
+        let leader = m.leader.clone();
+        m.registry.register_collector(Box::new(StateCollector { view, leader }));
         m
     }
 
