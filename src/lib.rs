@@ -7,6 +7,7 @@ pub mod authz;
 pub mod cli;
 pub mod consumers;
 pub mod controller;
+pub mod credentials;
 pub mod duration;
 pub mod esc;
 pub mod http;

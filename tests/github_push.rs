@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use keyward::api::{GithubTarget, GithubVisibility};
+use keyward::credentials::Credential;
 use keyward::push::PushError;
 use keyward::push::github::{GithubClient, GithubConfig, GithubScope, Visibility};
 use keyward::secret::SecretBytes;
@@ -34,7 +35,7 @@ async fn server() -> GithubServer {
 fn client_with(server: &GithubServer, token: Option<&str>, attempts: u32) -> GithubClient {
     GithubClient::new(GithubConfig {
         base_url: server.base_url(),
-        token: token.map(|t| Zeroizing::new(t.to_owned())),
+        token: Credential::fixed(token.map(|t| Zeroizing::new(t.to_owned()))),
         timeout: Duration::from_secs(5),
         attempts,
         max_inline_wait: Duration::from_secs(2),

@@ -343,3 +343,190 @@ async fn policy_audit_webhook_health_and_metrics() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     esc.stop().await;
 }
+
+fn sign_with(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Waits for a ManagedSecret's Ready condition to have `reason`.
+async fn ready_reason(api: &Api<ManagedSecret>, name: &str, reason: &str) {
+    eventually(60, &format!("{name} Ready reason {reason}"), || async {
+        let st = api.get(name).await.ok()?.status?;
+        st.conditions
+            .into_iter()
+            .any(|c| c.type_ == "Ready" && c.reason == reason)
+            .then_some(())
+    })
+    .await;
+}
+
+/// keyward's own credentials change under it (issue 14, item 7): the ESC token in a Secret is rotated (ESC
+/// refuses the old one from then on), the webhook's shared secret file and the access policy file are replaced.
+/// The same process uses each new one, logs which changed, and never their content.
+#[tokio::test]
+async fn keywards_own_credentials_are_read_again_without_a_restart() {
+    const OLD_TOKEN: &str = "reload-old-esc-token-5e1d";
+    const NEW_TOKEN: &str = "reload-new-esc-token-9a4c";
+    const OLD_HOOK: &str = "reload-old-webhook-secret-77b2";
+    const NEW_HOOK: &str = "reload-new-webhook-secret-c03f";
+    let dir = tempfile::tempdir().unwrap();
+    let esc = support::esc_server(OLD_TOKEN, dir.path()).await;
+    esc.put_definition("acme", "app", "prod", &definition("reload-v1"))
+        .unwrap();
+    esc.put_definition("acme", "vault", "root", &definition("reload-vault"))
+        .unwrap();
+    let client = cluster_with_controllers().client().await;
+    let ns = TestNs::with_client("reload", client).await;
+    install_crd(&ns.client).await;
+    let secrets: Api<Secret> = ns.api();
+    let token_secret = |token: &str| -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "keyward-esc"},
+            "stringData": {"token": token}
+        }))
+        .unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &token_secret(OLD_TOKEN))
+        .await
+        .unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let grant = |environments: &str| {
+        format!(
+            "rules:\n  - namespaces: [{}]\n    environments: [{environments}]\n",
+            ns.name
+        )
+    };
+    let policy = file("policy.yaml", &grant("'acme/app/*'"));
+    let hook = file("webhook-secret", &format!("{OLD_HOOK}\n"));
+    let base_url = esc.base_url();
+    let token_ref = format!("{}/keyward-esc", ns.name);
+    let keyward = Keyward::start(
+        &ns.name,
+        &[
+            "--esc-url",
+            &base_url,
+            "--esc-token-secret",
+            &token_ref,
+            "--access-policy-file",
+            &policy,
+            "--webhook-secret-file",
+            &hook,
+            "--credential-reload-seconds",
+            "1",
+        ],
+    );
+    let pid = keyward.pid();
+    let managed: Api<ManagedSecret> = ns.api();
+    for (name, env) in [("app", "acme/app/prod"), ("vault", "acme/vault/root")] {
+        managed.create(&PostParams::default(), &msec(name, env)).await.unwrap();
+    }
+    eventually(30, "app synced with the first token", || async {
+        (value(&secrets, "app").await.as_deref() == Some("reload-v1")).then_some(())
+    })
+    .await;
+    ready_reason(&managed, "vault", "EscReadNotGranted").await;
+
+    // The token is rotated at ESC (the old one is refused from now on), then in its Secret. The next ESC call
+    // (a refresh asked for by annotation) uses the new one.
+    esc.set_token(Some(NEW_TOKEN));
+    esc.put_definition("acme", "app", "prod", &definition("reload-v2"))
+        .unwrap();
+    secrets
+        .replace("keyward-esc", &PostParams::default(), &token_secret(NEW_TOKEN))
+        .await
+        .unwrap();
+    let refresh =
+        |n: u32| serde_json::json!({"metadata": {"annotations": {"keyward.dev/refresh-now": format!("reload-{n}")}}});
+    let mut n = 0;
+    eventually(60, "app refreshed with the new token", || {
+        n += 1;
+        let managed = managed.clone();
+        let secrets = secrets.clone();
+        let patch = refresh(n);
+        async move {
+            managed
+                .patch(
+                    "app",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .ok()?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (value(&secrets, "app").await.as_deref() == Some("reload-v2")).then_some(())
+        }
+    })
+    .await;
+
+    // The access policy file now grants the vault environment too: the refused ManagedSecret syncs.
+    std::fs::write(&policy, grant("'acme/app/*', 'acme/vault/*'")).unwrap();
+    eventually(60, "vault synced after the policy file changed", || async {
+        (value(&secrets, "vault").await.as_deref() == Some("reload-vault")).then_some(())
+    })
+    .await;
+
+    // The webhook's shared secret file is replaced: deliveries signed with the old secret are refused, with the
+    // new one taken.
+    std::fs::write(&hook, format!("{NEW_HOOK}\n")).unwrap();
+    let url = format!("http://{}/webhooks/esc", keyward.webhook);
+    let http = reqwest::Client::new();
+    let body =
+        serde_json::json!({"organization": {"githubLogin": "acme"}, "projectName": "app", "environmentName": "prod"})
+            .to_string();
+    let deliver = |secret: &'static str, id: String| {
+        let http = http.clone();
+        let url = url.clone();
+        let body = body.clone();
+        async move {
+            http.post(&url)
+                .header("Pulumi-Webhook-Signature", sign_with(secret, body.as_bytes()))
+                .header("Pulumi-Webhook-Id", id)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let mut attempt = 0;
+    eventually(30, "the new webhook secret taken", || {
+        attempt += 1;
+        let delivered = deliver(NEW_HOOK, format!("new-{attempt}"));
+        async move { (delivered.await == 202).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        deliver(OLD_HOOK, "old-1".into()).await,
+        401,
+        "the old webhook secret is refused"
+    );
+
+    assert_eq!(keyward.pid(), pid, "the same process throughout");
+    let logs = keyward.logs();
+    for name in ["ESC token", "access policy file", "webhook secret"] {
+        assert!(
+            logs.lines().any(|l| l.contains(name) && l.contains("changed")),
+            "a log line says the {name} changed:\n{logs}"
+        );
+    }
+    for content in [
+        OLD_TOKEN,
+        NEW_TOKEN,
+        OLD_HOOK,
+        NEW_HOOK,
+        "reload-v1",
+        "reload-v2",
+        "reload-vault",
+    ] {
+        assert!(!logs.contains(content), "a credential or value reached the log");
+    }
+    drop(keyward);
+    esc.stop().await;
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyward::api::{AccessPolicy, ManagedSecret};
+use keyward::credentials::Credential;
 use keyward::push::github::{GithubClient, GithubConfig, GithubScope};
 use keyward::secret::SecretBytes;
 use keyward_dev::esc_server::EscServer;
@@ -485,7 +486,7 @@ async fn tenants_get_what_their_policies_grant_and_nothing_more() {
     // 3c. The owner notices when GitHub holds something else: a write from outside is reported and undone.
     let outside = GithubClient::new(GithubConfig {
         base_url: w.github.base_url(),
-        token: Some(Zeroizing::new(GITHUB_TOKEN.to_owned())),
+        token: Credential::fixed(Some(Zeroizing::new(GITHUB_TOKEN.to_owned()))),
         timeout: Duration::from_secs(5),
         attempts: 1,
         max_inline_wait: Duration::from_secs(1),

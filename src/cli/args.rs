@@ -94,6 +94,12 @@ pub struct RunArgs {
     /// File holding the ESC webhook's shared secret. Without it, POST /webhooks/esc refuses every call.
     #[arg(long, env = "KEYWARD_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// How often keyward's own credentials (the token files or Secrets, the webhook secret file) and the
+    /// access policy file are read again, in seconds: a changed one is used from the next request on, without
+    /// a restart. A kubelet updates a mounted Secret within about a minute of its change.
+    #[arg(long, env = "KEYWARD_CREDENTIAL_RELOAD_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub credential_reload_seconds: u64,
     /// File holding the key for value hashes (any bytes). Without it, keyward keeps one in the Secret
     /// `keyward-hash-key` of its namespace, created on first start.
     #[arg(long, env = "KEYWARD_HASH_KEY_FILE")]

@@ -89,7 +89,10 @@ pub async fn cluster(client: &Client, args: &RunArgs) -> Result<(), FirstRunErro
         uses.push((args.namespace.as_str(), "--namespace"));
     }
     if args.leader_election {
-        uses.push((args.lease_namespace.as_deref().unwrap_or(&args.namespace), "--lease-namespace"));
+        uses.push((
+            args.lease_namespace.as_deref().unwrap_or(&args.namespace),
+            "--lease-namespace",
+        ));
     }
     for (namespace, flag) in uses {
         if let Err(e) = Api::<Namespace>::all(client.clone()).get(namespace).await

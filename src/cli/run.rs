@@ -1,7 +1,7 @@
 //! `keyward run`: the operator's start-up — its own credentials (tokens, the value-hash key), the clients,
 //! the HTTP endpoints, leader election — handed to the controller, until a signal or a lost lease stops it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use crate::controller::context::Settings;
 use crate::controller::error::ControllerError;
 use crate::controller::leader::{self, Elector, LeaderConfig};
 use crate::controller::wiring;
+use crate::credentials::{Credential, CredentialSource, Form, Watched};
 use crate::esc::{EscClient, EscConfig};
 use crate::http::health::{self, HealthState};
 use crate::http::webhook::{self, ReplayGuard, WebhookState};
@@ -36,33 +37,65 @@ fn read_secret_file(path: &PathBuf) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(bytes)
 }
 
-/// A token from a file, or from a key of a Secret named `NAMESPACE/NAME[:KEY]` (`flag` names it in errors).
-async fn token(
-    client: &Client,
+/// Where one of keyward's credentials comes from: a file, or a key of a Secret named `NAMESPACE/NAME[:KEY]`
+/// (key `token` by default; `flag` names it in errors). None: not configured.
+fn credential_source(
     file: Option<&PathBuf>,
     secret: Option<&String>,
-    flag: &str,
-) -> anyhow::Result<Option<Zeroizing<String>>> {
-    if let Some(path) = file {
-        let bytes = read_secret_file(path)?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?;
-        return Ok(Some(Zeroizing::new(text.trim().to_string())));
-    }
-    let Some(reference) = secret else {
-        return Ok(None);
+    flag: &'static str,
+) -> anyhow::Result<Option<CredentialSource>> {
+    Ok(match (file, secret) {
+        (Some(path), _) => Some(CredentialSource::File(path.clone())),
+        (None, Some(reference)) => Some(CredentialSource::secret(reference, "token", flag)?),
+        (None, None) => None,
+    })
+}
+
+/// Reads a credential, and keeps reading it every `--credential-reload-seconds` (a task that runs until
+/// keyward stops). Not configured: an empty credential.
+async fn credential(
+    client: &Client,
+    args: &RunArgs,
+    name: &'static str,
+    source: Option<CredentialSource>,
+    form: Form,
+) -> anyhow::Result<Credential> {
+    let Some(source) = source else {
+        return Ok(Credential::default());
     };
-    let (ns_name, key) = reference.split_once(':').unwrap_or((reference.as_str(), "token"));
-    let (ns, name) = ns_name
-        .split_once('/')
-        .ok_or_else(|| anyhow::anyhow!("{flag} must be NAMESPACE/NAME[:KEY]"))?;
-    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(name).await?;
-    let bytes = secret
-        .data
-        .and_then(|mut d| d.remove(key))
-        .ok_or_else(|| anyhow::anyhow!("Secret {ns}/{name} has no key {key:?}"))?;
-    let bytes = Zeroizing::new(bytes.0);
-    let text = std::str::from_utf8(&bytes).map_err(|_| anyhow::anyhow!("Secret {ns}/{name} key {key} is not UTF-8"))?;
-    Ok(Some(Zeroizing::new(text.trim().to_string())))
+    let watched = Watched { name, source, form };
+    let credential = watched.load(Some(client)).await?;
+    let interval = Duration::from_secs(args.credential_reload_seconds);
+    tokio::spawn(watched.keep_fresh(credential.clone(), Some(client.clone()), interval));
+    Ok(credential)
+}
+
+/// The grants of `--access-policy-file`, read again every `--credential-reload-seconds`: a file that changed and
+/// parses replaces them (a sender's receivers see it), one that does not parse is logged and the grants in force
+/// stay.
+fn policy_file(path: &Path, interval: Duration) -> anyhow::Result<tokio::sync::watch::Receiver<Policies>> {
+    let text = read_secret_file(&path.to_path_buf())?;
+    let shown = path.display().to_string();
+    let parse = move |bytes: &[u8]| {
+        let text = std::str::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8"))?;
+        Policies::parse(text, &shown).map_err(|e| e.to_string())
+    };
+    let policies = parse(&text).map_err(|e| anyhow::anyhow!(e))?;
+    let (sender, receiver) = tokio::sync::watch::channel(policies);
+    let watched = Watched {
+        name: "access policy file",
+        source: CredentialSource::File(path.to_path_buf()),
+        form: Form::Key,
+    };
+    tokio::spawn(async move {
+        watched
+            .on_change(None, interval, Some(&text), |bytes| {
+                sender.send_replace(parse(&bytes)?);
+                Ok(())
+            })
+            .await;
+    });
+    Ok(receiver)
 }
 
 const HASH_KEY_SECRET: &str = "keyward-hash-key";
@@ -131,13 +164,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::with_view(view.clone()));
     let esc = match esc_url {
         Some(url) => {
-            let token = token(
-                &client,
+            let source = credential_source(
                 args.esc_token_file.as_ref(),
                 args.esc_token_secret.as_ref(),
                 "--esc-token-secret",
-            );
-            let mut config = EscConfig::new(url, token.await?);
+            )?;
+            let mut config = EscConfig::new(url, None);
+            config.token = credential(&client, &args, "ESC token", source, Form::Token).await?;
             let requests = metrics.esc_requests.clone();
             config.observer = Some(Arc::new(move |endpoint, code| {
                 let code = code.to_string();
@@ -162,14 +195,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         windows: parse_windows(&windows)?,
     })?;
     let hasher = ValueHasher::new(hash_key(&client, &args).await?);
-    let github_token = token(
-        &client,
+    let source = credential_source(
         args.github_token_file.as_ref(),
         args.github_token_secret.as_ref(),
         "--github-token-secret",
-    )
-    .await?;
-    let github = GithubClient::new(GithubConfig::new(&args.github_url, github_token))?;
+    )?;
+    let mut github_config = GithubConfig::new(&args.github_url, None);
+    github_config.token = credential(&client, &args, "GitHub token", source, Form::Token).await?;
+    let github = GithubClient::new(github_config)?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| format!("keyward-{}", std::process::id()));
@@ -182,25 +215,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     let policies = match (&args.access_policy_file, args.allow_all) {
-        (Some(path), _) => Policies::load(path)?,
+        (Some(path), _) => policy_file(path, Duration::from_secs(args.credential_reload_seconds))?,
         (None, true) => {
             tracing::warn!("--allow-all: every namespace may make keyward do anything (development only)");
-            Policies::allow_all()
+            tokio::sync::watch::channel(Policies::allow_all()).1
         }
-        (None, false) => Policies::default(),
+        (None, false) => tokio::sync::watch::channel(Policies::default()).1,
     };
-    if policies.is_empty() && !args.watch_access_policies {
+    if policies.borrow().is_empty() && !args.watch_access_policies {
         tracing::warn!(
             "no access policy: no ManagedSecret may do anything (see --access-policy-file and AccessPolicy objects)"
         );
     }
     // A trailing newline (`echo secret > file`) is not part of the secret.
-    let webhook_secret = args
-        .webhook_secret_file
-        .as_ref()
-        .map(read_secret_file)
-        .transpose()?
-        .map(|b| Zeroizing::new(b.trim_ascii_end().to_vec()));
+    let source = args.webhook_secret_file.clone().map(CredentialSource::File);
+    let webhook_secret = credential(&client, &args, "webhook secret", source, Form::Key).await?;
     let health = health::router(HealthState {
         metrics: metrics.clone(),
         ready: ready.clone(),

@@ -13,9 +13,11 @@ use crate::authz::grants::{NamespaceInfo, Policies};
 
 /// The policies in force and the namespaces, as watched.
 pub struct AccessView {
-    /// The grants that do not come from the cluster (a file, `--allow-all`).
-    base: Policies,
-    /// `base` and the cluster's AccessPolicies, rebuilt on every change of those.
+    /// The grants that do not come from the cluster (a file, `--allow-all`); a changed file replaces them.
+    base: RwLock<Policies>,
+    /// The cluster's AccessPolicies, as last seen.
+    cluster: RwLock<Policies>,
+    /// `base` and `cluster` together, rebuilt on every change of either.
     current: RwLock<Arc<Policies>>,
     namespaces: RwLock<Option<Store<PartialObjectMeta<Namespace>>>>,
 }
@@ -24,7 +26,8 @@ impl AccessView {
     pub fn new(base: Policies) -> Self {
         AccessView {
             current: RwLock::new(Arc::new(base.clone())),
-            base,
+            base: RwLock::new(base),
+            cluster: RwLock::new(Policies::default()),
             namespaces: RwLock::new(None),
         }
     }
@@ -39,7 +42,25 @@ impl AccessView {
 
     /// Takes in the cluster's AccessPolicies as they are now.
     pub fn set_cluster_policies(&self, objects: &[Arc<AccessPolicy>]) {
-        let policies = Policies::from_cluster(objects.iter().map(AsRef::as_ref)).and(&self.base);
+        if let Ok(mut cluster) = self.cluster.write() {
+            *cluster = Policies::from_cluster(objects.iter().map(AsRef::as_ref));
+        }
+        self.rebuild();
+    }
+
+    /// Takes in the grants from outside the cluster as they are now (the policy file was read again).
+    pub fn set_base(&self, base: Policies) {
+        if let Ok(mut slot) = self.base.write() {
+            *slot = base;
+        }
+        self.rebuild();
+    }
+
+    fn rebuild(&self) {
+        let (Ok(cluster), Ok(base)) = (self.cluster.read(), self.base.read()) else {
+            return;
+        };
+        let policies = cluster.clone().and(&base);
         if let Ok(mut current) = self.current.write() {
             *current = Arc::new(policies);
         }

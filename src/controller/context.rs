@@ -52,8 +52,9 @@ pub struct Settings {
     /// Where `rotation.pushTo` GitHub targets are pushed.
     pub github: Option<GithubClient>,
     /// Grants from outside the cluster: a policy file, or `--allow-all`; the cluster's AccessPolicies add to
-    /// them when `watch_access_policies`.
-    pub policies: Policies,
+    /// them when `watch_access_policies`. A new value (the file changed) takes effect at once: every
+    /// ManagedSecret is checked again.
+    pub policies: tokio::sync::watch::Receiver<Policies>,
     /// Watch the cluster's AccessPolicy objects.
     pub watch_access_policies: bool,
     /// The audit log.

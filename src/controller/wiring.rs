@@ -26,6 +26,7 @@ use super::restart_task;
 use super::task::AbortOnDrop;
 use super::timing::backoff;
 use crate::api::{AccessPolicy, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretSpec};
+use crate::authz::grants::Policies;
 use crate::telemetry::metrics::Metrics;
 
 /// Where the ManagedSecret cache sends what it sees while this replica writes.
@@ -54,9 +55,14 @@ pub async fn run(
     let triggers: Triggers = Arc::default();
     let _cache = AbortOnDrop(tokio::spawn(keep_cache(managed, writer, triggers.clone())));
     // What authorization reads, kept by every replica too, so that a new leader decides at once.
-    let access = Arc::new(AccessView::new(settings.policies.clone()));
+    let access = Arc::new(AccessView::new(settings.policies.borrow_and_update().clone()));
     let (grants_changed, grants_seen) = watch::channel(0u64);
     let grants_changed = Arc::new(grants_changed);
+    let _base_policies = AbortOnDrop(tokio::spawn(keep_base_policies(
+        settings.policies.clone(),
+        access.clone(),
+        grants_changed.clone(),
+    )));
     let policies = settings.watch_access_policies.then(|| {
         let (store, writer) = reflector::store();
         let task = keep_policies(Api::all(client.clone()), writer, access.clone(), grants_changed.clone());
@@ -264,6 +270,18 @@ async fn keep_policies(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "AccessPolicy watch error"),
         }
+    }
+}
+
+/// Takes in the grants from outside the cluster each time they change (`keyward run` re-reads the policy file).
+async fn keep_base_policies(
+    mut policies: watch::Receiver<Policies>,
+    access: Arc<AccessView>,
+    changed: Arc<watch::Sender<u64>>,
+) {
+    while policies.changed().await.is_ok() {
+        access.set_base(policies.borrow_and_update().clone());
+        changed.send_modify(|n| *n += 1);
     }
 }
 

@@ -15,6 +15,7 @@ use super::env::EnvRef;
 use super::error::EscError;
 use super::path::PropertyPath;
 use super::snapshot::Snapshot;
+use crate::credentials::Credential;
 use crate::retry::{self, Refusal, RetryPolicy, Verdict};
 use crate::secret::SecretBytes;
 
@@ -28,8 +29,9 @@ pub type RequestObserver = Arc<dyn Fn(&'static str, &str) + Send + Sync>;
 pub struct EscConfig {
     /// Base URL including `/api/esc`, e.g. `https://api.pulumi.com/api/esc`.
     pub base_url: String,
-    /// Access token, sent as `Authorization: token <T>`.
-    pub token: Option<Zeroizing<String>>,
+    /// Access token, sent as `Authorization: token <T>`; read on every request, so a reloaded token is used
+    /// from the next one on.
+    pub token: Credential,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Attempts per call for transient failures (at least 1).
@@ -46,7 +48,7 @@ impl std::fmt::Debug for EscConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EscConfig")
             .field("base_url", &self.base_url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token)
             .field("timeout", &self.timeout)
             .field("attempts", &self.attempts)
             .finish()
@@ -57,7 +59,7 @@ impl EscConfig {
     pub fn new(base_url: impl Into<String>, token: Option<Zeroizing<String>>) -> Self {
         EscConfig {
             base_url: base_url.into().trim_end_matches('/').to_string(),
-            token,
+            token: Credential::fixed(token),
             timeout: Duration::from_secs(10),
             attempts: 3,
             max_inline_wait: Duration::from_secs(2),
@@ -179,7 +181,7 @@ impl EscClient {
                 .http
                 .request(call.method.clone(), call.url)
                 .header("Accept", "application/json");
-            if let Some(token) = &self.config.token {
+            if let Some(token) = self.config.token.text() {
                 req = req.header("Authorization", format!("token {}", token.as_str()));
             }
             for (name, value) in call.headers {

@@ -20,10 +20,10 @@ use hmac::{Hmac, Mac};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use sha2::Sha256;
-use zeroize::Zeroizing;
 
 use super::health::json;
 use crate::api::{ManagedSecret, REFRESH_NOW_ANNOTATION, STAMPED_REFRESH_PREFIX};
+use crate::credentials::Credential;
 use crate::esc::EnvRef;
 use crate::telemetry::audit::{Action, Audit, Entry};
 use crate::telemetry::metrics::{ManagedView, Metrics, WebhookLabels};
@@ -46,8 +46,9 @@ pub struct WebhookState {
     pub client: Option<Client>,
     /// The namespace keyward watches (namespaced mode), or all.
     pub watch_namespace: Option<String>,
-    /// The shared secret; without one every call is refused.
-    pub secret: Option<Zeroizing<Vec<u8>>>,
+    /// The shared secret, read on every delivery (so a reloaded one takes effect at once); without one every
+    /// call is refused.
+    pub secret: Credential,
     pub audit: Arc<Audit>,
     /// Deliveries seen within the window.
     pub replays: ReplayGuard,
@@ -241,7 +242,8 @@ async fn esc_webhook(
         tracing::warn!(source_ip = %ip, result, "ESC webhook call refused");
         json(status, serde_json::json!({"error": message}))
     };
-    let secret = s.secret.as_ref().map(|k| k.as_slice());
+    let secret = s.secret.bytes();
+    let secret = secret.as_ref().map(|k| k.as_slice());
     let Delivery { environment: env, keys } = match read_delivery(secret, &headers, &body, jiff::Timestamp::now()) {
         Ok(delivery) => delivery,
         Err(refusal) => return refuse(refusal.result(), refusal.status(), refusal.message()),

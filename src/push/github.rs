@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use super::error::PushError;
 use crate::api::GithubTarget;
+use crate::credentials::Credential;
 use crate::retry::{self, Refusal, RetryPolicy, Verdict};
 use crate::secret::SecretBytes;
 
@@ -39,8 +40,9 @@ pub struct GithubConfig {
     /// API base URL, without a trailing slash: `https://api.github.com`, or a GitHub Enterprise Server's
     /// `https://HOST/api/v3`.
     pub base_url: String,
-    /// Token (fine-grained or classic PAT, or an installation token), sent as `Authorization: Bearer <T>`.
-    pub token: Option<Zeroizing<String>>,
+    /// Token (fine-grained or classic PAT, or an installation token), sent as `Authorization: Bearer <T>`;
+    /// read on every request, so a reloaded token is used from the next one on.
+    pub token: Credential,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Attempts per request for rate limits and transient failures (at least 1).
@@ -53,7 +55,7 @@ impl Default for GithubConfig {
     fn default() -> Self {
         GithubConfig {
             base_url: DEFAULT_BASE_URL.into(),
-            token: None,
+            token: Credential::default(),
             timeout: Duration::from_secs(10),
             attempts: 3,
             max_inline_wait: Duration::from_secs(2),
@@ -65,7 +67,7 @@ impl GithubConfig {
     pub fn new(base_url: impl Into<String>, token: Option<Zeroizing<String>>) -> Self {
         GithubConfig {
             base_url: base_url.into().trim_end_matches('/').to_string(),
-            token,
+            token: Credential::fixed(token),
             ..GithubConfig::default()
         }
     }
@@ -75,7 +77,7 @@ impl std::fmt::Debug for GithubConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GithubConfig")
             .field("base_url", &self.base_url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token)
             .field("timeout", &self.timeout)
             .field("attempts", &self.attempts)
             .field("max_inline_wait", &self.max_inline_wait)
@@ -404,7 +406,7 @@ impl GithubClient {
                 .header(ACCEPT, "application/vnd.github+json")
                 .header("X-GitHub-Api-Version", API_VERSION)
                 .header(USER_AGENT, concat!("keyward/", env!("CARGO_PKG_VERSION")));
-            if let Some(token) = &self.config.token {
+            if let Some(token) = self.config.token.text() {
                 // bearer_auth marks the header sensitive, so it stays out of debug output.
                 req = req.bearer_auth(token.as_str());
             }

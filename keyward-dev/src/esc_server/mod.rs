@@ -75,6 +75,12 @@ impl EscServer {
         *lock(&self.state.counters) = Counters::default();
     }
 
+    /// Replaces the token every request must carry (None: any or none is accepted), as rotating an access token
+    /// in Pulumi Cloud does: requests with the old one are refused with 401 from now on.
+    pub fn set_token(&self, token: Option<&str>) {
+        *lock(&self.state.token) = token.filter(|t| !t.is_empty()).map(str::to_string);
+    }
+
     /// Injects a fault into the ESC requests that follow (`Fault::none()` clears it).
     pub fn set_fault(&self, fault: Fault) {
         *lock(&self.state.fault) = fault;

@@ -258,7 +258,8 @@ fn route(method: &Method, rest: &str, query: &HashMap<String, String>) -> (&'sta
 }
 
 fn authorized(state: &EscServerState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.token else {
+    let token = lock(&state.token);
+    let Some(token) = token.as_ref() else {
         return true;
     };
     let presented = headers
@@ -1348,7 +1349,7 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("token t0ken"));
         assert!(authorized(&state, &h));
         let open = EscServerState {
-            token: None,
+            token: std::sync::Mutex::new(None),
             ..test_state().1
         };
         assert!(authorized(&open, &HeaderMap::new()));

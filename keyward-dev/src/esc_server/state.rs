@@ -139,7 +139,7 @@ pub(crate) struct EscServerState {
     pub(super) sessions: Mutex<HashMap<String, Session>>,
     pub(super) counters: Mutex<Counters>,
     pub(super) fault: Mutex<Fault>,
-    pub(super) token: Option<String>,
+    pub(super) token: Mutex<Option<String>>,
 }
 
 /// Locks a mutex; a panic elsewhere while holding it leaves data that is still usable here.
@@ -216,7 +216,7 @@ impl EscServerState {
             sessions: Mutex::new(HashMap::new()),
             counters: Mutex::new(Counters::default()),
             fault: Mutex::new(Fault::default()),
-            token,
+            token: Mutex::new(token),
         }
     }
 
