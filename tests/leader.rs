@@ -322,6 +322,23 @@ async fn one_writer_and_a_sigkilled_leader_neither_restarts_nor_rotates_twice() 
     assert!(!instances.is_empty());
     assert!(instances.iter().all(|i| *i == leader_instance), "{instances:?}");
     assert_eq!(leads(&replicas[f]).await, Some(false));
+    // The per-secret gauges come from the leader alone, so a sum over replicas counts each secret once.
+    let scrape = |k: &Keyward| {
+        let url = format!("http://{}/metrics", k.http);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let follower_metrics = scrape(&replicas[f]).await;
+    let leader_metrics = scrape(&replicas[l]).await;
+    for gauge in ["keyward_managed_secrets{", "secret_rotation_age_days{"] {
+        assert!(
+            !follower_metrics.lines().any(|line| line.starts_with(gauge)),
+            "the follower serves {gauge}: {follower_metrics}"
+        );
+        assert!(
+            leader_metrics.lines().any(|line| line.starts_with(gauge)),
+            "the leader serves {gauge}: {leader_metrics}"
+        );
+    }
 
     // 1. Kill the leader right after it wrote a changed value, while the restart is still debounced.
     set_source(&ns, "db", "2").await;
