@@ -139,7 +139,7 @@ impl ControlPlane {
                     format!("--kubeconfig={kc}"),
                     format!("--authentication-kubeconfig={kc}"),
                     format!("--authorization-kubeconfig={kc}"),
-                    "--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,job-controller,cronjob-controller,garbage-collector-controller,namespace-controller".into(),
+                    "--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,job-controller,cronjob-controller,garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller".into(),
                     "--leader-elect=false".into(),
                     "--bind-address=127.0.0.1".into(),
                     format!("--secure-port={}", free_port()?),
