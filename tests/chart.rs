@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, PodSpec, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use keyward::api::{AccessPolicy, ManagedSecret, TARGET_TYPES};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -64,10 +64,41 @@ fn values_full() -> String {
     chart().join("ci/values-full.yaml").display().to_string()
 }
 
-/// `helm template` into namespace `ns` with `extra` arguments, CRDs included; every object as JSON.
+/// The Kubernetes version of the test control plane (tools/kube/go.mod), for `helm template --kube-version`:
+/// without it Helm assumes 1.20, below the chart's kubeVersion.
+fn kube_version() -> String {
+    let go_mod = std::fs::read_to_string(support::repo().join("tools/kube/go.mod")).unwrap();
+    go_mod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes v"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("k8s.io/kubernetes in tools/kube/go.mod")
+        .to_string()
+}
+
+/// The Prometheus Operator APIs, as `helm template` arguments: a cluster where they are served.
+const MONITORING_APIS: [&str; 4] = [
+    "--api-versions",
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "--api-versions",
+    "monitoring.coreos.com/v1/PrometheusRule",
+];
+
+/// `helm template` into namespace `ns` with `extra` arguments, CRDs included, for a cluster of the test
+/// control plane's version; every object as JSON.
 fn render(ns: &str, extra: &[&str]) -> Vec<Value> {
     let chart = chart_arg();
-    let mut args = vec!["template", "kw", chart.as_str(), "--namespace", ns, "--include-crds"];
+    let version = kube_version();
+    let mut args = vec![
+        "template",
+        "kw",
+        chart.as_str(),
+        "--namespace",
+        ns,
+        "--include-crds",
+        "--kube-version",
+        &version,
+    ];
     args.extend(extra);
     let text = ok(helm(&args), "helm template");
     serde_saphyr::from_multiple::<Value>(&text)
@@ -169,7 +200,11 @@ fn lint_and_render() {
         ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "monitoring"
     );
-    let cluster_role = of_kind(&objects, "ClusterRole")[0];
+    // keyward's own ClusterRole: not one of those aggregated to view/edit/admin for people.
+    let cluster_role = *of_kind(&objects, "ClusterRole")
+        .iter()
+        .find(|r| r["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] != "true")
+        .expect("keyward's own ClusterRole");
     let grants = |resource: &str| -> Vec<String> {
         cluster_role["rules"]
             .as_array()
@@ -238,11 +273,17 @@ fn lint_and_render() {
 
     // Everything on: namespaced mode (cluster-wide, only reading AccessPolicies), tokens as files, policies
     // as AccessPolicy objects.
-    let objects = render("keyward-system", &["-f", &full]);
+    let mut full_args = vec!["-f", full.as_str()];
+    full_args.extend(MONITORING_APIS);
+    let objects = render("keyward-system", &full_args);
+    // The operator's own ClusterRole, beside the two aggregated to view/edit/admin for people.
     let cluster_roles = of_kind(&objects, "ClusterRole");
-    assert_eq!(cluster_roles.len(), 1);
+    let (aggregated, own): (Vec<&Value>, Vec<&Value>) = cluster_roles
+        .iter()
+        .partition(|r| r["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true");
+    assert_eq!((own.len(), aggregated.len()), (1, 2));
     assert_eq!(
-        cluster_roles[0]["rules"],
+        own[0]["rules"],
         json!([{"apiGroups": ["keyward.dev"], "resources": ["accesspolicies"], "verbs": ["get", "list", "watch"]}])
     );
     assert_eq!(of_kind(&objects, "ClusterRoleBinding").len(), 1);
@@ -323,11 +364,149 @@ fn lint_and_render() {
             "accessPolicies",
         ),
     ] {
-        let out = helm(&["template", "kw", &chart, "--set", set]);
+        let out = helm(&[
+            "template",
+            "kw",
+            &chart,
+            "--kube-version",
+            &kube_version(),
+            "--set",
+            set,
+        ]);
         assert!(!out.status.success(), "--set {set} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "--set {set}: {err}");
     }
+}
+
+/// What a user meets with the README's commands: ServiceMonitor and PrometheusRule only where their API is
+/// served (the README's install enables both), the PodDisruptionBudget only when it cannot block a drain,
+/// the image reference from registry/repository/tag/digest with `global.imageRegistry` over them, the
+/// managed-by label on every object.
+#[test]
+fn the_chart_adapts_to_the_cluster_and_the_values() {
+    let monitoring = [
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "prometheusRule.enabled=true",
+    ];
+    let kinds = |objects: &[Value]| -> BTreeSet<String> {
+        objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let without = render("keyward-system", &monitoring);
+    assert!(!kinds(&without).contains("ServiceMonitor") && !kinds(&without).contains("PrometheusRule"));
+    let mut with_apis = monitoring.to_vec();
+    with_apis.extend(MONITORING_APIS);
+    let with = render("keyward-system", &with_apis);
+    assert!(kinds(&with).contains("ServiceMonitor") && kinds(&with).contains("PrometheusRule"));
+
+    let single = render(
+        "keyward-system",
+        &["--set", "replicaCount=1", "--set", "leaderElection.enabled=false"],
+    );
+    assert!(!kinds(&single).contains("PodDisruptionBudget"), "one replica, no PDB");
+    assert!(kinds(&render("keyward-system", &[])).contains("PodDisruptionBudget"));
+
+    let image = |extra: &[&str]| -> String {
+        let objects = render("keyward-system", extra);
+        one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(image(&[]), format!("ghcr.io/keyward-dev/keyward:{version}"));
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    assert_eq!(
+        image(&[
+            "--set",
+            "global.imageRegistry=mirror.example:5000",
+            "--set",
+            &format!("image.digest={digest}")
+        ]),
+        format!("mirror.example:5000/keyward-dev/keyward:{version}@{digest}")
+    );
+    assert_eq!(
+        image(&[
+            "--set",
+            "image.registry=",
+            "--set",
+            "image.repository=localhost/keyward",
+            "--set",
+            "image.tag=dev"
+        ]),
+        "localhost/keyward:dev"
+    );
+    let bad = helm(&[
+        "template",
+        "kw",
+        &chart_arg(),
+        "--kube-version",
+        &kube_version(),
+        "--set",
+        "image.digest=latest",
+    ]);
+    assert!(!bad.status.success(), "a digest that is not sha256:<hex> is refused");
+
+    for o in render("keyward-system", &[]) {
+        if o["kind"] == "CustomResourceDefinition" {
+            continue;
+        }
+        assert_eq!(
+            o["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm",
+            "{}",
+            o["kind"]
+        );
+    }
+}
+
+/// The chart as a dependency of an umbrella chart: Helm hands it `global` (refused before by the values schema),
+/// and the umbrella's `global.imageRegistry` reaches the image.
+#[test]
+fn an_umbrella_chart_with_global_values_renders_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let umbrella = dir.path().join("platform");
+    std::fs::create_dir_all(&umbrella).unwrap();
+    std::fs::write(
+        umbrella.join("Chart.yaml"),
+        format!(
+            "apiVersion: v2\nname: platform\nversion: 1.0.0\ndependencies:\n  - name: keyward\n    version: \
+             {}\n    repository: file://{}\n",
+            env!("CARGO_PKG_VERSION"),
+            chart().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        umbrella.join("values.yaml"),
+        "global:\n  imageRegistry: registry.corp.example\n  team: platform\nkeyward:\n  replicaCount: 3\n",
+    )
+    .unwrap();
+    let path = umbrella.display().to_string();
+    ok(helm(&["dependency", "build", &path]), "helm dependency build");
+    ok(helm(&["lint", "--strict", &path]), "helm lint (umbrella)");
+    let text = ok(
+        helm(&["template", "platform", &path, "--kube-version", &kube_version()]),
+        "helm template (umbrella)",
+    );
+    let objects: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap()
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect();
+    let d = one(&objects, "Deployment");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!(
+            "registry.corp.example/keyward-dev/keyward:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
 }
 
 #[test]
@@ -360,8 +539,97 @@ fn rendered_flags_are_keyward_flags() {
 
 /// The rendered PrometheusRule's groups.
 fn rule_groups() -> Value {
-    let objects = render("keyward-system", &["--set", "prometheusRule.enabled=true"]);
+    let mut args = vec!["--set", "prometheusRule.enabled=true"];
+    args.extend(MONITORING_APIS);
+    let objects = render("keyward-system", &args);
     one(&objects, "PrometheusRule")["spec"].clone()
+}
+
+/// The dashboard's expressions, by panel title (several for one panel in order).
+fn dashboard_exprs() -> BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(chart().join("dashboards/keyward.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut panels: Vec<Value> = dashboard["panels"].as_array().unwrap().clone();
+    while let Some(p) = panels.pop() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap().to_string();
+            out.entry(title)
+                .or_default()
+                .push(t["expr"].as_str().unwrap().to_string());
+        }
+        panels.extend(p["panels"].as_array().into_iter().flatten().cloned());
+    }
+    out
+}
+
+/// The dashboard counts each ManagedSecret once with the chart's two replicas: promtool evaluates its panels'
+/// expressions over a scrape of two pods that both export the per-secret gauges (an older keyward, or both
+/// replicas during a leader handover; keyward now serves them from the leader alone, which
+/// `tests/leader.rs` checks). "Managed secrets" no longer adds the overdue count on top of the states.
+#[test]
+fn promtool_evaluates_the_dashboard_on_a_two_replica_scrape() {
+    let exprs = dashboard_exprs();
+    let expr = |title: &str| exprs[title][0].clone();
+    let mut series = Vec::new();
+    for pod in ["keyward-a", "keyward-b"] {
+        for (state, n) in [("ready", 3), ("failing", 1), ("pending", 0), ("overdue", 1)] {
+            series.push(
+                json!({"series": format!("keyward_managed_secrets{{state=\"{state}\",pod=\"{pod}\"}}"),
+                               "values": format!("{n}x5")}),
+            );
+        }
+        for (secret, overdue, age) in [("ns/x", 1, 120), ("ns/y", 0, 10), ("ns/z", 0, 5), ("ns/w", 0, 1)] {
+            series.push(
+                json!({"series": format!("keyward_rotation_overdue{{secret_name=\"{secret}\",pod=\"{pod}\"}}"),
+                               "values": format!("{overdue}x5")}),
+            );
+            series.push(
+                json!({"series": format!("secret_rotation_age_days{{secret_name=\"{secret}\",pod=\"{pod}\"}}"),
+                               "values": format!("{age}x5")}),
+            );
+        }
+    }
+    let one = |v: f64| json!([{"labels": "{}", "value": v}]);
+    let by_secret = |values: &[(&str, f64)]| -> Value {
+        values
+            .iter()
+            .map(|(s, v)| json!({"labels": format!("{{secret_name=\"{s}\"}}"), "value": v}))
+            .collect()
+    };
+    let ages = by_secret(&[("ns/x", 120.0), ("ns/y", 10.0), ("ns/z", 5.0), ("ns/w", 1.0)]);
+    let states: Value = [("ready", 3), ("failing", 1), ("pending", 0), ("overdue", 1)]
+        .iter()
+        .map(|(s, v)| json!({"labels": format!("{{state=\"{s}\"}}"), "value": v}))
+        .collect();
+    let checks = json!([
+        {"expr": expr("Managed secrets"), "eval_time": "2m", "exp_samples": one(4.0)},
+        {"expr": expr("Failing"), "eval_time": "2m", "exp_samples": one(1.0)},
+        {"expr": expr("Rotation overdue"), "eval_time": "2m", "exp_samples": one(1.0)},
+        {"expr": expr("Rotation compliance"), "eval_time": "2m", "exp_samples": one(0.75)},
+        {"expr": expr("Overdue secrets"), "eval_time": "2m", "exp_samples": by_secret(&[("ns/x", 1.0)])},
+        {"expr": expr("Oldest secrets"), "eval_time": "2m", "exp_samples": ages},
+        {"expr": expr("Secret age histogram"), "eval_time": "2m", "exp_samples": ages},
+        {"expr": expr("ManagedSecrets by state"), "eval_time": "2m", "exp_samples": states},
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("none.yaml"), "groups: []\n").unwrap();
+    let test = json!({
+        "rule_files": ["none.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": checks}]
+    });
+    let file = dir.path().join("dashboard-test.yaml");
+    std::fs::write(&file, serde_json::to_string_pretty(&test).unwrap()).unwrap();
+    let out = ok(
+        Command::new(support::tool("promtool"))
+            .args(["test", "rules"])
+            .arg(&file)
+            .output()
+            .unwrap(),
+        "promtool test rules (dashboard)",
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
 }
 
 #[test]
@@ -806,7 +1074,16 @@ async fn every_rendered_object_passes_server_side_dry_run() {
             "values-full",
             render(
                 &release.name,
-                &["-f", &full, "--set", &format!("watchNamespace={}", watched.name)],
+                &[
+                    "-f",
+                    &full,
+                    "--set",
+                    &format!("watchNamespace={}", watched.name),
+                    MONITORING_APIS[0],
+                    MONITORING_APIS[1],
+                    MONITORING_APIS[2],
+                    MONITORING_APIS[3],
+                ],
             ),
         ),
     ] {
@@ -814,6 +1091,36 @@ async fn every_rendered_object_passes_server_side_dry_run() {
         let applied = out.lines().filter(|l| l.contains("(server dry run)")).count();
         assert_eq!(applied, objects.len(), "{what}: not every object was applied:\n{out}");
     }
+}
+
+/// The README's install on a cluster as a new user's is (no Prometheus Operator, nothing of keyward's): the
+/// default render with the README's monitoring flags, applied server-side for real, every object created.
+#[test]
+fn the_default_render_installs_on_a_cluster_without_the_prometheus_operator() {
+    let bare = support::fresh_cluster();
+    let objects = render(
+        "default",
+        &[
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "prometheusRule.enabled=true",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rendered.json");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    std::fs::write(&file, serde_json::to_string(&list).unwrap()).unwrap();
+    let out = Command::new(support::tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&bare.kubeconfig)
+        .args(["apply", "--server-side", "--field-manager=keyward-test", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = ok(out, "kubectl apply --server-side (fresh cluster)");
+    let applied = text.lines().filter(|l| l.contains("serverside-applied")).count();
+    assert_eq!(applied, objects.len(), "not every object was applied:\n{text}");
 }
 
 /// A kubeconfig for the control plane that authenticates with `token` (a ServiceAccount's bearer token).
@@ -862,7 +1169,25 @@ struct ChartKeyward {
     _dir: tempfile::TempDir,
 }
 
-async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> ChartKeyward {
+/// What the installed chart's Deployment would run, made runnable here: its volumes' Secrets and ConfigMaps
+/// written to local directories (0755, files 0644, as a kubelet's projection), its arguments with the
+/// listeners moved to free loopback ports (a host-network run shares the host's ports), its environment with
+/// the downward API resolved, and a token of its ServiceAccount.
+struct InstalledPod {
+    pod: PodSpec,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// (mount path in the container, local directory holding its files).
+    mounts: Vec<(String, PathBuf)>,
+    token: String,
+    http: std::net::SocketAddr,
+    webhook: std::net::SocketAddr,
+    left_out: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+async fn installed_pod(admin: &Client, release_ns: &str, deployment: &str) -> InstalledPod {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = Api::<Deployment>::namespaced(admin.clone(), release_ns)
         .get(deployment)
@@ -870,11 +1195,15 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
         .unwrap();
     let pod = d.spec.unwrap().template.spec.unwrap();
     let c = &pod.containers[0];
-    let volumes = pod.volumes.unwrap_or_default();
+    let volumes = pod.volumes.clone().unwrap_or_default();
     let mut mounts = Vec::new();
+    let readable = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
     for m in c.volume_mounts.clone().unwrap_or_default() {
         let local = dir.path().join(m.mount_path.trim_start_matches('/'));
         std::fs::create_dir_all(&local).unwrap();
+        readable(&local, 0o755);
         let v = volumes.iter().find(|v| v.name == m.name).unwrap();
         if let Some(s) = &v.secret {
             let secret = Api::<Secret>::namespaced(admin.clone(), release_ns)
@@ -884,6 +1213,7 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
             let data = secret.data.unwrap_or_default();
             for item in s.items.clone().unwrap_or_default() {
                 std::fs::write(local.join(&item.path), &data[&item.key].0).unwrap();
+                readable(&local.join(&item.path), 0o644);
             }
         }
         if let Some(cm) = &v.config_map {
@@ -894,6 +1224,7 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
             let data = map.data.unwrap_or_default();
             for item in cm.items.clone().unwrap_or_default() {
                 std::fs::write(local.join(&item.path), &data[&item.key]).unwrap();
+                readable(&local.join(&item.path), 0o644);
             }
         }
         mounts.push((m.mount_path.clone(), local));
@@ -909,23 +1240,11 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
             left_out.push(arg);
             continue;
         }
-        if flag == "--http-listen" {
-            args.push(format!("--http-listen={http}"));
-            continue;
+        match flag.as_str() {
+            "--http-listen" => args.push(format!("--http-listen={http}")),
+            "--webhook-listen" => args.push(format!("--webhook-listen={webhook}")),
+            _ => args.push(arg),
         }
-        if flag == "--webhook-listen" {
-            args.push(format!("--webhook-listen={webhook}"));
-            continue;
-        }
-        let mut arg = arg;
-        for (path, local) in &mounts {
-            if let Some((f, v)) = arg.split_once('=')
-                && let Some(rest) = v.strip_prefix(path.as_str())
-            {
-                arg = format!("{f}={}{rest}", local.display());
-            }
-        }
-        args.push(arg);
     }
     let mut env = Vec::new();
     for e in c.env.clone().unwrap_or_default() {
@@ -942,27 +1261,394 @@ async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> Ch
         };
         env.push((e.name.clone(), value));
     }
-    let sa = pod.service_account_name.unwrap();
+    let sa = pod.service_account_name.clone().unwrap();
     let token = service_account_token(admin, release_ns, &sa).await;
-    let kubeconfig = token_kubeconfig(dir.path(), &token);
-    let client = keyward_dev::control_plane::client_from_kubeconfig(&kubeconfig)
-        .await
-        .unwrap();
-    let keyward = Keyward::launch(&kubeconfig, &args, &env, http, webhook);
     if !left_out.is_empty() {
         eprintln!("note: left out (not in this keyward yet): {left_out:?}");
     }
+    InstalledPod {
+        pod,
+        args,
+        env,
+        mounts,
+        token,
+        http,
+        webhook,
+        left_out,
+        dir,
+    }
+}
+
+async fn wait_ready(http: std::net::SocketAddr) {
     eventually(60, "keyward ready", || async {
         let r = reqwest::get(format!("http://{http}/readyz")).await.ok()?;
         r.status().is_success().then_some(())
     })
     .await;
+}
+
+async fn run_installed(admin: &Client, release_ns: &str, deployment: &str) -> ChartKeyward {
+    let p = installed_pod(admin, release_ns, deployment).await;
+    // Paths in arguments move to where the mounts' files are here.
+    let args: Vec<String> = p
+        .args
+        .iter()
+        .map(|arg| {
+            for (path, local) in &p.mounts {
+                if let Some((f, v)) = arg.split_once('=')
+                    && let Some(rest) = v.strip_prefix(path.as_str())
+                {
+                    return format!("{f}={}{rest}", local.display());
+                }
+            }
+            arg.clone()
+        })
+        .collect();
+    let kubeconfig = token_kubeconfig(p.dir.path(), &p.token);
+    let client = keyward_dev::control_plane::client_from_kubeconfig(&kubeconfig)
+        .await
+        .unwrap();
+    let keyward = Keyward::launch(&kubeconfig, &args, &p.env, p.http, p.webhook);
+    wait_ready(p.http).await;
     ChartKeyward {
         keyward,
         client,
-        left_out,
-        _dir: dir,
+        left_out: p.left_out,
+        _dir: p.dir,
     }
+}
+
+/// The image `tools/image.sh build amd64` made (`make integration` builds it first); `KEYWARD_TEST_IMAGE`
+/// names another.
+fn test_image() -> String {
+    let image = std::env::var("KEYWARD_TEST_IMAGE")
+        .unwrap_or_else(|_| format!("localhost/keyward:{}-amd64", env!("CARGO_PKG_VERSION")));
+    let out = podman(&["image", "exists", &image]);
+    assert!(
+        out.status.success(),
+        "image {image} is missing: build it with `tools/image.sh build amd64` (make integration does)"
+    );
+    image
+}
+
+/// podman with the flags these machines need (../shared/notes/containers.md).
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman")
+        .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+        .args(args)
+        .output()
+        .expect("run podman (apt-get install podman runc; tools/system-deps.sh)")
+}
+
+/// A container of the image, removed when dropped (its log printed first if the test failed).
+struct Container {
+    name: String,
+}
+
+impl Container {
+    fn logs(&self) -> String {
+        let out = podman(&["logs", &self.name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- container {} log ----\n{}", self.name, self.logs());
+        }
+        let _ = podman(&["rm", "--force", "--time", "0", &self.name]);
+    }
+}
+
+/// Runs the installed chart's pod from `image` under podman as a kubelet would: the pod's and container's
+/// securityContext as podman flags (user, read-only root, capabilities, no privilege escalation), each
+/// Secret/ConfigMap volume bind-mounted read-only where the chart mounts it, each emptyDir as a tmpfs, the
+/// ServiceAccount's token, the cluster's CA and the namespace at /var/run/secrets/kubernetes.io/serviceaccount,
+/// KUBERNETES_SERVICE_HOST/PORT for the API server, the chart's arguments and environment. Host network: the
+/// control plane listens on loopback.
+fn run_image(image: &str, p: &InstalledPod, release_ns: &str) -> Container {
+    use std::os::unix::fs::PermissionsExt;
+    let admin: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&support::cluster_any().kubeconfig).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    // https://HOST:PORT, as the harness writes it.
+    let server = cluster["server"].as_str().unwrap();
+    let (host, port) = server
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .unwrap();
+    let ca = match cluster["certificate-authority-data"].as_str() {
+        Some(b64) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+        }
+        None => std::fs::read(cluster["certificate-authority"].as_str().unwrap()).unwrap(),
+    };
+    let sa = p.dir.path().join("serviceaccount");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::set_permissions(&sa, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (file, content) in [
+        ("token", p.token.as_bytes()),
+        ("ca.crt", &ca),
+        ("namespace", release_ns.as_bytes()),
+    ] {
+        std::fs::write(sa.join(file), content).unwrap();
+        std::fs::set_permissions(sa.join(file), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let c = &p.pod.containers[0];
+    let pod_sc = p.pod.security_context.clone().unwrap_or_default();
+    let sc = c.security_context.clone().unwrap_or_default();
+    let user = sc.run_as_user.or(pod_sc.run_as_user).expect("the chart sets runAsUser");
+    let group = sc
+        .run_as_group
+        .or(pod_sc.run_as_group)
+        .expect("the chart sets runAsGroup");
+    let name = format!("keyward-test-{}-{}", std::process::id(), p.http.port());
+    let mut args: Vec<String> = [
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--user={user}:{group}"));
+    if sc.read_only_root_filesystem == Some(true) {
+        args.push("--read-only".into());
+    }
+    for cap in sc.capabilities.and_then(|c| c.drop).unwrap_or_default() {
+        args.push(format!("--cap-drop={cap}"));
+    }
+    if sc.allow_privilege_escalation == Some(false) {
+        args.push("--security-opt=no-new-privileges".into());
+    }
+    let volumes = p.pod.volumes.clone().unwrap_or_default();
+    for m in c.volume_mounts.clone().unwrap_or_default() {
+        let v = volumes.iter().find(|v| v.name == m.name).unwrap();
+        if v.empty_dir.is_some() {
+            args.push(format!("--tmpfs={}:rw,mode=1777,size=16m", m.mount_path));
+        } else {
+            let local = &p.mounts.iter().find(|(path, _)| *path == m.mount_path).unwrap().1;
+            args.push(format!("--volume={}:{}:ro", local.display(), m.mount_path));
+        }
+    }
+    args.push(format!(
+        "--volume={}:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+        sa.display()
+    ));
+    args.push(format!("--env=KUBERNETES_SERVICE_HOST={host}"));
+    args.push(format!("--env=KUBERNETES_SERVICE_PORT={port}"));
+    for (k, v) in &p.env {
+        args.push(format!("--env={k}={v}"));
+    }
+    args.push(image.to_string());
+    args.extend(p.args.iter().cloned());
+    let out = podman(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let container = Container { name };
+    assert!(
+        out.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    container
+}
+
+/// The heredoc YAML documents NOTES.txt tells the user to `kubectl apply`, as JSON.
+fn notes_documents(notes: &str) -> Vec<Value> {
+    let mut docs = Vec::new();
+    let mut lines = notes.lines();
+    while let Some(line) = lines.next() {
+        if !line.trim_end().ends_with("<<'YAML'") {
+            continue;
+        }
+        let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "YAML").collect();
+        let indent = body.iter().map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+        let text: String = body.iter().map(|l| format!("{}\n", &l[indent..])).collect();
+        docs.push(serde_saphyr::from_str::<Value>(&text).unwrap());
+    }
+    docs
+}
+
+/// The README's install, end to end: the chart installed with the values file NOTES.txt points at
+/// (charts/keyward/ci/values-first-secret.yaml, its namespace renamed to this test's), keyward run from the
+/// built image under podman exactly as the chart runs it (read-only root, no capabilities, UID 65532,
+/// in-cluster config from the mounted ServiceAccount), and NOTES.txt's first ManagedSecret, applied as
+/// printed, goes Ready with the value from ESC.
+#[tokio::test]
+async fn the_image_runs_as_the_chart_runs_it_and_the_notes_first_secret_goes_ready() {
+    const CANARY: &str = "sk-canary-image-test-0f3a";
+    let image = test_image();
+    let dir = tempfile::tempdir().unwrap();
+    let esc = support::esc_server("image-esc-token", dir.path()).await;
+    esc.put_definition(
+        "my-org",
+        "my-project",
+        "production",
+        &format!("values:\n  app:\n    openai_api_key:\n      fn::secret: {CANARY}\n"),
+    )
+    .unwrap();
+    let cluster = cluster_with_controllers();
+    let admin = cluster.client().await;
+    let release_ns = TestNs::with_client("kw-img", admin.clone()).await;
+    let app = TestNs::with_client("kw-img-app", admin.clone()).await;
+    let values = std::fs::read_to_string(chart().join("ci/values-first-secret.yaml"))
+        .unwrap()
+        .replace("names: [backend]", &format!("names: [{}]", app.name));
+    let values_file = dir.path().join("values.yaml");
+    std::fs::write(&values_file, values).unwrap();
+    let release = format!("kw{}", release_ns.name.rsplit('-').next().unwrap());
+    helm_install(
+        &release,
+        &release_ns.name,
+        &[
+            "-f",
+            values_file.to_str().unwrap(),
+            "--set",
+            "replicaCount=1",
+            "--set",
+            &format!("esc.url={}", esc.base_url()),
+            "--set",
+            "esc.token=image-esc-token",
+        ],
+    );
+    let kubeconfig = support::cluster_any().kubeconfig.display().to_string();
+    let notes = ok(
+        helm(&[
+            "get",
+            "notes",
+            &release,
+            "--namespace",
+            &release_ns.name,
+            "--kubeconfig",
+            &kubeconfig,
+        ]),
+        "helm get notes",
+    );
+    let p = installed_pod(&admin, &release_ns.name, &format!("{release}-keyward")).await;
+    let container = run_image(&image, &p, &release_ns.name);
+    wait_ready(p.http).await;
+
+    let mut first = notes_documents(&notes)
+        .into_iter()
+        .find(|d| d["kind"] == "ManagedSecret")
+        .unwrap_or_else(|| panic!("NOTES.txt shows no ManagedSecret:\n{notes}"));
+    assert_eq!(first["metadata"]["namespace"], "backend", "{notes}");
+    first["metadata"]["namespace"] = json!(app.name);
+    let managed: ManagedSecret = serde_json::from_value(first).unwrap();
+    let name = managed.metadata.name.clone().unwrap();
+    app.api::<ManagedSecret>()
+        .create(&PostParams::default(), &managed)
+        .await
+        .unwrap();
+    let target = managed.spec.target.name.clone().unwrap_or_else(|| name.clone());
+    let key = managed.spec.target.key.clone();
+    eventually(
+        90,
+        "NOTES' ManagedSecret Ready, its Secret holding the ESC value",
+        || async {
+            let ms = app.api::<ManagedSecret>().get(&name).await.ok()?;
+            let ready = ms
+                .status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let secret = app.api::<Secret>().get(&target).await.ok()?;
+            let value = secret.data?.get(&key)?.0.clone();
+            (ready && value == CANARY.as_bytes()).then_some(())
+        },
+    )
+    .await;
+    // No kubeconfig in the image: it reached the API server through the in-cluster configuration alone.
+    let logs = container.logs();
+    assert!(!logs.contains(CANARY), "the value reached the log");
+    drop(container);
+    helm_uninstall(&release, &release_ns.name);
+}
+
+/// The chart's ClusterRoles aggregated to Kubernetes' `edit` and `view`: a person bound to `edit` in a
+/// namespace creates a ManagedSecret there; bound to `view`, reads but cannot create; bound to nothing, neither.
+/// (Aggregation is kube-controller-manager's clusterrole-aggregation controller: the shared control plane runs
+/// it.)
+#[tokio::test]
+async fn people_bound_to_edit_manage_managed_secrets_and_others_cannot() {
+    let cluster = cluster_with_controllers();
+    let admin = cluster.client().await;
+    let release_ns = TestNs::with_client("kw-agg", admin.clone()).await;
+    let team = TestNs::with_client("kw-agg-team", admin.clone()).await;
+    let release = format!("kw{}", release_ns.name.rsplit('-').next().unwrap());
+    helm_install(
+        &release,
+        &release_ns.name,
+        &["--set", "replicaCount=1", "--set", "leaderElection.enabled=false"],
+    );
+    for (user, role) in [("agg-editor", "edit"), ("agg-viewer", "view")] {
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": user},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        }))
+        .unwrap();
+        team.api::<k8s_openapi::api::rbac::v1::RoleBinding>()
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    let managed = |name: &str| -> ManagedSecret {
+        serde_json::from_value(json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret", "metadata": {"name": name},
+            "spec": {"source": {"esc": {"environment": "acme/app/prod", "path": "db.password"}},
+                     "target": {"key": "VALUE"}}
+        }))
+        .unwrap()
+    };
+    let team_name = team.name.clone();
+    let as_user = |user: &'static str| {
+        let team_name = team_name.clone();
+        async move { Api::<ManagedSecret>::namespaced(cluster.client_as(user).await, &team_name) }
+    };
+    let editor = as_user("agg-editor").await;
+    // The aggregation controller folds the chart's rules into `edit` within moments of the install.
+    eventually(60, "edit aggregates ManagedSecrets", || async {
+        editor.create(&PostParams::default(), &managed("by-editor")).await.ok()
+    })
+    .await;
+    editor
+        .patch(
+            "by-editor",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        )
+        .await
+        .unwrap();
+    let viewer = as_user("agg-viewer").await;
+    eventually(60, "view aggregates ManagedSecrets", || async {
+        viewer.get("by-editor").await.ok()
+    })
+    .await;
+    forbidden(
+        "a viewer creates a ManagedSecret",
+        viewer.create(&PostParams::default(), &managed("by-viewer")).await,
+    );
+    let stranger = as_user("agg-stranger").await;
+    forbidden("a stranger reads a ManagedSecret", stranger.get("by-editor").await);
+    forbidden(
+        "a stranger creates a ManagedSecret",
+        stranger.create(&PostParams::default(), &managed("by-stranger")).await,
+    );
+    editor.delete("by-editor", &DeleteParams::default()).await.unwrap();
+    helm_uninstall(&release, &release_ns.name);
 }
 
 /// `accessPolicies=[...]` for `--set-json`: one AccessPolicy `name` that lets namespace `ns` use Secret

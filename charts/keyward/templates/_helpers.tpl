@@ -29,6 +29,7 @@ helm.sh/chart: {{ include "keyward.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/part-of: keyward
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "keyward.serviceAccountName" -}}
@@ -40,7 +41,12 @@ app.kubernetes.io/part-of: keyward
 {{- end }}
 
 {{- define "keyward.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $registry := .Values.image.registry }}
+{{- with (.Values.global | default dict).imageRegistry }}{{ $registry = . }}{{ end }}
+{{- $ref := printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- if $registry }}{{ $ref = printf "%s/%s" (trimSuffix "/" $registry) $ref }}{{ end }}
+{{- with .Values.image.digest }}{{ $ref = printf "%s@%s" $ref . }}{{ end }}
+{{- $ref }}
 {{- end }}
 
 {{/* The Secret holding the ESC token ("" when none): existingSecret, tokenSecret.name, or the chart's own. */}}
