@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use super::OpsError;
+use super::error::OpsError;
 
 /// The label every Deployment of the chart carries (charts/keyward/templates/_helpers.tpl, selectorLabels).
 const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=keyward";
