@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make image` and the image tests need beyond Rust and the tools tools/build.sh builds: Debian's
-# podman, skopeo and runc (images without a daemon), musl-tools and the aarch64 cross compiler (static
-# binaries for amd64 and arm64), qemu-user-static (starting the arm64 binary here), docker-registry (a
+# podman, skopeo and runc (images without a daemon), musl-tools and the aarch64 cross compiler with its C
+# headers (static binaries for amd64 and arm64), qemu-user-static (starting the arm64 binary here), docker-registry (a
 # registry on loopback for the push test), and the Rust musl targets. Only what is missing is installed.
 #
 #   tools/system-deps.sh            (as root, or with sudo available)
@@ -16,6 +16,8 @@ for package in "${!command_of[@]}"; do
   command -v "${command_of[$package]}" >/dev/null || missing+=("$package")
 done
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# The C headers ring's aarch64 build compiles against (gcc-aarch64-linux-gnu only recommends them).
+[ -f /usr/aarch64-linux-gnu/include/bits/libc-header-start.h ] || missing+=(libc6-dev-arm64-cross)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
