@@ -94,10 +94,25 @@ fn edit(
     Ok(replacement(target, indicator, value))
 }
 
-/// Whether byte `at` follows a block sequence's `-` on the same line, spaces and tabs between.
+/// Whether byte `at` follows a block sequence's `-` on the same line, spaces and tabs between. The `-` is an
+/// indicator only when what precedes it on its line is indentation and other indicators, each followed by a
+/// blank (`- - `, `? - `, `: - `): a `-` at the end of a comment (`- # a - b -`, where the parser places the
+/// empty item at the line's end) or of a scalar is not one.
 fn after_item_indicator(text: &str, at: usize) -> bool {
-    let before = text[..at.min(text.len())].trim_end_matches([' ', '\t']);
-    before.ends_with('-')
+    let before = text.get(..at).unwrap_or(text).trim_end_matches([' ', '\t']);
+    let Some(line) = before.strip_suffix('-') else {
+        return false;
+    };
+    let line = &line[line.rfind(['\n', '\r']).map_or(0, |i| i + 1)..];
+    let mut wants_blank = false;
+    for c in line.chars() {
+        match c {
+            ' ' | '\t' => wants_blank = false,
+            '-' | '?' | ':' if !wants_blank => wants_blank = true,
+            _ => return false,
+        }
+    }
+    !wants_blank
 }
 
 fn parse(definition: &str) -> Result<Option<Node>, EditError> {
@@ -606,6 +621,18 @@ values:
         check("values:\n  - ? a\n    :\n", "[0].a", "v");
         check("values: {? a\n : }\n", "a", "v");
         // An empty list item followed by a comment: the parser places it at the next item's `-`.
+        // The same with a `-` ending the comment: the parser places the empty item at the line's end, after that
+        // `-`, which is the comment's, not the item's.
+        for (text, at) in [
+            ("values:\n  l:\n  -\n  - # x - 2 -\n  - 2\n", "l[1]"),
+            ("values:\n  l:\n  - # x -\n  - 2\n", "l[0]"),
+            ("values:\n  l:\n  - # x -\n", "l[0]"),
+        ] {
+            match set_secret(text, &path(at), "v") {
+                Err(e) => assert_eq!(e.category(), "not_a_value", "{text:?} {at}: {e}"),
+                Ok(out) => panic!("{text:?} {at}: wrote {out:?}"),
+            }
+        }
         let text = "values:\n  - # c\n  - b\n";
         let e = set_secret(text, &PropertyPath(vec![Segment::Index(0)]), "v").unwrap_err();
         assert_eq!(e.category(), "not_a_value", "{e}");
