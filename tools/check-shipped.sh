@@ -3,13 +3,16 @@
 # GitHub servers live in the keyward-dev package) and no test hook.
 #
 #   tools/check-shipped.sh target/release/keyward
+#   KEYWARD_RUNNER=qemu-aarch64-static tools/check-shipped.sh build/image/context/arm64/keyward
+# KEYWARD_RUNNER starts a binary of another architecture (tools/image.sh sets it for arm64 on other hosts).
 set -euo pipefail
 bin=${1:?usage: tools/check-shipped.sh BINARY}
 fail() { echo "check-shipped: $bin: $*" >&2; exit 1; }
 [ -x "$bin" ] || fail "not an executable (build it with: cargo build --release -p keyward --bin keyward)"
 
 # The command line offers no developer command.
-help=$("$bin" --help)
+# shellcheck disable=SC2086 # KEYWARD_RUNNER is a command, possibly with flags
+help=$(${KEYWARD_RUNNER:-} "$bin" --help)
 for cmd in control-plane esc-server github-server; do
   if grep -qw -- "$cmd" <<<"$help"; then fail "keyward --help lists the developer command $cmd"; fi
 done

@@ -64,7 +64,9 @@ binary() {
   said=$("${run[@]}" --version) || die "the linux/$arch binary does not start"
   [ "$said" = "keyward $version" ] || die "the linux/$arch binary says \"$said\", expected \"keyward $version\""
   echo "image: linux/$arch binary starts: $said"
-  tools/check-shipped.sh "$context/$arch/keyward"
+  local runner=
+  if [ ${#run[@]} -gt 1 ]; then runner=${run[0]}; fi
+  KEYWARD_RUNNER=$runner tools/check-shipped.sh "$context/$arch/keyward"
 }
 
 rootfs() {
