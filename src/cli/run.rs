@@ -89,7 +89,8 @@ fn policy_file(path: &Path, interval: Duration) -> anyhow::Result<tokio::sync::w
     };
     tokio::spawn(async move {
         watched
-            .on_change(None, interval, Some(&text), |bytes| {
+            // As `Form::Key` reads it, so that the first read of an unchanged file is not a change.
+            .on_change(None, interval, Some(text.trim_ascii_end()), |bytes| {
                 sender.send_replace(parse(&bytes)?);
                 Ok(())
             })
