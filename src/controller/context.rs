@@ -13,7 +13,7 @@ use kube::runtime::reflector::Store;
 
 use super::access::AccessView;
 use super::leader::Elector;
-use crate::api::{ManagedSecret, PushStatus};
+use crate::api::{ManagedSecret, ManagedSecretStatus, PushStatus};
 use crate::authz::grants::Policies;
 use crate::consumers::Planner;
 use crate::push::github::GithubClient;
@@ -102,6 +102,9 @@ struct Memory {
     /// The last push this process made per `uid/target`: a reconcile that starts from a cached object whose
     /// status does not show that push yet must not push the same value again.
     pushes: Mutex<HashMap<String, PushStatus>>,
+    /// The last status this process wrote per uid, with the resourceVersion of the object it was written
+    /// against: while the cache still holds that version, the status written is newer than the cache's.
+    written: Mutex<HashMap<String, (String, ManagedSecretStatus)>>,
 }
 
 impl Context {
@@ -217,6 +220,36 @@ impl Context {
     }
 
     /// Whether `request` was already honoured for this object; records it as honoured if not.
+    /// The status a reconcile of `ms` starts from: the cached object's — unless the cache still holds the
+    /// version this process last wrote status against (the watch has not delivered our write yet), when the
+    /// status written is the newer. Without this a reconcile woken by our own Secret write could start from
+    /// the status before the last write and drop what that write said (a condition set once, on a change).
+    pub fn status_base(&self, ms: &ManagedSecret) -> Option<ManagedSecretStatus> {
+        let (Some(uid), Ok(mut map)) = (ms.metadata.uid.as_deref(), self.memory.written.lock()) else {
+            return ms.status.clone();
+        };
+        match map.get(uid) {
+            Some((version, status)) if ms.metadata.resource_version.as_ref() == Some(version) => Some(status.clone()),
+            Some(_) => {
+                // The cache has caught up (or moved past): it is the newest.
+                map.remove(uid);
+                ms.status.clone()
+            }
+            None => ms.status.clone(),
+        }
+    }
+
+    /// Remembers that `status` was written for `ms` (as cached when the write was made).
+    pub fn status_written(&self, ms: &ManagedSecret, status: &ManagedSecretStatus) {
+        if let (Some(uid), Some(version), Ok(mut map)) = (
+            ms.metadata.uid.as_deref(),
+            ms.metadata.resource_version.as_ref(),
+            self.memory.written.lock(),
+        ) {
+            map.insert(uid.to_string(), (version.clone(), status.clone()));
+        }
+    }
+
     pub fn refresh_handled(&self, uid: &str, request: Option<&str>) -> bool {
         let (Some(request), Ok(mut map)) = (request, self.memory.refreshes.lock()) else {
             return false;

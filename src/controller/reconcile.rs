@@ -30,7 +30,7 @@ async fn reconcile_one(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Cont
     }
     let uid = ms.uid().ok_or(ControllerError::MissingField("uid"))?;
     let now = Time(jiff::Timestamp::now());
-    let mut status = ms.status.clone().unwrap_or_default();
+    let mut status = ctx.status_base(ms).unwrap_or_default();
     status.observed_generation = ms.metadata.generation;
     let interval = ms.refresh_interval();
 

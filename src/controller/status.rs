@@ -10,17 +10,18 @@ use super::context::Context;
 use super::error::ControllerError;
 use crate::api::{ConsumerStatus, ManagedSecret, ManagedSecretStatus, StatusWriter};
 
-/// The reconcile's write: the fields it owns that differ from what `ms` (as cached) holds, null for those it
-/// cleared.
+/// The reconcile's write: the fields it owns that differ from what `ms` holds (as cached, or as this process
+/// last wrote it: `Context::status_base`), null for those it cleared.
 pub async fn write_reconciled(
     ms: &ManagedSecret,
     ctx: &Context,
     status: &ManagedSecretStatus,
 ) -> Result<(), ControllerError> {
-    if ms.status.as_ref() == Some(status) {
+    let base = ctx.status_base(ms);
+    if base.as_ref() == Some(status) {
         return Ok(());
     }
-    let changed = changed_fields(ms.status.as_ref(), status, StatusWriter::Reconcile);
+    let changed = changed_fields(base.as_ref(), status, StatusWriter::Reconcile);
     if changed.is_empty() {
         return Ok(());
     }
@@ -29,6 +30,7 @@ pub async fn write_reconciled(
     let patch = serde_json::json!({"status": serde_json::Value::Object(changed)});
     api.patch_status(&ms.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
+    ctx.status_written(ms, status);
     Ok(())
 }
 
