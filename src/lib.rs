@@ -13,6 +13,7 @@ pub mod esc;
 pub mod http;
 pub mod ops;
 pub mod push;
+pub mod render;
 pub mod retry;
 pub mod rotation;
 pub mod secret;

@@ -119,7 +119,96 @@ async fn invalid_specs_are_refused_with_readable_messages() {
         (
             "missing target key",
             with(&["spec", "target"], serde_json::json!({"name": "t"})),
-            "spec.target.key: Required value",
+            "target.key names the key of a single value",
+        ),
+        (
+            "target key with several values",
+            with(
+                &["spec", "source", "esc"],
+                serde_json::json!({"environment": "acme/app/prod", "data": [{"key": "A", "path": "a"}]}),
+            ),
+            "target.key names the key of a single value",
+        ),
+        (
+            "path and data",
+            with(
+                &["spec", "source", "esc", "data"],
+                serde_json::json!([{"key": "A", "path": "a"}]),
+            ),
+            "source.esc needs exactly one of path (one value, under target.key) or data/dataFrom",
+        ),
+        (
+            "repeated data key",
+            with(
+                &["spec"],
+                serde_json::json!({
+                    "source": {"esc": {"environment": "acme/app/prod", "data": [{"key": "A", "path": "a"}, {"key": "A", "path": "b"}]}},
+                    "target": {"name": "t"}
+                }),
+            ),
+            "source.esc.data must not repeat a key",
+        ),
+        (
+            "bad data key",
+            with(
+                &["spec"],
+                serde_json::json!({
+                    "source": {"esc": {"environment": "acme/app/prod", "data": [{"key": "A/B", "path": "a"}]}},
+                    "target": {"name": "t"}
+                }),
+            ),
+            "source.esc.data key must be a valid Secret data key",
+        ),
+        (
+            "bad dataFrom path",
+            with(
+                &["spec"],
+                serde_json::json!({
+                    "source": {"esc": {"environment": "acme/app/prod", "dataFrom": [{"path": "a..b"}]}},
+                    "target": {"name": "t"}
+                }),
+            ),
+            "path must be an ESC property path",
+        ),
+        (
+            "generated rotation of several values",
+            with(
+                &["spec"],
+                serde_json::json!({
+                    "source": {"esc": {"environment": "acme/app/prod", "dataFrom": [{"path": "app"}]}},
+                    "target": {"name": "t"},
+                    "rotation": {"period": "30d", "strategy": "Generate"}
+                }),
+            ),
+            "rotation strategies Generate and Esc rotate one value",
+        ),
+        (
+            "push of several values",
+            with(
+                &["spec"],
+                serde_json::json!({
+                    "source": {"esc": {"environment": "acme/app/prod", "dataFrom": [{"path": "app"}]}},
+                    "target": {"name": "t"},
+                    "rotation": {"period": "30d", "pushTo": [{"github": {"organization": "acme", "secretName": "X"}}]}
+                }),
+            ),
+            "rotation.pushTo pushes one value",
+        ),
+        (
+            "bad template key",
+            with(
+                &["spec", "target", "template"],
+                serde_json::json!({"data": {"a b": "{{ PASSWORD }}"}}),
+            ),
+            "target.template.data keys must be valid Secret data keys",
+        ),
+        (
+            "bad merge policy",
+            with(
+                &["spec", "target", "template"],
+                serde_json::json!({"data": {"X": "{{ PASSWORD }}"}, "mergePolicy": "Overwrite"}),
+            ),
+            "supported values: \"Replace\", \"Merge\"",
         ),
         (
             "bad deletion policy",

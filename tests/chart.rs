@@ -1553,7 +1553,7 @@ async fn the_image_runs_as_the_chart_runs_it_and_the_notes_first_secret_goes_rea
         .await
         .unwrap();
     let target = managed.spec.target.name.clone().unwrap_or_else(|| name.clone());
-    let key = managed.spec.target.key.clone();
+    let key = managed.spec.target.key.clone().unwrap();
     eventually(
         90,
         "NOTES' ManagedSecret Ready, its Secret holding the ESC value",

@@ -80,7 +80,7 @@ impl World {
             .get(ENV, None, "app.dbPassword", Instant::now())
             .await
             .unwrap();
-        String::from_utf8(v.value.expose().to_vec()).unwrap()
+        String::from_utf8(v.0.expose().to_vec()).unwrap()
     }
 
     /// The environment's current revision.

@@ -538,29 +538,50 @@ async fn a_renamed_target_leaves_no_managed_secret_behind() {
 async fn a_refused_write_says_why_and_shows_no_value() {
     const CANARY: &str = "canary-refused-write-0c4b";
     let (ns, secrets, managed, keyward) = with_source("sync-refused", format!("c{CANARY} not json").as_bytes()).await;
+    // Data of the wrong shape for its type is refused before it is written.
     let mut ms = from_secret("pull", "src", ".dockerconfigjson", "Delete");
     ms.spec.target.type_ = Some("kubernetes.io/dockerconfigjson".into());
     managed.create(&PostParams::default(), &ms).await.unwrap();
-    let cond = eventually(40, "TargetWriteFailed", || async {
-        let c = managed
-            .get("pull")
+    let wait_reason = |name: &'static str, reason: &'static str| {
+        let managed = managed.clone();
+        async move {
+            eventually(40, reason, || async {
+                let c = managed
+                    .get(name)
+                    .await
+                    .ok()?
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")?;
+                (c.reason == reason).then_some(c)
+            })
             .await
-            .ok()?
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (c.reason == "TargetWriteFailed").then_some(c)
-    })
-    .await;
+        }
+    };
+    let invalid = wait_reason("pull", "InvalidSecretData").await;
+    assert_eq!(
+        invalid.message,
+        "Secret type kubernetes.io/dockerconfigjson: .dockerconfigjson must be a JSON object"
+    );
+    // What the API server still refuses (here a label value) comes back with its rule, quoted fragments cut out.
+    let mut ms = from_secret("labelled", "src", "VALUE", "Delete");
+    ms.spec
+        .target
+        .labels
+        .insert("tier".into(), format!("{CANARY} not a label value"));
+    managed.create(&PostParams::default(), &ms).await.unwrap();
+    let cond = wait_reason("labelled", "TargetWriteFailed").await;
     assert!(
-        cond.message.contains("HTTP 422") && cond.message.contains(".dockerconfigjson"),
+        cond.message.contains("HTTP 422") && cond.message.contains("metadata.labels"),
         "the field the API server refused: {}",
         cond.message
     );
-    let mut seen = cond.message.clone();
+    let mut seen = format!("{}\n{}", invalid.message, cond.message);
     seen.push_str(&ns.events_for("pull").await.join("\n"));
+    seen.push_str(&ns.events_for("labelled").await.join("\n"));
     seen.push_str(&keyward.logs());
     assert!(!seen.contains(CANARY), "the value leaked: {seen}");
     assert!(secrets.get_opt("pull").await.unwrap().is_none());
+    assert!(secrets.get_opt("labelled").await.unwrap().is_none());
 }

@@ -38,8 +38,17 @@ use serde::{Deserialize, Serialize};
         "!has(self.rotation) || !has(self.rotation.strategy) || self.rotation.strategy == 'Notify' || (has(self.source.esc) && (!has(self.source.esc.version) || self.source.esc.version == ''))"
     ).message("rotation strategies Generate and Esc need source.esc following the latest revision (no version pin)"),
     validation = Rule::new(
-        "!has(self.rotation) || !has(self.rotation.previousKey) || self.rotation.previousKey != self.target.key"
+        "!has(self.rotation) || !has(self.rotation.strategy) || self.rotation.strategy == 'Notify' || (has(self.source.esc) && has(self.source.esc.path))"
+    ).message("rotation strategies Generate and Esc rotate one value: they need source.esc.path (not data or dataFrom); give each rotated secret a ManagedSecret of its own"),
+    validation = Rule::new(
+        "!has(self.rotation) || !has(self.rotation.pushTo) || size(self.rotation.pushTo) == 0 || has(self.target.key)"
+    ).message("rotation.pushTo pushes one value: it needs a single value (source.esc.path and target.key)"),
+    validation = Rule::new(
+        "!has(self.rotation) || !has(self.rotation.previousKey) || !has(self.target.key) || self.rotation.previousKey != self.target.key"
     ).message("rotation.previousKey must differ from target.key"),
+    validation = Rule::new(
+        "has(self.target.key) == (has(self.source.kubernetesSecret) || (has(self.source.esc) && has(self.source.esc.path)))"
+    ).message("target.key names the key of a single value (source.esc.path or source.kubernetesSecret) and only of one: source.esc.data and dataFrom name their own keys"),
 )]
 pub struct ManagedSecretSpec {
     /// Where the value comes from. Exactly one source must be set.
@@ -309,9 +318,16 @@ pub struct Source {
     pub kubernetes_secret: Option<KubernetesSecretSource>,
 }
 
-/// A value in a Pulumi ESC environment.
+/// Values of one Pulumi ESC environment, all read from one open of it: one value (`path`, stored under
+/// `target.key`), or several (`data`, `dataFrom`), each under a key of its own.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.path) != ((has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0))")
+        .message("source.esc needs exactly one of path (one value, under target.key) or data/dataFrom (several values, each under its own key)"),
+    validation = Rule::new("!has(self.data) || self.data.all(x, self.data.exists_one(y, y.key == x.key))")
+        .message("source.esc.data must not repeat a key"),
+)]
 pub struct EscProperty {
     /// The environment as `org/project/env`, or `org/env` for project `default`.
     #[x_kube(
@@ -326,11 +342,24 @@ pub struct EscProperty {
 
     /// The property path under `values:`, e.g. `sophia.ai.openai_api_key`, `db.hosts[0]` or `a["k.x"]`.
     /// A leading `values.` is accepted and ignored.
-    #[x_kube(validation = Rule::new(
-        r#"self.matches('^([A-Za-z_][A-Za-z0-9_-]*|\\[[0-9]+\\]|\\["([^"\\\\]|\\\\.)*"\\])(\\.[A-Za-z_][A-Za-z0-9_-]*|\\[[0-9]+\\]|\\["([^"\\\\]|\\\\.)*"\\])*$')"#
-    ).message("path must be an ESC property path such as a.b, a.b[0] or a[\"k.x\"]"))]
+    #[x_kube(validation = Rule::new(PROPERTY_PATH_RULE)
+        .message("path must be an ESC property path such as a.b, a.b[0] or a[\"k.x\"]"))]
     #[schemars(length(max = 1024))]
-    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+
+    /// Several values, each stored under its own key (or, with `target.template`, given to the template under
+    /// that name). At most 256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub data: Vec<EscValue>,
+
+    /// ESC objects expanded into one key per leaf: `{db: {host: h, port: 5432}}` at `app` gives keys
+    /// `db_host` and `db_port` (path segments joined with `_`; characters a Secret key cannot hold become `_`).
+    /// At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub data_from: Vec<EscObject>,
 
     /// Pin to a revision number or a revision tag. Empty or absent follows the latest revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,6 +367,41 @@ pub struct EscProperty {
         .message("version must be a revision number or a tag name (not only dots)"))]
     #[schemars(length(max = 128))]
     pub version: Option<String>,
+}
+
+/// One value of `source.esc.data`: an ESC path and the key it is stored under.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EscValue {
+    /// The Secret data key (or template input name): letters, digits, '-', '_' or '.'.
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')")
+        .message("source.esc.data key must be a valid Secret data key: letters, digits, '-', '_' or '.'"))]
+    #[schemars(length(max = 253))]
+    pub key: String,
+
+    /// The property path under `values:`, as `source.esc.path`.
+    #[x_kube(validation = Rule::new(PROPERTY_PATH_RULE)
+        .message("path must be an ESC property path such as a.b, a.b[0] or a[\"k.x\"]"))]
+    #[schemars(length(max = 1024))]
+    pub path: String,
+}
+
+/// One object of `source.esc.dataFrom`, expanded into one key per leaf.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EscObject {
+    /// The property path of an object under `values:`, as `source.esc.path`.
+    #[x_kube(validation = Rule::new(PROPERTY_PATH_RULE)
+        .message("path must be an ESC property path such as a.b, a.b[0] or a[\"k.x\"]"))]
+    #[schemars(length(max = 1024))]
+    pub path: String,
+
+    /// Put before every key from this object, e.g. `DB_`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]*$')")
+        .message("dataFrom keyPrefix must be letters, digits, '-', '_' or '.'"))]
+    #[schemars(length(max = 128))]
+    pub key_prefix: Option<String>,
 }
 
 /// A key of a Secret in the ManagedSecret's own namespace.
@@ -368,11 +432,16 @@ pub struct Target {
     #[schemars(length(max = 253))]
     pub name: Option<String>,
 
-    /// The data key the value is stored under.
+    /// The data key a single value (`source.esc.path`, `source.kubernetesSecret`) is stored under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$') && self.size() <= 253")
         .message("target.key must be a valid Secret data key: letters, digits, '-', '_' or '.'"))]
     #[schemars(length(max = 253))]
-    pub key: String,
+    pub key: Option<String>,
+
+    /// Keys computed from the values read: a connection string, a dockerconfigjson, a tls pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
 
     /// The Secret's type: Opaque (the default), kubernetes.io/basic-auth, kubernetes.io/ssh-auth,
     /// kubernetes.io/tls, kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg. Types that make
@@ -394,6 +463,38 @@ pub struct Target {
     #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE)
         .message("target.annotations cannot use keys under keyward.dev/: keyward keeps its own records there"))]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// Keys of the target Secret computed by templates (minijinja, Jinja2's syntax) from the values read. Each value
+/// read is a variable named by its key (`{{ DB_PASSWORD }}`); filters `b64encode`, `b64decode` and `tojson` are
+/// there for the shapes Secrets take. Templates read no files and reach no network.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    /// Key → template. At most 64 keys, each template at most 16 KiB.
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$') && size(k) <= 253)")
+        .message("target.template.data keys must be valid Secret data keys: letters, digits, '-', '_' or '.'"))]
+    #[schemars(length(max = 64))]
+    pub data: BTreeMap<String, TemplateText>,
+
+    /// Replace (the default): the Secret holds the template's keys only; the values read are inputs. Merge: it
+    /// holds the values read too, under their own keys (a template's key wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_policy: Option<MergePolicy>,
+}
+
+/// One template's text (at most 16 KiB).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(transparent)]
+pub struct TemplateText(#[schemars(length(max = 16384))] pub String);
+
+/// Whether the values read are keys of the Secret besides the template's (External Secrets Operator's
+/// `target.template.mergePolicy`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MergePolicy {
+    #[default]
+    Replace,
+    Merge,
 }
 
 /// What happens to the target Secret when its ManagedSecret is deleted.
@@ -761,6 +862,10 @@ pub fn is_reserved_key(key: &str) -> bool {
     key.starts_with(RESERVED_PREFIX) || key.split_once('/').is_some_and(|(p, _)| p.ends_with(".keyward.dev"))
 }
 
+/// The admission rule for ESC property paths (`PropertyPath::parse`'s grammar: plain names of letters, digits,
+/// `_` and `-`, indexes, quoted keys).
+const PROPERTY_PATH_RULE: &str = r#"self.matches('^([A-Za-z_][A-Za-z0-9_-]*|\\[[0-9]+\\]|\\["([^"\\\\]|\\\\.)*"\\])(\\.[A-Za-z_][A-Za-z0-9_-]*|\\[[0-9]+\\]|\\["([^"\\\\]|\\\\.)*"\\])*$')"#;
+
 const RESERVED_KEYS_RULE: &str =
     "self.all(k, !k.startsWith('keyward.dev/') && !k.split('/')[0].endsWith('.keyward.dev'))";
 
@@ -818,6 +923,11 @@ impl ManagedSecret {
             .as_deref()
             .or(self.metadata.name.as_deref())
             .unwrap_or_default()
+    }
+
+    /// The key a single value is stored under (`target.key`); None when `source.esc.data`/`dataFrom` name the keys.
+    pub fn target_key(&self) -> Option<&str> {
+        self.spec.target.key.as_deref()
     }
 
     /// The refresh interval, parsed (admission guarantees the form; a bad value falls back to the default).

@@ -142,15 +142,27 @@ pub fn actions(ms: &ManagedSecret) -> Result<Vec<Action>, Unreadable> {
     let spec = &ms.spec;
     if let Some(esc) = &spec.source.esc {
         let env = EnvRef::parse(&esc.environment).map_err(|e| Unreadable(e.to_string()))?;
-        let path = PropertyPath::parse(&esc.path).map_err(|e| Unreadable(e.to_string()))?;
-        out.push(Action::EscRead {
-            env: env.clone(),
-            path: path.clone(),
-        });
-        match spec.rotation.as_ref().map(|r| r.strategy) {
-            Some(RotationStrategy::Generate) => out.push(Action::EscWrite { env, path }),
-            Some(RotationStrategy::Esc) => out.push(Action::EscRotate { env, path }),
-            Some(RotationStrategy::Notify) | None => {}
+        let parse = |p: &str| PropertyPath::parse(p).map_err(|e| Unreadable(e.to_string()));
+        // Every path read, `dataFrom`'s objects whole (a grant for the object or a prefix of it allows it).
+        let single = esc.path.as_deref().map(parse).transpose()?;
+        let reads = esc
+            .data
+            .iter()
+            .map(|d| d.path.as_str())
+            .chain(esc.data_from.iter().map(|d| d.path.as_str()));
+        for path in single.iter().cloned().map(Ok).chain(reads.map(parse)) {
+            out.push(Action::EscRead {
+                env: env.clone(),
+                path: path?,
+            });
+        }
+        // Rotation changes the single value only (admission refuses Generate and Esc without one).
+        if let Some(path) = single {
+            match spec.rotation.as_ref().map(|r| r.strategy) {
+                Some(RotationStrategy::Generate) => out.push(Action::EscWrite { env, path }),
+                Some(RotationStrategy::Esc) => out.push(Action::EscRotate { env, path }),
+                Some(RotationStrategy::Notify) | None => {}
+            }
         }
     }
     if let Some(k) = &spec.source.kubernetes_secret {
@@ -209,6 +221,20 @@ mod tests {
             [Action::SecretSource {
                 name: "platform-db-creds".into()
             }]
+        );
+        let many = ms(serde_json::json!({
+            "source": {"esc": {"environment": "acme/app/prod", "data": [{"key": "A", "path": "a.x"}, {"key": "B", "path": "b"}],
+                               "dataFrom": [{"path": "settings"}]}},
+            "target": {"name": "app"}, "rotation": {"period": "30d"}
+        }));
+        let got: Vec<String> = actions(&many).unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "read ESC acme/app/prod path a.x",
+                "read ESC acme/app/prod path b",
+                "read ESC acme/app/prod path settings",
+            ]
         );
         let bad = ms(serde_json::json!({
             "source": {"esc": {"environment": "acme/team-a/..", "path": "a"}}, "target": {"key": "K"}

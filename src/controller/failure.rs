@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::esc::EscError;
 use crate::push::PushError;
+use crate::render::RenderError;
 use crate::source::SourceError;
 
 /// Why a sync, rotation or push did not happen, as a condition reason and a message that holds no value.
@@ -44,6 +45,12 @@ impl From<SourceError> for Failure {
             retry_after: e.retry_after(),
             denied: false,
         }
+    }
+}
+
+impl From<RenderError> for Failure {
+    fn from(e: RenderError) -> Self {
+        Failure::new(e.reason(), e.to_string())
     }
 }
 

@@ -125,7 +125,15 @@ async fn push_all(
                 }
             }
         }
-        match github.put_secret(&scope, &t.secret_name, &synced.value.value).await {
+        let Some(value) = ms.target_key().and_then(|k| synced.value.values.get(k)) else {
+            result = Err(Failure::new(
+                "PushValueMissing",
+                "rotation.pushTo pushes the value under target.key, and the Secret's data does not hold it \
+                 (target.template with mergePolicy Replace leaves the values read out: use Merge)",
+            ));
+            continue;
+        };
+        match github.put_secret(&scope, &t.secret_name, value).await {
             Ok(()) => {
                 audit(ctx, ms, Action::Pushed, true, Some(&name));
                 checkpoint("github-push");

@@ -9,6 +9,7 @@ use super::context::Context;
 use super::failure::Failure;
 use super::timing::{requested_since, tick_start};
 use crate::api::{ManagedSecret, ManagedSecretStatus, REFRESH_NOW_ANNOTATION};
+use crate::render;
 use crate::source::SourceValue;
 
 /// How fresh this reconcile's read of the source must be. A refresh-now request it honours is recorded in
@@ -42,17 +43,30 @@ pub fn fresh_since(ms: &ManagedSecret, ctx: &Context, uid: &str, status: &mut Ma
     }
 }
 
-/// Reads the value the spec names, from a read at least as fresh as `fresh_since` (authorization has allowed
-/// it).
+/// Reads the values the spec names, from a read at least as fresh as `fresh_since` (authorization has allowed
+/// it), and makes the target's data of them (`target.template`, the checks of `target.type`): what comes back is
+/// what the Secret should hold.
 pub async fn read(ms: &ManagedSecret, ctx: &Context, fresh_since: Instant) -> Result<SourceValue, Failure> {
     let ns = ms.namespace().unwrap_or_default();
-    Ok(ctx.source.read(&ns, &ms.spec.source, fresh_since).await?)
+    let read = ctx.source.read(&ns, &ms.spec, fresh_since).await?;
+    Ok(SourceValue {
+        values: render::render(&ms.spec, read.values)?,
+        revision: read.revision,
+    })
 }
 
 /// The source, for messages: `ESC org/project/env path` or `Secret name key K`.
 pub fn describe(ms: &ManagedSecret) -> String {
     match (&ms.spec.source.esc, &ms.spec.source.kubernetes_secret) {
-        (Some(e), _) => format!("ESC {} {}", e.environment, e.path),
+        (Some(e), _) => match &e.path {
+            Some(path) => format!("ESC {} {path}", e.environment),
+            None => format!(
+                "ESC {} ({} data, {} dataFrom)",
+                e.environment,
+                e.data.len(),
+                e.data_from.len()
+            ),
+        },
         (_, Some(k)) => format!("Secret {} key {}", k.name, k.key),
         _ => "no source".into(),
     }

@@ -42,7 +42,7 @@ pub fn policy(ms: &ManagedSecret) -> Option<Result<Policy, ScheduleError>> {
     ms.spec
         .rotation
         .as_ref()
-        .map(|r| schedule::policy(r, &ms.spec.target.key))
+        .map(|r| schedule::policy(r, ms.target_key().unwrap_or_default()))
 }
 
 /// Rotates when wanted — a started rotation to finish, an unhonored rotate-now request, or the schedule —
@@ -248,7 +248,13 @@ fn esc_target(ms: &ManagedSecret) -> Result<(EnvRef, PropertyPath), Failure> {
         .as_ref()
         .ok_or_else(|| Failure::new("InvalidSpec", "rotation strategies Generate and Esc need source.esc"))?;
     let env = EnvRef::parse(&esc.environment)?;
-    let path = PropertyPath::parse(&esc.path).map_err(|e| SourceError::Invalid(e.to_string()))?;
+    let path = esc.path.as_deref().ok_or_else(|| {
+        Failure::new(
+            "InvalidSpec",
+            "rotation strategies Generate and Esc rotate one value: they need source.esc.path",
+        )
+    })?;
+    let path = PropertyPath::parse(path).map_err(|e| SourceError::Invalid(e.to_string()))?;
     Ok((env, path))
 }
 

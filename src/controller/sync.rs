@@ -28,7 +28,7 @@ pub async fn sync(
     intent: Intent,
 ) -> Result<Synced, Failure> {
     let value = read::read(ms, ctx, fresh_since).await?;
-    let hash = ctx.hasher.hash(value.value.expose());
+    let hash = value.values.hash(&ctx.hasher);
     let written = target_secret::ensure(ms, ctx, &value, &hash, status, policy, intent).await?;
     Ok(Synced { value, written })
 }

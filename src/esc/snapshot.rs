@@ -45,13 +45,72 @@ impl Snapshot {
     ///   object keys sorted, strings and numbers as ESC's text has them;
     /// - null, or a value ESC reports as unknown: an error (nothing is written).
     pub fn lookup(&self, path: &PropertyPath) -> Result<SecretBytes, EscError> {
-        let unreadable = || EscError::Invalid("ESC sent an unreadable environment".into());
-        let not_found = || EscError::NotFound {
+        let root: Fields<'_> = serde_json::from_slice(&self.body).map_err(|_| self.unreadable())?;
+        let node = self.node_at(&root, path)?;
+        self.bytes_of(node, &path.to_string())
+    }
+
+    /// The leaves of the object at `path`, for `dataFrom`: every value that is not an object, with the names
+    /// of the object keys leading to it from `path` (`{db: {host: h}}` gives `(["db", "host"], h)`), as
+    /// [`Snapshot::lookup`] gives values (lists are one leaf, as JSON). A path that is not an object, a null
+    /// or unknown leaf, or an object nested more than 128 levels is an error; an empty object has no leaves.
+    pub fn leaves(&self, path: &PropertyPath) -> Result<Vec<(Vec<String>, SecretBytes)>, EscError> {
+        let root: Fields<'_> = serde_json::from_slice(&self.body).map_err(|_| self.unreadable())?;
+        let node = self.node_at(&root, path)?;
+        let value = field(node, "value").ok_or_else(|| self.not_found(&path.to_string()))?;
+        if !value.get().starts_with('{') {
+            return Err(EscError::Invalid(format!(
+                "path {path} in ESC environment {} is not an object (dataFrom expands objects; use data for one value)",
+                self.env
+            )));
+        }
+        let mut out = Vec::new();
+        let mut names = Vec::new();
+        self.walk(value, &path.to_string(), &mut names, &mut out, 0)?;
+        Ok(out)
+    }
+
+    fn walk(
+        &self,
+        object: &RawValue,
+        path: &str,
+        names: &mut Vec<String>,
+        out: &mut Vec<(Vec<String>, SecretBytes)>,
+        depth: usize,
+    ) -> Result<(), EscError> {
+        if depth >= MAX_DEPTH {
+            return Err(self.unreadable());
+        }
+        let fields: Fields<'_> = serde_json::from_str(object.get()).map_err(|_| self.unreadable())?;
+        for (name, wrapped) in &fields {
+            names.push(name.clone());
+            let child_path = format!("{path}[{}]", serde_json::to_string(name).unwrap_or_default());
+            match field(wrapped, "value") {
+                Some(v) if v.get().starts_with('{') && field(wrapped, "unknown").is_none_or(|u| u.get() != "true") => {
+                    self.walk(v, &child_path, names, out, depth + 1)?;
+                }
+                _ => out.push((names.clone(), self.bytes_of(wrapped, &child_path)?)),
+            }
+            names.pop();
+        }
+        Ok(())
+    }
+
+    fn unreadable(&self) -> EscError {
+        EscError::Invalid("ESC sent an unreadable environment".into())
+    }
+
+    fn not_found(&self, path: &str) -> EscError {
+        EscError::NotFound {
             what: format!("path {path} in ESC environment {}", self.env),
-        };
+        }
+    }
+
+    /// The wrapped node (`{value, secret, unknown, trace}`) at `path`.
+    fn node_at<'a>(&self, root: &Fields<'a>, path: &PropertyPath) -> Result<&'a RawValue, EscError> {
+        let not_found = || self.not_found(&path.to_string());
         // Borrowed raw JSON: numbers keep their text. Parsed pieces hold plaintext briefly; they are dropped
-        // before this returns, and the answer is built in zeroizing memory.
-        let root: Fields<'_> = serde_json::from_slice(&self.body).map_err(|_| unreadable())?;
+        // before this returns.
         let mut node: &RawValue = root.get("properties").copied().ok_or_else(not_found)?;
         for (n, seg) in path.0.iter().enumerate() {
             let container = if n == 0 {
@@ -69,17 +128,23 @@ impl Snapshot {
             }
             .ok_or_else(not_found)?;
         }
+        Ok(node)
+    }
+
+    /// The bytes a Secret key receives for the wrapped node at `path` (see [`Snapshot::lookup`]), built in
+    /// zeroizing memory.
+    fn bytes_of(&self, node: &RawValue, path: &str) -> Result<SecretBytes, EscError> {
         if field(node, "unknown").is_some_and(|u| u.get() == "true") {
             return Err(EscError::Invalid(format!(
                 "path {path} in ESC environment {} has no known value",
                 self.env
             )));
         }
-        let value = field(node, "value").ok_or_else(not_found)?;
+        let value = field(node, "value").ok_or_else(|| self.not_found(path))?;
         let text = value.get();
         let bytes = match text.as_bytes().first() {
             Some(b'"') => {
-                let s: Zeroizing<String> = Zeroizing::new(serde_json::from_str(text).map_err(|_| unreadable())?);
+                let s: Zeroizing<String> = Zeroizing::new(serde_json::from_str(text).map_err(|_| self.unreadable())?);
                 s.as_bytes().to_vec()
             }
             Some(b'n') => {
@@ -90,7 +155,7 @@ impl Snapshot {
             }
             _ => {
                 let mut out = Zeroizing::new(String::new());
-                plain_json(value, &mut out, 0).ok_or_else(unreadable)?;
+                plain_json(value, &mut out, 0).ok_or_else(|| self.unreadable())?;
                 out.as_bytes().to_vec()
             }
         };
@@ -216,6 +281,53 @@ mod tests {
         assert_eq!(
             v.expose(),
             format!("{}1{}", r#"{"a":"#.repeat(127), "}".repeat(127)).as_bytes()
+        );
+    }
+
+    #[test]
+    fn leaves_expand_an_object_with_the_names_leading_to_each_value() {
+        let s = snap(serde_json::json!({"properties": {
+            "app": {"value": {
+                "db": {"value": {"host": {"value": "h"}, "port": {"value": 5432}}},
+                "tags": {"value": [{"value": "a"}]},
+                "k.x y": {"value": "s", "secret": true},
+                "empty": {"value": {}}
+            }},
+            "bad": {"value": {"n": {"value": null}}},
+            "unk": {"value": {"u": {"value": {}, "unknown": true}}},
+            "s": {"value": "x"}
+        }}));
+        let leaves = s.leaves(&PropertyPath::parse("app").unwrap()).unwrap();
+        let got: Vec<(String, Vec<u8>)> = leaves.iter().map(|(n, v)| (n.join("/"), v.expose().to_vec())).collect();
+        assert_eq!(
+            got,
+            [
+                ("db/host".to_string(), b"h".to_vec()),
+                ("db/port".to_string(), b"5432".to_vec()),
+                ("k.x y".to_string(), b"s".to_vec()),
+                ("tags".to_string(), br#"["a"]"#.to_vec()),
+            ]
+        );
+        let e = s.leaves(&PropertyPath::parse("bad").unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains(r#"bad["n"] in ESC environment o/p/e is null"#),
+            "{e}"
+        );
+        assert!(
+            s.leaves(&PropertyPath::parse("unk").unwrap())
+                .unwrap_err()
+                .to_string()
+                .contains("no known value")
+        );
+        assert!(
+            s.leaves(&PropertyPath::parse("s").unwrap())
+                .unwrap_err()
+                .to_string()
+                .contains("not an object")
+        );
+        assert_eq!(
+            s.leaves(&PropertyPath::parse("nope").unwrap()).unwrap_err().reason(),
+            "SourceNotFound"
         );
     }
 

@@ -342,14 +342,15 @@ pub fn import(map_text: &str, overrides: &Overrides, opts: &Options) -> Result<O
                 source: Source {
                     esc: Some(EscProperty {
                         environment: opts.environment.clone(),
-                        path: esc_path(&p.entry.path).to_string(),
+                        path: Some(esc_path(&p.entry.path).to_string()),
                         version: None,
+                        ..EscProperty::default()
                     }),
                     kubernetes_secret: None,
                 },
                 target: Target {
                     name: Some(name),
-                    key: p.entry.name.clone(),
+                    key: Some(p.entry.name.clone()),
                     ..Target::default()
                 },
                 refresh_interval: p.ov.refresh_interval.clone(),
@@ -652,7 +653,7 @@ mod tests {
         // Target names follow the object names; keys stay as written.
         for g in &a.objects {
             assert_eq!(g.object.spec.target.name, g.object.metadata.name);
-            assert_eq!(g.object.spec.target.key, g.secret);
+            assert_eq!(g.object.spec.target.key.as_deref(), Some(g.secret.as_str()));
         }
     }
 
@@ -698,7 +699,7 @@ mod tests {
         let paths: Vec<_> = o
             .objects
             .iter()
-            .map(|g| g.object.spec.source.esc.as_ref().unwrap().path.clone())
+            .map(|g| g.object.spec.source.esc.as_ref().unwrap().path.clone().unwrap())
             .collect();
         assert_eq!(paths, ["x.y", "x.z", "valuesx.q"]);
     }

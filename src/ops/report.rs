@@ -113,7 +113,16 @@ pub fn source(ms: &ManagedSecret) -> (&'static str, String) {
             .filter(|v| !v.is_empty())
             .map(|v| format!("@{v}"))
             .unwrap_or_default();
-        ("esc", format!("{}:{}{pin}", esc.environment, esc.path))
+        let path = esc.path.clone().unwrap_or_else(|| {
+            let paths: Vec<&str> = esc
+                .data
+                .iter()
+                .map(|d| d.path.as_str())
+                .chain(esc.data_from.iter().map(|d| d.path.as_str()))
+                .collect();
+            paths.join(",")
+        });
+        ("esc", format!("{}:{path}{pin}", esc.environment))
     } else if let Some(k) = &ms.spec.source.kubernetes_secret {
         ("kubernetesSecret", format!("secret/{}:{}", k.name, k.key))
     } else {
@@ -135,7 +144,7 @@ pub fn row(ms: &ManagedSecret, now: Timestamp) -> Row {
         .spec
         .rotation
         .as_ref()
-        .map(|r| schedule::policy(r, &ms.spec.target.key));
+        .map(|r| schedule::policy(r, ms.target_key().unwrap_or_default()));
     let computed_due = match (&policy, created) {
         (Some(Ok(p)), Some(created)) => Some(schedule::next_due(last_rotation, created, p.period)),
         _ => None,

@@ -86,7 +86,15 @@ pub fn render(ms: &ManagedSecret, events: &[EventLine], now: Timestamp) -> Strin
             field(
                 &mut out,
                 "Source",
-                format!("ESC {}, path {} ({version})", esc.environment, esc.path),
+                match &esc.path {
+                    Some(path) => format!("ESC {}, path {path} ({version})", esc.environment),
+                    None => format!(
+                        "ESC {}, {} value(s) and {} object(s) ({version})",
+                        esc.environment,
+                        esc.data.len(),
+                        esc.data_from.len()
+                    ),
+                },
             );
         }
         (None, Some(k)) => field(&mut out, "Source", format!("Secret {}, key {}", k.name, k.key)),
@@ -101,7 +109,10 @@ pub fn render(ms: &ManagedSecret, events: &[EventLine], now: Timestamp) -> Strin
     field(
         &mut out,
         "Target",
-        format!("Secret {}, key {}", ms.target_name(), ms.spec.target.key),
+        match ms.target_key() {
+            Some(key) => format!("Secret {}, key {key}", ms.target_name()),
+            None => format!("Secret {}", ms.target_name()),
+        },
     );
     let last_sync = status
         .and_then(|s| s.last_sync_time.as_ref())

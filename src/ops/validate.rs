@@ -138,10 +138,43 @@ impl Checker {
                     "environment must be org/project/env or org/env (letters, digits, '.', '_', '-')",
                 );
             }
-            if !self.path.is_match(&esc.path) {
+            let paths = esc
+                .path
+                .iter()
+                .map(|p| ("spec.source.esc.path".to_string(), p))
+                .chain(
+                    esc.data
+                        .iter()
+                        .enumerate()
+                        .map(|(n, d)| (format!("spec.source.esc.data[{n}].path"), &d.path)),
+                )
+                .chain(
+                    esc.data_from
+                        .iter()
+                        .enumerate()
+                        .map(|(n, d)| (format!("spec.source.esc.dataFrom[{n}].path"), &d.path)),
+                );
+            for (field, path) in paths {
+                if !self.path.is_match(path) {
+                    fail(
+                        &field,
+                        "path must be an ESC property path such as a.b, a.b[0] or a[\"k.x\"]",
+                    );
+                }
+            }
+            for (n, d) in esc.data.iter().enumerate() {
+                if !(d.key.len() <= 253 && self.data_key.is_match(&d.key)) {
+                    fail(
+                        &format!("spec.source.esc.data[{n}].key"),
+                        "source.esc.data key must be a valid Secret data key: letters, digits, '-', '_' or '.'",
+                    );
+                }
+            }
+            let several = !esc.data.is_empty() || !esc.data_from.is_empty();
+            if esc.path.is_some() == several {
                 fail(
-                    "spec.source.esc.path",
-                    "path must be an ESC property path such as a.b, a.b[0] or a[\"k.x\"]",
+                    "spec.source.esc",
+                    "source.esc needs exactly one of path (one value, under target.key) or data/dataFrom (several values, each under its own key)",
                 );
             }
             if let Some(v) = &esc.version
@@ -161,10 +194,20 @@ impl Checker {
                 "target.name must be a valid Secret name (lowercase DNS subdomain)",
             );
         }
-        if !(spec.target.key.len() <= 253 && self.data_key.is_match(&spec.target.key)) {
+        if let Some(key) = &spec.target.key
+            && !(key.len() <= 253 && self.data_key.is_match(key))
+        {
             fail(
                 "spec.target.key",
                 "target.key must be a valid Secret data key: letters, digits, '-', '_' or '.'",
+            );
+        }
+        let single =
+            spec.source.kubernetes_secret.is_some() || spec.source.esc.as_ref().is_some_and(|e| e.path.is_some());
+        if spec.target.key.is_some() != single {
+            fail(
+                "spec.target.key",
+                "target.key names the key of a single value (source.esc.path or source.kubernetesSecret) and only of one: source.esc.data and dataFrom name their own keys",
             );
         }
         if let Some(r) = &spec.refresh_interval {
@@ -229,7 +272,7 @@ impl Checker {
         }
         // What the controller itself insists on (period bounds, grace shorter than the period, the previous key).
         if rot.period.is_some() != rot.category.is_some()
-            && let Err(e) = schedule::policy(rot, &spec.target.key)
+            && let Err(e) = schedule::policy(rot, spec.target.key.as_deref().unwrap_or_default())
         {
             fail("spec.rotation", &e.to_string());
         }
@@ -289,14 +332,15 @@ mod tests {
                 source: Source {
                     esc: Some(EscProperty {
                         environment: "acme/sophia/prod".into(),
-                        path: "sophia.ai.openai_api_key".into(),
+                        path: Some("sophia.ai.openai_api_key".into()),
                         version: None,
+                        ..EscProperty::default()
                     }),
                     kubernetes_secret: None,
                 },
                 target: Target {
                     name: Some("openai-api-key".into()),
-                    key: "OPENAI_API_KEY".into(),
+                    key: Some("OPENAI_API_KEY".into()),
                     ..Target::default()
                 },
                 refresh_interval: None,
@@ -318,7 +362,7 @@ mod tests {
         assert_eq!(c.check(&sample()), Vec::<String>::new());
         // Bracketed and quoted path segments are ESC paths too.
         let mut ms = sample();
-        ms.spec.source.esc.as_mut().unwrap().path = r#"db.hosts[0]["k.x"]"#.into();
+        ms.spec.source.esc.as_mut().unwrap().path = Some(r#"db.hosts[0]["k.x"]"#.into());
         assert_eq!(c.check(&ms), Vec::<String>::new());
     }
 
@@ -335,11 +379,11 @@ mod tests {
                 "spec.source.esc.environment:",
             ),
             (
-                |m| m.spec.source.esc.as_mut().unwrap().path = "a..b".into(),
+                |m| m.spec.source.esc.as_mut().unwrap().path = Some("a..b".into()),
                 "spec.source.esc.path:",
             ),
             (
-                |m| m.spec.source.esc.as_mut().unwrap().path = "1abc".into(),
+                |m| m.spec.source.esc.as_mut().unwrap().path = Some("1abc".into()),
                 "spec.source.esc.path:",
             ),
             (
@@ -348,7 +392,7 @@ mod tests {
             ),
             (|m| m.spec.source.esc = None, "spec.source:"),
             (|m| m.spec.target.name = Some("UPPER".into()), "spec.target.name:"),
-            (|m| m.spec.target.key = "A/B".into(), "spec.target.key:"),
+            (|m| m.spec.target.key = Some("A/B".into()), "spec.target.key:"),
             (|m| m.spec.refresh_interval = Some("5s".into()), "spec.refreshInterval:"),
             (|m| m.spec.refresh_interval = Some("1d".into()), "spec.refreshInterval:"),
             (
@@ -387,7 +431,10 @@ mod tests {
                 },
                 "spec.consumers:",
             ),
-            (|m| m.spec.target.key = "K".repeat(300), "schema: spec.target.key:"),
+            (
+                |m| m.spec.target.key = Some("K".repeat(300)),
+                "schema: spec.target.key:",
+            ),
         ];
         for (edit, want) in cases {
             let mut ms = sample();

@@ -2,7 +2,7 @@
 //! bounded by the number of environments, not of ManagedSecrets. Every read of an environment in the same cycle
 //! awaits the same open (concurrent callers coalesce onto one in-flight request).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use super::error::SourceError;
 use super::reader::{SecretSource, SourceValue};
 use crate::api;
 use crate::esc::{EnvRef, EscClient, EscError, PropertyPath, Snapshot};
+use crate::secret::{SecretBytes, SecretData};
 
 type SlotResult = Result<Arc<Snapshot>, EscError>;
 
@@ -50,17 +51,29 @@ impl EscSource {
         &self.client
     }
 
-    /// Reads `path` of `environment` (optionally pinned to `version`), reusing a snapshot started at or after
-    /// `fresh_since`; otherwise one new snapshot is taken and shared with every concurrent caller.
+    /// Reads `path` of `environment` (optionally pinned to `version`) from a snapshot started at or after
+    /// `fresh_since` (see [`EscSource::snapshot`]): the value and the revision it was read at.
     pub async fn get(
         &self,
         environment: &str,
         version: Option<&str>,
         path: &str,
         fresh_since: Instant,
-    ) -> Result<SourceValue, SourceError> {
-        let env = EnvRef::parse(environment)?;
+    ) -> Result<(SecretBytes, i64), SourceError> {
         let path = PropertyPath::parse(path).map_err(|e| SourceError::Invalid(e.to_string()))?;
+        let snapshot = self.snapshot(environment, version, fresh_since).await?;
+        Ok((snapshot.lookup(&path)?, snapshot.revision))
+    }
+
+    /// A snapshot of `environment` (optionally pinned to `version`) started at or after `fresh_since`: the
+    /// one already taken, or one new snapshot shared with every concurrent caller.
+    pub async fn snapshot(
+        &self,
+        environment: &str,
+        version: Option<&str>,
+        fresh_since: Instant,
+    ) -> Result<Arc<Snapshot>, SourceError> {
+        let env = EnvRef::parse(environment)?;
         let pin = version.unwrap_or_default().to_string();
         let cell = {
             let mut slots = self.slots.lock().map_err(|_| SourceError::Unavailable {
@@ -96,28 +109,171 @@ impl EscSource {
             })
             .await
             .clone()?;
-        Ok(SourceValue {
-            value: snapshot.lookup(&path)?,
-            revision: Some(snapshot.revision),
-        })
+        Ok(snapshot)
     }
+}
+
+/// Every value an ESC source names, from one snapshot: `path` under `target_key`, each `data` entry under its
+/// key, each leaf of each `dataFrom` object under [`leaf_key`]. Two values that would take one key are an
+/// error naming both (nothing is written).
+pub fn values_of(
+    esc: &api::EscProperty,
+    target_key: Option<&str>,
+    snapshot: &Snapshot,
+) -> Result<SecretData, SourceError> {
+    let parse = |p: &str| PropertyPath::parse(p).map_err(|e| SourceError::Invalid(e.to_string()));
+    let mut out = SecretData::default();
+    let mut origin: BTreeMap<String, String> = BTreeMap::new();
+    let mut put = |key: String, from: String, value: SecretBytes| {
+        if let Some(first) = origin.get(&key) {
+            return Err(SourceError::Invalid(format!(
+                "source.esc: {first} and {from} both give key {key}; rename one (data key, dataFrom keyPrefix)"
+            )));
+        }
+        origin.insert(key.clone(), from);
+        out.insert(key, value);
+        Ok(())
+    };
+    if let Some(path) = &esc.path {
+        let key = target_key.ok_or_else(|| SourceError::Invalid("source.esc.path needs target.key".into()))?;
+        put(key.to_string(), format!("path {path}"), snapshot.lookup(&parse(path)?)?)?;
+    }
+    for (n, d) in esc.data.iter().enumerate() {
+        put(
+            d.key.clone(),
+            format!("data[{n}] (path {})", d.path),
+            snapshot.lookup(&parse(&d.path)?)?,
+        )?;
+    }
+    for (n, d) in esc.data_from.iter().enumerate() {
+        for (names, value) in snapshot.leaves(&parse(&d.path)?)? {
+            let key = leaf_key(d.key_prefix.as_deref().unwrap_or_default(), &names);
+            if key.len() > MAX_KEY {
+                return Err(SourceError::Invalid(format!(
+                    "source.esc.dataFrom[{n}] (path {}): the key for leaf {} is longer than {MAX_KEY} characters",
+                    d.path,
+                    names.join(".")
+                )));
+            }
+            put(
+                key,
+                format!("dataFrom[{n}] (path {}) leaf {}", d.path, names.join(".")),
+                value,
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+/// The longest Secret data key (Kubernetes' `validation.IsConfigMapKey`: a DNS subdomain's length).
+const MAX_KEY: usize = 253;
+
+/// The Secret key of a `dataFrom` leaf: `prefix` then the names leading to it joined with `_`, each character a
+/// Secret key cannot hold (anything but letters, digits, `-`, `_` and `.`) replaced by `_` — the rule External
+/// Secrets Operator's default key conversion applies. `{db: {host: h}}` → `db_host`; `"api key"` → `api_key`.
+pub fn leaf_key(prefix: &str, names: &[String]) -> String {
+    let clean = |name: &String| -> String {
+        if name.is_empty() {
+            return "_".into();
+        }
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let joined: Vec<String> = names.iter().map(clean).collect();
+    format!("{prefix}{}", joined.join("_"))
 }
 
 impl SecretSource for EscSource {
     fn read<'a>(
         &'a self,
         _namespace: &'a str,
-        source: &'a api::Source,
+        spec: &'a api::ManagedSecretSpec,
         fresh_since: Instant,
     ) -> BoxFuture<'a, Result<SourceValue, SourceError>> {
         async move {
-            let esc = source
+            let esc = spec
+                .source
                 .esc
                 .as_ref()
                 .ok_or_else(|| SourceError::Invalid("not an ESC source".into()))?;
             let version = esc.version.as_deref().filter(|v| !v.is_empty());
-            self.get(&esc.environment, version, &esc.path, fresh_since).await
+            // One snapshot for every value: one open per environment and cycle, however many keys.
+            let snapshot = self.snapshot(&esc.environment, version, fresh_since).await?;
+            Ok(SourceValue {
+                values: values_of(esc, spec.target.key.as_deref(), &snapshot)?,
+                revision: Some(snapshot.revision),
+            })
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaf_keys_join_names_and_replace_what_a_key_cannot_hold() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(leaf_key("", &names(&["db", "host"])), "db_host");
+        assert_eq!(leaf_key("APP_", &names(&["api key", "é"])), "APP_api_key__");
+        assert_eq!(leaf_key("", &names(&["tls.crt"])), "tls.crt");
+        assert_eq!(leaf_key("", &names(&["", "a/b"])), "__a_b");
+    }
+
+    fn snapshot() -> Snapshot {
+        let body = serde_json::json!({"properties": {
+            "app": {"value": {"db": {"value": {"host": {"value": "h"}, "user": {"value": "u"}}}, "db_host": {"value": "x"}}},
+            "pw": {"value": "p", "secret": true}
+        }});
+        Snapshot::new(
+            EnvRef::parse("o/p/e").unwrap(),
+            3,
+            zeroize::Zeroizing::new(body.to_string().into_bytes()),
+        )
+    }
+
+    fn esc(v: serde_json::Value) -> api::EscProperty {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn data_and_data_from_come_from_one_snapshot_and_collisions_name_both_origins() {
+        let s = snapshot();
+        let got = values_of(
+            &esc(
+                serde_json::json!({"environment": "o/p/e", "data": [{"key": "PW", "path": "pw"}],
+                "dataFrom": [{"path": "app.db", "keyPrefix": "DB_"}]}),
+            ),
+            None,
+            &s,
+        )
+        .unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["DB_host", "DB_user", "PW"]);
+        let e = values_of(
+            &esc(serde_json::json!({"environment": "o/p/e", "dataFrom": [{"path": "app"}]})),
+            None,
+            &s,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid source: source.esc: dataFrom[0] (path app) leaf db.host and dataFrom[0] (path app) leaf db_host \
+             both give key db_host; rename one (data key, dataFrom keyPrefix)"
+        );
+        let one = values_of(
+            &esc(serde_json::json!({"environment": "o/p/e", "path": "pw"})),
+            Some("K"),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(one.get("K").unwrap().expose(), b"p");
     }
 }

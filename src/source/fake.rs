@@ -12,23 +12,22 @@ use futures::future::BoxFuture;
 use super::error::SourceError;
 use super::reader::{SecretSource, SourceValue};
 use crate::api;
-use crate::secret::SecretBytes;
+use crate::secret::{SecretBytes, SecretData};
+
+/// One answer: a value and its revision, or an error.
+type Answer = Result<(SecretBytes, Option<i64>), SourceError>;
 
 /// Values by `(environment or Secret name, path or key)`.
 #[derive(Default)]
 pub struct FakeSource {
-    values: Mutex<HashMap<(String, String), Result<SourceValue, SourceError>>>,
+    values: Mutex<HashMap<(String, String), Answer>>,
     reads: AtomicUsize,
 }
 
 impl FakeSource {
     /// Serves `value` at `revision` for (`place`, `key`): an ESC environment and path, or a Secret and key.
     pub fn set(&self, place: &str, key: &str, value: &[u8], revision: i64) {
-        let v = SourceValue {
-            value: SecretBytes::new(value.to_vec()),
-            revision: Some(revision),
-        };
-        self.put(place, key, Ok(v));
+        self.put(place, key, Ok((SecretBytes::new(value.to_vec()), Some(revision))));
     }
 
     /// Answers reads of (`place`, `key`) with `error`.
@@ -36,7 +35,7 @@ impl FakeSource {
         self.put(place, key, Err(error));
     }
 
-    fn put(&self, place: &str, key: &str, result: Result<SourceValue, SourceError>) {
+    fn put(&self, place: &str, key: &str, result: Answer) {
         if let Ok(mut values) = self.values.lock() {
             values.insert((place.to_string(), key.to_string()), result);
         }
@@ -52,23 +51,41 @@ impl SecretSource for FakeSource {
     fn read<'a>(
         &'a self,
         namespace: &'a str,
-        source: &'a api::Source,
+        spec: &'a api::ManagedSecretSpec,
         _fresh_since: Instant,
     ) -> BoxFuture<'a, Result<SourceValue, SourceError>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let key = match (&source.esc, &source.kubernetes_secret) {
-            (Some(e), _) => (e.environment.clone(), e.path.clone()),
-            (_, Some(k)) => (format!("{namespace}/{}", k.name), k.key.clone()),
-            _ => (String::new(), String::new()),
+        // (place, path or key, the data key it is stored under)
+        let wanted: Vec<(String, String, String)> = match (&spec.source.esc, &spec.source.kubernetes_secret) {
+            (Some(e), _) => e
+                .path
+                .iter()
+                .map(|p| (p.clone(), spec.target.key.clone().unwrap_or_default()))
+                .chain(e.data.iter().map(|d| (d.path.clone(), d.key.clone())))
+                .map(|(path, key)| (e.environment.clone(), path, key))
+                .collect(),
+            (_, Some(k)) => vec![(
+                format!("{namespace}/{}", k.name),
+                k.key.clone(),
+                spec.target.key.clone().unwrap_or_default(),
+            )],
+            _ => Vec::new(),
         };
-        let found = self.values.lock().ok().and_then(|v| v.get(&key).cloned());
-        async move {
-            found.unwrap_or_else(|| {
-                Err(SourceError::NotFound {
-                    what: format!("{} {}", key.0, key.1),
-                })
-            })
-        }
-        .boxed()
+        let values = self.values.lock().ok().map(|v| v.clone()).unwrap_or_default();
+        let result = (|| {
+            let mut out = SecretData::default();
+            let mut revision = None;
+            for (place, path, key) in wanted {
+                let found = values.get(&(place.clone(), path.clone())).cloned().unwrap_or_else(|| {
+                    Err(SourceError::NotFound {
+                        what: format!("{place} {path}"),
+                    })
+                })?;
+                out.insert(key, found.0);
+                revision = found.1;
+            }
+            Ok(SourceValue { values: out, revision })
+        })();
+        async move { result }.boxed()
     }
 }

@@ -10,10 +10,10 @@ use kube::{Api, Client};
 use super::error::SourceError;
 use super::reader::{SecretSource, SourceValue};
 use crate::api;
-use crate::secret::SecretBytes;
+use crate::secret::{SecretBytes, SecretData};
 
 /// Reads `key` of Secret `name` in `namespace`.
-pub async fn get(client: &Client, namespace: &str, name: &str, key: &str) -> Result<SourceValue, SourceError> {
+pub async fn get(client: &Client, namespace: &str, name: &str, key: &str) -> Result<SecretBytes, SourceError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let what = format!("Secret {namespace}/{name}");
     let secret = match api.get(name).await {
@@ -35,10 +35,7 @@ pub async fn get(client: &Client, namespace: &str, name: &str, key: &str) -> Res
     };
     let mut data = secret.data.unwrap_or_default();
     match data.remove(key) {
-        Some(bytes) => Ok(SourceValue {
-            value: SecretBytes::new(bytes.0),
-            revision: None,
-        }),
+        Some(bytes) => Ok(SecretBytes::new(bytes.0)),
         None => Err(SourceError::NotFound {
             what: format!("key {key:?} in {what}"),
         }),
@@ -60,15 +57,24 @@ impl SecretSource for KubernetesSource {
     fn read<'a>(
         &'a self,
         namespace: &'a str,
-        source: &'a api::Source,
+        spec: &'a api::ManagedSecretSpec,
         _fresh_since: Instant,
     ) -> BoxFuture<'a, Result<SourceValue, SourceError>> {
         async move {
-            let k = source
+            let k = spec
+                .source
                 .kubernetes_secret
                 .as_ref()
                 .ok_or_else(|| SourceError::Invalid("not a Kubernetes Secret source".into()))?;
-            get(&self.client, namespace, &k.name, &k.key).await
+            let key = spec
+                .target
+                .key
+                .as_deref()
+                .ok_or_else(|| SourceError::Invalid("source.kubernetesSecret needs target.key".into()))?;
+            Ok(SourceValue {
+                values: SecretData::single(key, get(&self.client, namespace, &k.name, &k.key).await?),
+                revision: None,
+            })
         }
         .boxed()
     }

@@ -29,13 +29,14 @@ impl SecretSource for Sources {
     fn read<'a>(
         &'a self,
         namespace: &'a str,
-        source: &'a api::Source,
+        spec: &'a api::ManagedSecretSpec,
         fresh_since: Instant,
     ) -> BoxFuture<'a, Result<SourceValue, SourceError>> {
+        let source = &spec.source;
         match (&source.esc, &source.kubernetes_secret, &self.esc) {
-            (Some(_), None, Some(esc)) => esc.read(namespace, source, fresh_since),
+            (Some(_), None, Some(esc)) => esc.read(namespace, spec, fresh_since),
             (Some(_), None, None) => async { Err(SourceError::NotConfigured) }.boxed(),
-            (None, Some(_), _) => self.kubernetes.read(namespace, source, fresh_since),
+            (None, Some(_), _) => self.kubernetes.read(namespace, spec, fresh_since),
             _ => async { Err(SourceError::Invalid("exactly one source must be set".into())) }.boxed(),
         }
     }
@@ -53,22 +54,18 @@ mod tests {
         let shown = format!(
             "{s:?} {:?}",
             SourceValue {
-                value: s.clone(),
+                values: crate::secret::SecretData::single("K", s.clone()),
                 revision: Some(3)
             }
         );
         assert!(!shown.contains("canary"), "{shown}");
     }
 
-    fn esc_spec(env: &str, path: &str) -> api::Source {
-        api::Source {
-            esc: Some(api::EscProperty {
-                environment: env.into(),
-                path: path.into(),
-                version: None,
-            }),
-            kubernetes_secret: None,
-        }
+    fn esc_spec(env: &str, path: &str) -> api::ManagedSecretSpec {
+        serde_json::from_value(serde_json::json!({
+            "source": {"esc": {"environment": env, "path": path}}, "target": {"key": "K"}
+        }))
+        .unwrap()
     }
 
     #[tokio::test]
@@ -84,7 +81,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.reason(), "SourceNotConfigured");
-        let neither = api::Source::default();
+        let neither = api::ManagedSecretSpec::default();
         let e = without_esc.read("ns", &neither, Instant::now()).await.unwrap_err();
         assert_eq!(e.reason(), "InvalidSource");
 
@@ -92,7 +89,7 @@ mod tests {
             .read("ns", &esc_spec("acme/app/prod", "db.password"), Instant::now())
             .await
             .unwrap();
-        assert_eq!((v.value.expose(), v.revision), (&b"v1"[..], Some(7)));
+        assert_eq!((v.values.get("K").unwrap().expose(), v.revision), (&b"v1"[..], Some(7)));
         let e = fake
             .read("ns", &esc_spec("acme/app/prod", "nope"), Instant::now())
             .await

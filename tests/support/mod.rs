@@ -558,5 +558,5 @@ pub async fn esc_value(base_url: &str, token: &str, env: &str, path: &str) -> St
         .get(env, None, path, std::time::Instant::now())
         .await
         .unwrap();
-    String::from_utf8(v.value.expose().to_vec()).unwrap()
+    String::from_utf8(v.0.expose().to_vec()).unwrap()
 }

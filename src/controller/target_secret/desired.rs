@@ -168,7 +168,11 @@ pub fn desired(ms: &ManagedSecret, value: &SourceValue, hash: &str, book: &Bookk
         DeletionPolicy::Delete => ms.controller_owner_ref(&()).map(|o| vec![o]),
         DeletionPolicy::Retain => None,
     };
-    let mut data = BTreeMap::from([(spec.key.clone(), ByteString(value.value.expose().to_vec()))]);
+    let mut data: BTreeMap<String, ByteString> = value
+        .values
+        .iter()
+        .map(|(k, v)| (k.clone(), ByteString(v.expose().to_vec())))
+        .collect();
     if let Some(p) = &book.previous {
         data.insert(p.key.clone(), ByteString(p.value.expose().to_vec()));
     }
@@ -303,7 +307,7 @@ mod tests {
 
     fn value(v: &[u8]) -> SourceValue {
         SourceValue {
-            value: SecretBytes::new(v.to_vec()),
+            values: crate::secret::SecretData::single("K", SecretBytes::new(v.to_vec())),
             revision: Some(4),
         }
     }

@@ -24,7 +24,7 @@ use crate::controller::context::{Context, FIELD_MANAGER};
 use crate::controller::failure::{Failure, kube_failure};
 use crate::controller::record::publish;
 use crate::rotation::schedule::{self, Policy};
-use crate::secret::SecretBytes;
+use crate::secret::{MAX_SECRET_DATA, SecretBytes, SecretData};
 use crate::source::SourceValue;
 
 /// What a write does to the record of a started rotation.
@@ -82,7 +82,7 @@ pub async fn ensure(
                 )
             })?;
             held_value = Some(SourceValue {
-                value: previous,
+                values: previous,
                 revision: source.revision,
             });
             holding = Some(rb);
@@ -93,7 +93,7 @@ pub async fn ensure(
     }
     let value = held_value.as_ref().unwrap_or(source);
     let hash = match &held_value {
-        Some(v) => ctx.hasher.hash(v.value.expose()),
+        Some(v) => v.values.hash(&ctx.hasher),
         None => source_hash.to_string(),
     };
     let current = api
@@ -108,13 +108,13 @@ pub async fn ensure(
     let (mut book, replaced) = bookkeeping(
         current.as_ref(),
         &signer,
-        &ms.spec.target.key,
+        ms.target_key(),
         value,
         holding.is_some(),
         policy,
         intent,
     );
-    fit_previous(ms, &mut book, value, replaced.is_some(), status);
+    fit_previous(ms, &mut book, value, status);
     let trusted = current.as_ref().is_none_or(|c| desired::signed(c, &signer));
     if current.is_none() || !trusted {
         // A recreated Secret keeps the rotation record that status still has; so does one whose record was
@@ -161,16 +161,12 @@ pub async fn ensure(
                 replaced,
             });
         }
-        // Keep the value being replaced, so that a failed rollout can go back to it. Written before the
-        // change, so it is never only in memory.
-        let old = current.data.as_ref().and_then(|d| d.get(&ms.spec.target.key));
-        if rollback_on
-            && holding.is_none()
-            && let Some(old) = old
-            && old.0 != value.value.expose()
-        {
-            let old_hash = ctx.hasher.hash(&old.0);
-            previous::save(&api, ms, &old.0, &old_hash).await?;
+        // Keep the values being replaced, so that a failed rollout can go back to them. Written before the
+        // change, so they are never only in memory.
+        let old = old_values(current, &value.values);
+        if rollback_on && holding.is_none() && !old.is_empty() && old != value.values {
+            let old_hash = old.hash(&ctx.hasher);
+            previous::save(&api, ms, &old, &old_hash).await?;
             status.last_change = Some(ValueChange {
                 previous_value_hash: old_hash,
                 value_hash: hash.clone(),
@@ -317,31 +313,20 @@ async fn leave_old_target(
     Ok(())
 }
 
-/// The most a Secret's data may hold, keys included: 1 MiB (Kubernetes' `MaxSecretSize`, checked by the API
-/// server's Secret validation).
-pub const MAX_SECRET_DATA: usize = 1024 * 1024;
-
 /// The current value always wins: when the previous value (kept for the grace period) and the current one do
-/// not fit in one Secret together, the previous copy is dropped and condition `PreviousKept` says so. When a
-/// value is replaced with a grace period and both fit, `PreviousKept` says where the previous value is, and
-/// until when.
-fn fit_previous(
-    ms: &ManagedSecret,
-    book: &mut Bookkeeping,
-    value: &SourceValue,
-    replaced: bool,
-    status: &mut ManagedSecretStatus,
-) {
+/// not fit in one Secret together, the previous copy is dropped and condition `PreviousKept` says so. While a
+/// previous value is kept, `PreviousKept` says where, and until when.
+fn fit_previous(ms: &ManagedSecret, book: &mut Bookkeeping, value: &SourceValue, status: &mut ManagedSecretStatus) {
     let Some(previous) = &book.previous else { return };
-    let key = &ms.spec.target.key;
-    let size = key.len() + value.value.expose().len() + previous.key.len() + previous.value.expose().len();
+    let key = ms.target_key().unwrap_or_default();
+    let size = value.values.size() + previous.key.len() + previous.value.expose().len();
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
     if size > MAX_SECRET_DATA {
         let message = format!(
             "the new value of {key} ({} bytes) and the previous one ({} bytes) do not fit in one Secret together \
              (at most {MAX_SECRET_DATA} bytes): Secret {} holds the new value only, without {}; consumers that \
              read {} lose the previous value now instead of at {}",
-            value.value.expose().len(),
+            value.values.get(key).map_or(0, |v| v.expose().len()),
             previous.value.expose().len(),
             ms.target_name(),
             previous.key,
@@ -359,7 +344,9 @@ fn fit_previous(
             &now,
         );
         book.previous = None;
-    } else if replaced {
+    } else {
+        // Said on every write, not only the one that replaced the value: a reconcile that starts from a cached
+        // object older than the last status write must not put the stale condition back.
         let message = format!(
             "the previous value is kept as {} until {}",
             previous.key, previous.until
@@ -381,13 +368,22 @@ fn secret_type(s: &Secret) -> &str {
     s.type_.as_deref().unwrap_or("Opaque")
 }
 
+/// The values of `current` under the keys `new` has (those this write replaces), where it has them.
+fn old_values(current: &Secret, new: &SecretData) -> SecretData {
+    let data = current.data.as_ref();
+    new.keys()
+        .filter_map(|k| Some((k.clone(), SecretBytes::new(data?.get(k)?.0.clone()))))
+        .collect()
+}
+
 /// The rotation bookkeeping the target Secret should hold after this write, and the reason of the change when
-/// the value is being replaced. A replaced value counts as rotated (whoever made the new one), completes a
-/// started rotation, and is kept under the previous key for the grace period.
+/// a value is being replaced. A replaced value counts as rotated (whoever made the new one) and completes a
+/// started rotation; the single value (under `key`, `target.key`) is kept under the previous key for the grace
+/// period.
 fn bookkeeping(
     current: Option<&Secret>,
     signer: &Signer<'_>,
-    key: &str,
+    key: Option<&str>,
     value: &SourceValue,
     holding: bool,
     policy: Option<&Policy>,
@@ -395,12 +391,9 @@ fn bookkeeping(
 ) -> (Bookkeeping, Option<String>) {
     let mut book = current.map(|c| Bookkeeping::read(c, signer)).unwrap_or_default();
     let now = second(jiff::Timestamp::now());
-    let old = current.and_then(|c| c.data.as_ref()).and_then(|d| d.get(key));
+    let old = current.map(|c| old_values(c, &value.values)).unwrap_or_default();
     let mut replaced = None;
-    if !holding
-        && let Some(old) = old
-        && old.0 != value.value.expose()
-    {
+    if !holding && old.iter().any(|(k, v)| value.values.get(k) != Some(v)) {
         book.last_rotation = Some(now);
         let reason = book
             .intent
@@ -411,10 +404,14 @@ fn bookkeeping(
         }
         book.last_reason = Some(reason.clone());
         replaced = Some(reason);
-        book.previous = policy.and_then(|p| {
+        let changed_single = key
+            .and_then(|k| Some((old.get(k)?, value.values.get(k)?)))
+            .filter(|(old, new)| old != new)
+            .map(|(old, _)| old);
+        book.previous = policy.zip(changed_single).and_then(|(p, old)| {
             schedule::grace_until(now, p.grace).map(|until| Previous {
                 key: p.previous_key.clone(),
-                value: SecretBytes::new(old.0.clone()),
+                value: old.clone(),
                 until,
             })
         });
