@@ -350,3 +350,36 @@ async fn invalid_specs_are_refused_with_readable_messages() {
     let full: DynamicObject = serde_json::from_value(full).unwrap();
     api.create(&PostParams::default(), &full).await.unwrap();
 }
+
+/// Every ManagedSecret in `examples/` is one the API server accepts (a dry run, as `kubectl apply --dry-run=server`
+/// would send it), in a namespace of the test's own.
+#[tokio::test]
+async fn the_examples_are_accepted() {
+    let ns = TestNs::new("admission-examples").await;
+    install_crd(&ns.client).await;
+    let gvk = GroupVersionKind::gvk("keyward.dev", "v1alpha1", "ManagedSecret");
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk));
+    let mut seen = 0;
+    for file in ["examples/managedsecret.yaml", "examples/templates.yaml"] {
+        let text = std::fs::read_to_string(support::repo().join(file)).unwrap();
+        for mut doc in serde_saphyr::from_multiple::<serde_json::Value>(&text).unwrap() {
+            if doc["kind"] != "ManagedSecret" {
+                continue;
+            }
+            doc["metadata"]["namespace"] = ns.name.clone().into();
+            let obj: DynamicObject = serde_json::from_value(doc).unwrap();
+            let name = obj.metadata.name.clone().unwrap();
+            api.create(
+                &PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                },
+                &obj,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {name}: {e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "{seen} examples");
+}
