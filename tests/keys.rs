@@ -12,36 +12,24 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyward::api::ManagedSecret;
-use keyward_dev::esc_server::{EscServer, EscServerOptions};
+use keyward_dev::esc_server::EscServer;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use support::{Keyward, TestNs, cluster_with_controllers, eventually, install_crd};
 
 const TOKEN: &str = "test-esc-token";
 
+/// The local ESC server, and keyward started against it (a short restart debounce).
 struct Esc {
     server: EscServer,
-    _dir: tempfile::TempDir,
-    token_file: std::path::PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Esc {
     async fn start() -> Esc {
         let dir = tempfile::tempdir().unwrap();
-        let server = EscServer::start(EscServerOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data: dir.path().join("esc.json"),
-            token: Some(TOKEN.into()),
-        })
-        .await
-        .unwrap();
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, TOKEN).unwrap();
-        Esc {
-            server,
-            _dir: dir,
-            token_file,
-        }
+        let server = support::esc_server(TOKEN, dir.path()).await;
+        Esc { server, dir }
     }
 
     fn put(&self, env: &str, yaml: &str) {
@@ -50,17 +38,14 @@ impl Esc {
     }
 
     fn keyward(&self, ns: &str) -> Keyward {
-        Keyward::start(
-            ns,
-            &[
-                "--esc-url",
-                &self.server.base_url(),
-                "--esc-token-file",
-                self.token_file.to_str().unwrap(),
-                "--restart-debounce-seconds",
-                "2",
-            ],
-        )
+        let token_file = self.dir.path().join("esc-token");
+        let args = [
+            "--esc-url",
+            &self.server.base_url(),
+            "--esc-token-file",
+            token_file.to_str().unwrap(),
+        ];
+        Keyward::start(ns, &[&args[..], &["--restart-debounce-seconds", "2"]].concat())
     }
 }
 
