@@ -219,17 +219,34 @@ pub struct KubeArgs {
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// The secret map: one `SECRET_NAME: esc.path` per line (e.g. config/pulumi/secret_map.yaml).
-    pub file: PathBuf,
+    #[arg(required_unless_present = "from_external_secrets")]
+    pub file: Option<PathBuf>,
     /// The ESC environment every secret is read from, as org/project/env.
-    #[arg(long, short = 'e', value_name = "ORG/PROJECT/ENV")]
-    pub environment: String,
-    /// The namespace of the ManagedSecrets (an override may move an entry).
-    #[arg(long, short = 'n', value_name = "NS")]
-    pub namespace: String,
+    #[arg(
+        long,
+        short = 'e',
+        value_name = "ORG/PROJECT/ENV",
+        required_unless_present = "from_external_secrets"
+    )]
+    pub environment: Option<String>,
+    /// The namespace of the ManagedSecrets (an override may move an entry); with --from-external-secrets, the
+    /// namespace of objects that name none.
+    #[arg(
+        long,
+        short = 'n',
+        value_name = "NS",
+        required_unless_present = "from_external_secrets"
+    )]
+    pub namespace: Option<String>,
     /// Per-secret adjustments (YAML, keyed by secret name): category, period, strategy, gracePeriod, namespace,
     /// name, refreshInterval, consumers, skip.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "from_external_secrets")]
     pub overrides: Option<PathBuf>,
+    /// Convert External Secrets Operator objects instead (ExternalSecrets with their Pulumi ESC SecretStores and
+    /// ClusterSecretStores; `-` reads stdin): ManagedSecrets and an AccessPolicy draft on stdout, or a list of
+    /// what does not convert (and nothing written).
+    #[arg(long, value_name = "FILE|-", conflicts_with_all = ["file", "environment", "out"])]
+    pub from_external_secrets: Option<PathBuf>,
     /// Write one file per ManagedSecret and a kustomization.yaml into this directory (replaced as a whole)
     /// instead of one YAML stream to stdout.
     #[arg(long, value_name = "DIR")]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::args::{ImportArgs, KubeArgs, ReportArgs, ReportFormat, RotateArgs, StatusArgs};
 use crate::ops::client::{self, Connection};
-use crate::ops::{OpsError, human, import, report, rotate_now, status, version};
+use crate::ops::{OpsError, eso, human, import, report, rotate_now, status, version};
 
 fn connection(kube: &KubeArgs, namespace: Option<&String>) -> Connection {
     Connection {
@@ -49,16 +49,25 @@ fn read(path: &Path) -> Result<String, OpsError> {
 }
 
 pub fn import(args: ImportArgs) -> ExitCode {
+    if let Some(path) = &args.from_external_secrets {
+        return from_external_secrets(path, args.namespace.as_deref());
+    }
+    let (Some(file), Some(environment), Some(namespace)) = (&args.file, &args.environment, &args.namespace) else {
+        // clap requires all three without --from-external-secrets.
+        return failed(&OpsError::Usage(
+            "import needs FILE, --environment and --namespace".into(),
+        ));
+    };
     let run = || -> Result<(), OpsError> {
-        let text = read(&args.file)?;
+        let text = read(file)?;
         let overrides = match &args.overrides {
             Some(path) => import::parse_overrides(&read(path)?, &path.display().to_string())?,
             None => import::Overrides::new(),
         };
         let options = import::Options {
-            environment: args.environment.clone(),
-            namespace: args.namespace.clone(),
-            source_name: args.file.display().to_string(),
+            environment: environment.clone(),
+            namespace: namespace.clone(),
+            source_name: file.display().to_string(),
         };
         let outcome = import::import(&text, &overrides, &options)?;
         match &args.out {
@@ -73,6 +82,37 @@ pub fn import(args: ImportArgs) -> ExitCode {
                 eprint!("{}", import::summary(&outcome));
             }
         }
+        Ok(())
+    };
+    run().map_or_else(|e| failed(&e), |()| ExitCode::SUCCESS)
+}
+
+/// `keyward import --from-external-secrets FILE|-`: the conversion on stdout, what it notes on stderr; nothing
+/// on stdout when something does not convert.
+fn from_external_secrets(path: &std::path::Path, namespace: Option<&str>) -> ExitCode {
+    let run = || -> Result<(), OpsError> {
+        let (text, name) = if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| OpsError::Read {
+                path: "stdin".into(),
+                source,
+            })?;
+            (text, "stdin".to_string())
+        } else {
+            (read(path)?, path.display().to_string())
+        };
+        let converted = eso::convert(&text, &name, namespace)?;
+        stdout(&eso::render(&converted, &name)?)?;
+        eprintln!(
+            "converted {} ExternalSecret(s) into ManagedSecrets, with {} AccessPolicy draft(s){}",
+            converted.objects.len(),
+            converted.policies.len(),
+            if converted.notes.is_empty() {
+                ""
+            } else {
+                "; see the notes at the top"
+            }
+        );
         Ok(())
     };
     run().map_or_else(|e| failed(&e), |()| ExitCode::SUCCESS)

@@ -6,6 +6,7 @@
 pub mod categories;
 pub mod client;
 pub mod error;
+pub mod eso;
 pub mod human;
 pub mod import;
 pub mod report;
