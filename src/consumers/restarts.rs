@@ -36,7 +36,8 @@ pub enum Rollout {
     Manual(String),
 }
 
-/// A Secret keyward manages: which ManagedSecret wrote it and the hash of the value it holds.
+/// What one ManagedSecret keeps in a Secret keyward manages: which one, and the hash of the values it holds
+/// there. A Secret may hold the keys of several ManagedSecrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Managed {
     pub managed_secret: String,
@@ -62,11 +63,12 @@ pub enum Observation {
         created: Option<Timestamp>,
     },
     WorkloadGone(WorkloadRef),
-    /// A Secret labelled as keyward's: its ManagedSecret and value hash (None: gone, or no longer keyward's).
+    /// A Secret labelled as keyward's: each ManagedSecret that fills it, with its value hash, sorted by name
+    /// (empty: gone, or no longer keyward's).
     Secret {
         namespace: String,
         name: String,
-        managed: Option<Managed>,
+        managed: Vec<Managed>,
     },
     /// A ManagedSecret's consumer policy (None: the ManagedSecret is gone).
     Policy {
@@ -132,8 +134,9 @@ pub enum Step {
 #[derive(Debug, Clone)]
 struct Failure {
     note: String,
-    /// The value hash of each managed Secret the workload consumed when its rollout failed.
-    value_hashes: BTreeMap<String, String>,
+    /// The value hash of each (managed Secret, ManagedSecret filling it) the workload consumed when its
+    /// rollout failed.
+    value_hashes: BTreeMap<(String, String), String>,
 }
 
 /// The restart decisions. See the module documentation.
@@ -143,7 +146,8 @@ pub struct Restarts {
     planner: Planner,
     /// The restart hash each known workload carries (None: keyward never set one).
     known: HashMap<WorkloadRef, Option<String>>,
-    managed: HashMap<(String, String), Managed>,
+    /// The ManagedSecrets filling each managed Secret (namespace, name), sorted by name.
+    managed: HashMap<(String, String), Vec<Managed>>,
     policies: HashMap<(String, String), Consumers>,
     /// Restarts started and not yet seen finished: the hash they set.
     rolling: BTreeMap<WorkloadRef, String>,
@@ -245,9 +249,10 @@ impl Restarts {
                 managed,
             } => {
                 let key = (namespace.clone(), name.clone());
-                let changed = match managed {
-                    Some(m) => self.managed.insert(key, m.clone()).as_ref() != Some(&m),
-                    None => self.managed.remove(&key).is_some(),
+                let changed = if managed.is_empty() {
+                    self.managed.remove(&key).is_some()
+                } else {
+                    self.managed.insert(key, managed.clone()).as_ref() != Some(&managed)
                 };
                 if changed {
                     self.dirty.insert((namespace.clone(), name.clone()));
@@ -269,7 +274,7 @@ impl Restarts {
                 let secrets: Vec<String> = self
                     .managed
                     .iter()
-                    .filter(|((ns, _), m)| *ns == namespace && m.managed_secret == name)
+                    .filter(|((ns, _), ms)| *ns == namespace && ms.iter().any(|m| m.managed_secret == name))
                     .map(|((_, s), _)| s.clone())
                     .collect();
                 for s in secrets {
@@ -335,10 +340,16 @@ impl Restarts {
     pub fn consumer_status(&mut self) -> Vec<Step> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut steps = Vec::new();
-        for (ns, secret) in dirty {
-            let Some(m) = self.managed.get(&(ns.clone(), secret.clone())).cloned() else {
-                continue;
-            };
+        let each = dirty.into_iter().flat_map(|(ns, secret)| {
+            let filling = self
+                .managed
+                .get(&(ns.clone(), secret.clone()))
+                .cloned()
+                .unwrap_or_default();
+            filling.into_iter().map(move |m| (ns.clone(), secret.clone(), m))
+        });
+        let each: Vec<(String, String, Managed)> = each.collect();
+        for (ns, secret, m) in each {
             let mut consumers = Vec::new();
             for w in self.index.consumers_of(&ns, &secret) {
                 if !self.included(&w, &m) {
@@ -370,7 +381,8 @@ impl Restarts {
                     secrets_hash: current,
                     state,
                     message: failure.map(|f| f.note.clone()).or(manual),
-                    failed_value_hash: failure.and_then(|f| f.value_hashes.get(&secret).cloned()),
+                    failed_value_hash: failure
+                        .and_then(|f| f.value_hashes.get(&(secret.clone(), m.managed_secret.clone())).cloned()),
                 });
             }
             let key = (ns.clone(), m.managed_secret.clone());
@@ -403,7 +415,12 @@ impl Restarts {
         }
         let ns = w.namespace.to_string();
         for secret in self.index.secrets_of(w) {
-            if let Some(m) = self.managed.get(&(ns.clone(), secret.to_string())) {
+            for m in self
+                .managed
+                .get(&(ns.clone(), secret.to_string()))
+                .into_iter()
+                .flatten()
+            {
                 steps.push(Step::Audit {
                     namespace: ns.clone(),
                     managed_secret: m.managed_secret.clone(),
@@ -439,17 +456,33 @@ impl Restarts {
         let ns = w.namespace.to_string();
         let mut entries: Vec<(String, String)> = Vec::new();
         for secret in self.index.secrets_of(w) {
-            let Some(m) = self.managed.get(&(ns.clone(), secret.to_string())) else {
+            let Some(filling) = self.managed.get(&(ns.clone(), secret.to_string())) else {
                 continue;
             };
-            if self.included(w, m) {
-                // Pods that see the grace-period key (envFrom, a whole-Secret volume, or by name) restart once
-                // more when it goes; pods that read only the value do not.
-                let hash = match &m.previous_key {
-                    Some(k) if self.index.references_key(w, secret, k) => format!("{}+{k}", m.value_hash),
-                    _ => m.value_hash.clone(),
-                };
-                entries.push((secret.to_string(), hash));
+            let hashes: Vec<(&str, String)> = filling
+                .iter()
+                .filter(|m| self.included(w, m))
+                .map(|m| {
+                    // Pods that see the grace-period key (envFrom, a whole-Secret volume, or by name) restart
+                    // once more when it goes; pods that read only the value do not.
+                    let hash = match &m.previous_key {
+                        Some(k) if self.index.references_key(w, secret, k) => format!("{}+{k}", m.value_hash),
+                        _ => m.value_hash.clone(),
+                    };
+                    (m.managed_secret.as_str(), hash)
+                })
+                .collect();
+            match hashes.as_slice() {
+                [] => {}
+                // One ManagedSecret: the Secret's entry is its hash, as it has always been (an upgrade restarts
+                // nothing).
+                [(_, hash)] => entries.push((secret.to_string(), hash.clone())),
+                // Several: one entry for the Secret, of every included ManagedSecret's hash (sorted by name), so
+                // that changes of several keys together restart the workload once.
+                several => {
+                    let combined: Vec<String> = several.iter().map(|(ms, h)| format!("{ms}={h}")).collect();
+                    entries.push((secret.to_string(), combined.join(",")));
+                }
             }
         }
         if entries.is_empty() {
@@ -549,7 +582,9 @@ impl Restarts {
             .find(|s| {
                 self.managed
                     .get(&(ns.clone(), (*s).clone()))
-                    .is_some_and(|m| self.included(w, m) && m.created.is_some_and(|c| *created <= c))
+                    .into_iter()
+                    .flatten()
+                    .any(|m| self.included(w, m) && m.created.is_some_and(|c| *created <= c))
             })
             .cloned()
     }
@@ -581,10 +616,9 @@ impl Restarts {
             .index
             .secrets_of(w)
             .into_iter()
-            .filter_map(|s| {
-                self.managed
-                    .get(&(ns.clone(), s.to_string()))
-                    .map(|m| (s.to_string(), m.value_hash.clone()))
+            .flat_map(|s| {
+                let filling = self.managed.get(&(ns.clone(), s.to_string())).into_iter().flatten();
+                filling.map(move |m| ((s.to_string(), m.managed_secret.clone()), m.value_hash.clone()))
             })
             .collect();
         let failure = Failure {
@@ -663,12 +697,12 @@ mod tests {
         Observation::Secret {
             namespace: NS.into(),
             name: name.into(),
-            managed: Some(Managed {
+            managed: vec![Managed {
                 managed_secret: ms.into(),
                 value_hash: value_hash.into(),
                 previous_key: None,
                 created: None,
-            }),
+            }],
         }
     }
 
@@ -730,12 +764,12 @@ mod tests {
         Observation::Secret {
             namespace: NS.into(),
             name: name.into(),
-            managed: Some(Managed {
+            managed: vec![Managed {
                 managed_secret: name.into(),
                 value_hash: value_hash.into(),
                 previous_key: None,
                 created: Some(created),
-            }),
+            }],
         }
     }
 
@@ -864,6 +898,98 @@ mod tests {
         );
         assert!(r.consumer_status().is_empty());
         assert!(restart_of(&r.due(t(100)).0).is_none());
+    }
+
+    /// Secret `app-env` with the keys of ManagedSecrets `db` and `api-key`.
+    fn shared(db: &str, api_key: &str) -> Observation {
+        let m = |ms: &str, h: &str| Managed {
+            managed_secret: ms.into(),
+            value_hash: h.into(),
+            previous_key: None,
+            created: None,
+        };
+        Observation::Secret {
+            namespace: NS.into(),
+            name: "app-env".into(),
+            managed: vec![m("api-key", api_key), m("db", db)],
+        }
+    }
+
+    /// A Secret filled by several ManagedSecrets: a change of one key, or of several together, restarts its
+    /// consumer once; each ManagedSecret's status lists the consumer; a policy of one of them (None) leaves
+    /// its changes out without hiding the other's. One ManagedSecret alone keeps the hash it always had (see
+    /// the other tests: `secrets_hash([("db", "h1")])`).
+    #[test]
+    fn a_secret_filled_by_several_managed_secrets_restarts_once_per_change_set() {
+        let mut r = restarts();
+        r.observe(shared("d1", "a1"), t(0));
+        // Adopted with the hash of both.
+        let steps = r.observe(seen("web", "app-env", None, Rollout::Complete), t(0));
+        let adopted = steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Adopt { hash, .. } => Some(hash.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(adopted, secrets_hash([("app-env", "api-key=a1,db=d1")]));
+        r.observe(seen("web", "app-env", Some(&adopted), Rollout::Complete), t(0));
+        let writes: Vec<String> = r
+            .consumer_status()
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::WriteConsumers {
+                    managed_secret,
+                    consumers,
+                    ..
+                } if consumers.len() == 1 => Some(managed_secret),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(writes, ["api-key", "db"], "each ManagedSecret reports the consumer");
+        // Both change within the debounce: one restart.
+        r.observe(shared("d2", "a1"), t(1));
+        r.observe(shared("d2", "a2"), t(3));
+        let (steps, _) = r.due(t(20));
+        let restarts: Vec<_> = steps.iter().filter(|s| matches!(s, Step::Restart { .. })).collect();
+        assert_eq!(restarts.len(), 1);
+        let (w, hash) = restart_of(&steps).unwrap();
+        assert_eq!(hash, secrets_hash([("app-env", "api-key=a2,db=d2")]));
+        let started = r.started(&w, &hash);
+        let audited: Vec<_> = started
+            .iter()
+            .filter_map(|s| match s {
+                Step::Audit { managed_secret, .. } => Some(managed_secret.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(audited, ["api-key", "db"]);
+        r.observe(seen("web", "app-env", Some(&hash), Rollout::Complete), t(30));
+        // api-key's policy None: its changes restart nothing; db's still do. (The policy change itself re-keys the
+        // workload's hash to db's alone: one restart, although no value changed.)
+        r.observe(
+            Observation::Policy {
+                namespace: NS.into(),
+                name: "api-key".into(),
+                consumers: Some(Consumers {
+                    policy: ConsumerPolicy::None,
+                    ..Consumers::default()
+                }),
+            },
+            t(31),
+        );
+        let (steps, _) = r.due(t(60));
+        let (_, only_db) = restart_of(&steps).expect("the hash no longer counts api-key");
+        assert_eq!(only_db, secrets_hash([("app-env", "d2")]));
+        r.started(&w, &only_db);
+        r.observe(seen("web", "app-env", Some(&only_db), Rollout::Complete), t(70));
+        r.observe(shared("d2", "a3"), t(71));
+        assert!(
+            restart_of(&r.due(t(100)).0).is_none(),
+            "api-key's change restarts nothing"
+        );
+        r.observe(shared("d3", "a3"), t(101));
+        assert!(restart_of(&r.due(t(130)).0).is_some(), "db's does");
     }
 
     #[test]
@@ -1036,12 +1162,12 @@ mod tests {
             Observation::Secret {
                 namespace: NS.into(),
                 name: "db".into(),
-                managed: Some(Managed {
+                managed: vec![Managed {
                     managed_secret: "db".into(),
                     value_hash: "h1".into(),
                     previous_key: Some("K_PREVIOUS".into()),
                     created: None,
-                }),
+                }],
             },
             t(1),
         );

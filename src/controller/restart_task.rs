@@ -223,7 +223,7 @@ pub async fn run(
         Some(Observation::Secret {
             namespace: meta.namespace.unwrap_or_default(),
             name: meta.name.unwrap_or_default(),
-            managed,
+            managed: managed.into_iter().collect(),
         })
     });
     let policy_changes = watcher(managed, watcher::Config::default().any_semantic()).filter_map(|ev| async move {
