@@ -488,12 +488,15 @@ pub struct Template {
 #[serde(transparent)]
 pub struct TemplateText(#[schemars(length(max = 16384))] pub String);
 
-/// Whether the values read are keys of the Secret besides the template's (External Secrets Operator's
-/// `target.template.mergePolicy`).
+/// Replace (the default): the Secret holds the template's keys only; the values read are inputs. Merge: it
+/// holds the values read too, under their own keys (a template's key wins). As External Secrets Operator's
+/// `target.template.mergePolicy`.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MergePolicy {
+    /// Only the template's keys.
     #[default]
     Replace,
+    /// The values read, and the template's keys (which win).
     Merge,
 }
 
