@@ -430,3 +430,202 @@ async fn templates_make_typed_secrets_and_wrong_inputs_are_refused_clearly() {
         }
     }
 }
+
+/// Two ManagedSecrets fill one Secret, each its key (its own field manager and record, an owner reference
+/// each); deleting one takes its key out and leaves the other's; deleting the last deletes the Secret.
+#[tokio::test]
+async fn deleting_one_of_two_managed_secrets_sharing_a_secret_keeps_the_others_key() {
+    let esc = Esc::start().await;
+    let env = "acme/shared/prod";
+    esc.put(env, "values:\n  a: value-a\n  b: value-b\n");
+    let ns = ns("keys-shared").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    let _keyward = esc.keyward(&ns.name);
+    for (name, key, path) in [("a", "A", "a"), ("b", "B", "b")] {
+        let spec = serde_json::json!({
+            "source": {"esc": {"environment": env, "path": path}},
+            "target": {"name": "shared", "key": key},
+            "refreshInterval": "10s"
+        });
+        managed.create(&PostParams::default(), &msec(name, spec)).await.unwrap();
+    }
+    let both = BTreeMap::from([
+        ("A".to_string(), b"value-a".to_vec()),
+        ("B".to_string(), b"value-b".to_vec()),
+    ]);
+    eventually(60, "both keys in one Secret", || async {
+        (data(&secrets, "shared").await? == both).then_some(())
+    })
+    .await;
+    let s = secrets.get("shared").await.unwrap();
+    assert_eq!(
+        s.metadata.owner_references.unwrap_or_default().len(),
+        2,
+        "an owner reference each"
+    );
+    let managers: Vec<String> = s
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| f.manager)
+        .filter(|m| m.starts_with("keyward"))
+        .collect();
+    assert_eq!(managers, ["keyward/a", "keyward/b"], "a field manager each");
+
+    managed.delete("a", &Default::default()).await.unwrap();
+    let only_b = BTreeMap::from([("B".to_string(), b"value-b".to_vec())]);
+    let s = eventually(60, "a's key taken out, b's kept", || async {
+        let s = secrets.get_opt("shared").await.ok()??;
+        let d: BTreeMap<String, Vec<u8>> = s.data.clone()?.into_iter().map(|(k, v)| (k, v.0)).collect();
+        (d == only_b).then_some(s)
+    })
+    .await;
+    let annotations = s.metadata.annotations.unwrap_or_default();
+    assert!(
+        annotations.keys().all(|k| !k.starts_with("a.keyward.dev/")),
+        "a's record gone: {annotations:?}"
+    );
+    assert!(annotations.contains_key("b.keyward.dev/value-hash"));
+    managed.delete("b", &Default::default()).await.unwrap();
+    eventually(60, "the Secret deleted with its last ManagedSecret", || async {
+        secrets.get_opt("shared").await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
+/// The team's secret map as one Secret (`keyward import --target-secret`): thirteen ManagedSecrets, one per
+/// secret (their rotation periods differ), fill Secret sophia-env, which the app reads with one `envFrom`.
+/// A Generate rotation of one changes that key only — the other twelve byte for byte — keeps `_PREVIOUS` for
+/// that key only, and restarts the app once.
+#[tokio::test]
+async fn one_secret_per_app_rotates_one_key_and_restarts_once() {
+    let esc = Esc::start().await;
+    let env_ref = "ai-cherry/sophia/lambda-labs-production";
+    let map = std::fs::read_to_string(support::repo().join("examples/secret_map.yaml")).unwrap();
+    let entries: Vec<(String, String)> = map
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                v.trim().trim_matches('"').trim_start_matches("values.").to_string(),
+            )
+        })
+        .collect();
+    let mut values = serde_json::json!({});
+    for (name, path) in &entries {
+        let mut node = &mut values;
+        for seg in path.split('.') {
+            node = &mut node[seg];
+        }
+        *node = format!("{name}-value-1").into();
+    }
+    esc.put(env_ref, &serde_json::json!({"values": values}).to_string());
+    let ns = ns("keys-app").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    let overrides = support::repo().join("examples/import-overrides.yaml");
+    let text = std::fs::read_to_string(&overrides).unwrap();
+    // The example's namespace override points at a namespace of the demo's: every secret stays in this one.
+    let overrides_file = tempfile::NamedTempFile::new().unwrap();
+    let same_namespace: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("namespace:"))
+        .collect();
+    std::fs::write(overrides_file.path(), same_namespace.join("\n")).unwrap();
+    let out = std::process::Command::new(support::keyward_bin())
+        .args([
+            "import",
+            "examples/secret_map.yaml",
+            "--environment",
+            env_ref,
+            "--namespace",
+            &ns.name,
+        ])
+        .args(["--target-secret", "sophia-env", "--overrides"])
+        .arg(overrides_file.path())
+        .current_dir(support::repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<ManagedSecret> = serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(docs.len(), 13);
+    for mut ms in docs {
+        if ms.metadata.name.as_deref() == Some("openai-api-key") {
+            // Rotated by keyward, with the previous value kept for an hour (the example's override).
+            let rotation = ms.spec.rotation.as_mut().unwrap();
+            assert_eq!(rotation.grace_period.as_deref(), Some("1h"));
+        }
+        ms.spec.refresh_interval = Some("10s".into());
+        managed.create(&PostParams::default(), &ms).await.unwrap();
+    }
+    let _keyward = esc.keyward(&ns.name);
+    let want: BTreeMap<String, Vec<u8>> = entries
+        .iter()
+        .filter(|(name, _)| name != "GITHUB_TOKEN")
+        .map(|(name, _)| (name.clone(), format!("{name}-value-1").into_bytes()))
+        .collect();
+    eventually(90, "13 keys in Secret sophia-env", || async {
+        (data(&secrets, "sophia-env").await? == want).then_some(())
+    })
+    .await;
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "backend"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "backend"}},
+                 "template": {"metadata": {"labels": {"app": "backend"}}, "spec": {"containers": [{
+                     "name": "api", "image": "registry.invalid/sophia/backend:1.0",
+                     "envFrom": [{"secretRef": {"name": "sophia-env"}}]}]}}}
+    }))
+    .unwrap();
+    let deployments: Api<Deployment> = ns.api();
+    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    eventually(90, "backend adopted as sophia-env's consumer", || async {
+        let ms = managed.get("anthropic-api-key").await.ok()?;
+        let c = ms.status?.consumers;
+        (c.len() == 1 && c[0].state == keyward::api::ConsumerState::Restarted).then_some(())
+    })
+    .await;
+    let generation = || async { deployments.get("backend").await.unwrap().metadata.generation.unwrap() };
+    let before = generation().await;
+
+    let patch = serde_json::json!({"metadata": {"annotations": {"keyward.dev/rotate-now": "test: pasted in a chat"}}});
+    managed
+        .patch(
+            "openai-api-key",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let rotated = eventually(90, "OPENAI_API_KEY rotated", || async {
+        let d = data(&secrets, "sophia-env").await?;
+        (d.get("OPENAI_API_KEY")? != &want["OPENAI_API_KEY"]).then_some(d)
+    })
+    .await;
+    for (k, v) in &want {
+        if k != "OPENAI_API_KEY" {
+            assert_eq!(rotated.get(k), Some(v), "{k} byte for byte");
+        }
+    }
+    assert_eq!(
+        rotated.get("OPENAI_API_KEY_PREVIOUS"),
+        Some(&want["OPENAI_API_KEY"]),
+        "the previous value, for the rotated key only"
+    );
+    assert_eq!(rotated.len(), 14, "the 13 keys and one _PREVIOUS");
+    let esc_now = support::esc_value(&esc.server.base_url(), TOKEN, env_ref, "sophia.ai.openai_api_key").await;
+    assert_eq!(
+        rotated["OPENAI_API_KEY"],
+        esc_now.as_bytes(),
+        "ESC first, then the Secret"
+    );
+    eventually(90, "backend restarted", || async {
+        (generation().await == before + 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(generation().await, before + 1, "one rotation, one restart");
+}

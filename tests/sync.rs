@@ -101,7 +101,18 @@ async fn kubernetes_source_syncs_follows_and_repairs_drift() {
         "keyward"
     );
     let ann = target.metadata.annotations.unwrap();
-    assert!(ann["keyward.dev/value-hash"].starts_with("hmac-sha256:"));
+    // The record of ManagedSecret copy: under its name, as every ManagedSecret filling a Secret has its own.
+    assert!(ann["copy.keyward.dev/value-hash"].starts_with("hmac-sha256:"));
+    assert_eq!(ann["copy.keyward.dev/managed-secret"], "copy");
+    assert!(
+        target
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f.manager.as_deref() == Some("keyward/copy")),
+        "written by its own field manager"
+    );
     assert_eq!(target.metadata.owner_references.unwrap()[0].kind, "ManagedSecret");
 
     // The source changes: the target follows (a watch event, not a poll).
@@ -292,9 +303,11 @@ async fn the_target_follows_labels_annotations_and_key_taken_out_of_the_spec() {
     );
 }
 
-/// Field report A5: two ManagedSecrets on one target: the second is refused with a message naming the owner.
+/// Field report A5, and several ManagedSecrets filling one Secret: a second one that wants a key the first fills
+/// is refused with a message naming the owner and writes nothing; a third with a key of its own shares the
+/// Secret (its key next to the first's).
 #[tokio::test]
-async fn a_second_managed_secret_on_a_target_is_told_who_owns_it() {
+async fn a_key_claimed_twice_is_refused_naming_the_owner_and_other_keys_share_the_secret() {
     let (ns, secrets, managed, _keyward) = with_source("sync-two", b"first").await;
     let mut owner = from_secret("owner", "src", "K", "Delete");
     owner.spec.target.name = Some("shared".into());
@@ -303,8 +316,12 @@ async fn a_second_managed_secret_on_a_target_is_told_who_owns_it() {
         (data_of(&secrets, "shared", "K").await?.as_slice() == b"first").then_some(())
     })
     .await;
-    let mut second = from_secret("second", "src", "OTHER", "Delete");
+    let mut second = from_secret("second", "src2", "K", "Delete");
     second.spec.target.name = Some("shared".into());
+    secrets
+        .create(&PostParams::default(), &secret("src2", "value", b"second"))
+        .await
+        .unwrap();
     managed.create(&PostParams::default(), &second).await.unwrap();
     let cond = eventually(40, "TargetConflict naming the owner", || async {
         let c = managed
@@ -318,13 +335,31 @@ async fn a_second_managed_secret_on_a_target_is_told_who_owns_it() {
         (c.reason == "TargetConflict").then_some(c)
     })
     .await;
-    assert!(
-        cond.message.contains(&format!("ManagedSecret {}/owner", ns.name)),
-        "{}",
-        cond.message
+    assert_eq!(
+        cond.message,
+        format!(
+            "key K of Secret shared is ManagedSecret {}/owner's, which fills it too; give this one another key or \
+             target.name, or take it out of the other",
+            ns.name
+        )
     );
-    let s = secrets.get("shared").await.unwrap();
-    assert!(!s.data.unwrap().contains_key("OTHER"), "the second wrote nothing");
+    assert_eq!(
+        data_of(&secrets, "shared", "K").await.unwrap(),
+        b"first",
+        "the second wrote nothing"
+    );
+    let mut third = from_secret("third", "src2", "OTHER", "Delete");
+    third.spec.target.name = Some("shared".into());
+    managed.create(&PostParams::default(), &third).await.unwrap();
+    wait_value(
+        &secrets,
+        "shared",
+        "OTHER",
+        b"second",
+        "the third's key next to the owner's",
+    )
+    .await;
+    assert_eq!(data_of(&secrets, "shared", "K").await.unwrap(), b"first");
 }
 
 /// Field report A3: `target.type` changes (immutable on a Secret): keyward replaces the Secret and says so,

@@ -598,7 +598,8 @@ async fn tenants_get_what_their_policies_grant_and_nothing_more() {
 
     // 5. Bookkeeping cannot be forged: an annotation on the target Secret saying "rotated in 2099" is ignored
     //    and removed; status keeps the real time.
-    let forged = json!({"metadata": {"annotations": {"keyward.dev/last-rotation": "2099-01-01T00:00:00Z"}}});
+    let forged =
+        json!({"metadata": {"annotations": {"payments-key.keyward.dev/last-rotation": "2099-01-01T00:00:00Z"}}});
     Api::<Secret>::namespaced(bob.clone(), &b.name)
         .patch("payments-key", &PatchParams::default(), &Patch::Merge(&forged))
         .await
@@ -610,7 +611,11 @@ async fn tenants_get_what_their_policies_grant_and_nothing_more() {
         .unwrap();
     eventually(30, "the forged annotation removed", || async {
         let s = b_secrets.get("payments-key").await.ok()?;
-        let forged = s.metadata.annotations?.get("keyward.dev/last-rotation").cloned();
+        let forged = s
+            .metadata
+            .annotations?
+            .get("payments-key.keyward.dev/last-rotation")
+            .cloned();
         (forged.as_deref() != Some("2099-01-01T00:00:00Z")).then_some(())
     })
     .await;

@@ -4,6 +4,7 @@
 mod access_policy;
 pub mod conditions;
 mod managed_secret;
+pub mod record;
 mod workload;
 
 pub use access_policy::*;

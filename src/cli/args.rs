@@ -242,6 +242,10 @@ pub struct ImportArgs {
     /// name, refreshInterval, consumers, skip.
     #[arg(long, value_name = "FILE", conflicts_with = "from_external_secrets")]
     pub overrides: Option<PathBuf>,
+    /// Fill one Secret of this name (per namespace) with every secret, each under its own name as the key (an
+    /// app reads them all with one `envFrom`); still one ManagedSecret per secret, as rotation periods differ.
+    #[arg(long, value_name = "NAME", conflicts_with = "from_external_secrets")]
+    pub target_secret: Option<String>,
     /// Convert External Secrets Operator objects instead (ExternalSecrets with their Pulumi ESC SecretStores and
     /// ClusterSecretStores; `-` reads stdin): ManagedSecrets and an AccessPolicy draft on stdout, or a list of
     /// what does not convert (and nothing written).

@@ -68,6 +68,7 @@ pub fn import(args: ImportArgs) -> ExitCode {
             environment: environment.clone(),
             namespace: namespace.clone(),
             source_name: file.display().to_string(),
+            target_secret: args.target_secret.clone(),
         };
         let outcome = import::import(&text, &overrides, &options)?;
         match &args.out {

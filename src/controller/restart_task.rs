@@ -20,10 +20,8 @@ use tokio::sync::mpsc;
 use super::status::write_consumers;
 use super::task::AbortOnDrop;
 use super::workloads::{WorkloadView, adopt_hash, api_resource, apply_hash};
-use crate::api::{
-    MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, PREVIOUS_KEY_ANNOTATION, VALUE_HASH_ANNOTATION,
-    WorkloadKind,
-};
+use crate::api::record::records;
+use crate::api::{MANAGED_BY_LABEL, ManagedSecret, PREVIOUS_KEY_ANNOTATION, VALUE_HASH_ANNOTATION, WorkloadKind};
 use crate::consumers::discovery::WorkloadRef;
 use crate::consumers::planner::Planner;
 use crate::consumers::restarts::{Managed, Observation, Restarts, Step};
@@ -211,19 +209,27 @@ pub async fn run(
             _ => return None,
         };
         let ann = meta.annotations.unwrap_or_default();
-        let managed = match (gone, ann.get(MANAGED_SECRET_ANNOTATION), ann.get(VALUE_HASH_ANNOTATION)) {
-            (false, Some(ms), Some(h)) => Some(Managed {
-                managed_secret: ms.clone(),
-                value_hash: h.clone(),
-                previous_key: ann.get(PREVIOUS_KEY_ANNOTATION).cloned(),
-                created: meta.creation_timestamp.as_ref().map(|t| t.0),
-            }),
-            _ => None,
+        let created = meta.creation_timestamp.as_ref().map(|t| t.0);
+        // Every ManagedSecret with a record in it (several may fill one Secret), by name.
+        let managed: Vec<Managed> = if gone {
+            Vec::new()
+        } else {
+            records(&ann)
+                .into_iter()
+                .filter_map(|(name, rec)| {
+                    Some(Managed {
+                        value_hash: ann.get(&rec.key(VALUE_HASH_ANNOTATION))?.clone(),
+                        previous_key: ann.get(&rec.key(PREVIOUS_KEY_ANNOTATION)).cloned(),
+                        managed_secret: name,
+                        created,
+                    })
+                })
+                .collect()
         };
         Some(Observation::Secret {
             namespace: meta.namespace.unwrap_or_default(),
             name: meta.name.unwrap_or_default(),
-            managed: managed.into_iter().collect(),
+            managed,
         })
     });
     let policy_changes = watcher(managed, watcher::Config::default().any_semantic()).filter_map(|ev| async move {

@@ -25,7 +25,8 @@ use super::reconcile::reconcile;
 use super::restart_task;
 use super::task::AbortOnDrop;
 use super::timing::backoff;
-use crate::api::{AccessPolicy, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretSpec};
+use crate::api::record::records;
+use crate::api::{AccessPolicy, ManagedSecret, ManagedSecretSpec};
 use crate::authz::grants::Policies;
 use crate::telemetry::metrics::Metrics;
 
@@ -152,21 +153,35 @@ async fn keep_cache(
     writer: reflector::store::Writer<ManagedSecret>,
     triggers: Triggers,
 ) {
-    let mut objects = watcher(api, watcher::Config::default().any_semantic())
+    let store = writer.as_reader();
+    let mut events = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .try_filter_map(|event| std::future::ready(Ok(readable(event))))
         .reflect(writer)
-        .applied_objects()
         .boxed();
-    while let Some(item) = objects.next().await {
-        match item {
-            Ok(ms) => {
-                if let Ok(slot) = triggers.lock()
-                    && let Some(tx) = slot.as_ref()
-                {
-                    let _ = tx.send(ms);
+    let send = |ms: ManagedSecret| {
+        if let Ok(slot) = triggers.lock()
+            && let Some(tx) = slot.as_ref()
+        {
+            let _ = tx.send(ms);
+        }
+    };
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(ms) | watcher::Event::InitApply(ms)) => send(ms),
+            // The others that fill its target Secret take its keys out (sharing::check).
+            Ok(watcher::Event::Delete(gone)) => {
+                let (ns, target) = (gone.namespace(), gone.target_name().to_string());
+                for sibling in store.state() {
+                    if sibling.namespace() == ns
+                        && sibling.target_name() == target
+                        && sibling.name_any() != gone.name_any()
+                    {
+                        send(sibling.as_ref().clone());
+                    }
                 }
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "ManagedSecret watch error"),
         }
     }
@@ -404,15 +419,18 @@ async fn write(
         .watches_stream(secret_events, move |secret| {
             let ns = secret.metadata.namespace.clone().unwrap_or_default();
             let name = secret.metadata.name.clone().unwrap_or_default();
-            let mut refs: Vec<ObjectRef<ManagedSecret>> = Vec::new();
-            if let Some(owner) = secret
+            // Every ManagedSecret that fills it (several may), and every one that reads it.
+            let mut refs: Vec<ObjectRef<ManagedSecret>> = secret
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(MANAGED_SECRET_ANNOTATION))
-            {
-                refs.push(ObjectRef::new(owner).within(&ns));
-            }
+                .map(|a| {
+                    records(a)
+                        .into_keys()
+                        .map(|owner| ObjectRef::new(&owner).within(&ns))
+                        .collect()
+                })
+                .unwrap_or_default();
             for ms in store.state() {
                 let reads_it = ms.metadata.namespace.as_deref() == Some(ns.as_str())
                     && ms

@@ -36,6 +36,10 @@ pub struct Options {
     pub namespace: String,
     /// The secret map as named in messages and comments (its path as given).
     pub source_name: String,
+    /// Fill this one Secret (in each namespace) with every secret, each under its own name as the key, instead
+    /// of one Secret per secret (`--target-secret`): one ManagedSecret per secret still, as their rotation
+    /// periods differ.
+    pub target_secret: Option<String>,
 }
 
 /// Per-secret adjustments, keyed by the secret's name in the map.
@@ -349,7 +353,7 @@ pub fn import(map_text: &str, overrides: &Overrides, opts: &Options) -> Result<O
                     kubernetes_secret: None,
                 },
                 target: Target {
-                    name: Some(name),
+                    name: Some(opts.target_secret.clone().unwrap_or(name)),
                     key: Some(p.entry.name.clone()),
                     ..Target::default()
                 },
@@ -595,6 +599,7 @@ mod tests {
             environment: "ai-cherry/sophia/lambda-labs-production".into(),
             namespace: "backend".into(),
             source_name: "secret_map.yaml".into(),
+            target_secret: None,
         }
     }
 
@@ -837,6 +842,26 @@ MISSING: {skip: true}
             got[0].starts_with("line 1: A_TOKEN: the generated ManagedSecret would be refused: metadata.namespace"),
             "{got:?}"
         );
+    }
+
+    /// `--target-secret`: every secret a key of one Secret per namespace, each still its own ManagedSecret.
+    #[test]
+    fn a_target_secret_gathers_every_secret_as_a_key() {
+        let o = Options {
+            target_secret: Some("sophia-env".into()),
+            ..example_opts()
+        };
+        let out = import(EXAMPLE, &parse_overrides(EXAMPLE_OVERRIDES, "o").unwrap(), &o).unwrap();
+        let mut names = std::collections::BTreeSet::new();
+        for g in &out.objects {
+            assert_eq!(g.object.spec.target.name.as_deref(), Some("sophia-env"));
+            assert_eq!(g.object.spec.target.key.as_deref(), Some(g.secret.as_str()));
+            assert!(
+                names.insert(g.object.metadata.name.clone()),
+                "one ManagedSecret per secret"
+            );
+        }
+        assert_eq!(out.objects.len(), 13, "the map's 14 secrets but the skipped one");
     }
 
     const EXAMPLE: &str = include_str!("../../examples/secret_map.yaml");

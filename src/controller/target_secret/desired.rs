@@ -2,8 +2,11 @@
 //! rotation bookkeeping that must survive the loss of the ManagedSecret's status — and whether a Secret already
 //! is that. Pure functions of the spec and the value.
 //!
-//! The bookkeeping is signed (`keyward.dev/bookkeeping`, a keyed hash over the ManagedSecret's uid and the
-//! bookkeeping annotations): whoever may edit the Secret can not forge a rotation time or an intent, since
+//! Everything of one ManagedSecret's lives in its record (`crate::api::record`: annotations
+//! `<name>.keyward.dev/<field>`, field manager `keyward/<name>`), so that several can fill one Secret.
+//!
+//! The bookkeeping is signed (`<name>.keyward.dev/bookkeeping`, a keyed hash over the ManagedSecret's uid and
+//! the bookkeeping annotations): whoever may edit the Secret can not forge a rotation time or an intent, since
 //! unsigned or altered bookkeeping is not believed (status, which tenants cannot write, is used instead), and
 //! the next write puts the true record back.
 
@@ -15,13 +18,13 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
+use crate::api::record::Record;
 use crate::api::{
     DeletionPolicy, LAST_ROTATION_ANNOTATION, LAST_ROTATION_REASON_ANNOTATION, MANAGED_BY_LABEL,
     MANAGED_SECRET_ANNOTATION, ManagedSecret, PREVIOUS_KEY_ANNOTATION, PREVIOUS_UNTIL_ANNOTATION,
     ROTATED_FOR_ANNOTATION, ROTATION_INTENT_ANNOTATION, RotationIntent, SOURCE_REVISION_ANNOTATION,
     VALUE_HASH_ANNOTATION,
 };
-use crate::controller::context::FIELD_MANAGER;
 use crate::secret::{SecretBytes, ValueHasher};
 use crate::source::SourceValue;
 
@@ -60,18 +63,19 @@ pub struct Bookkeeping {
     pub previous: Option<Previous>,
 }
 
-/// Signs a Secret's bookkeeping annotations for one ManagedSecret: who signs (the value-hash key) and for whom
-/// (the uid, so that a record cannot be copied from another object's Secret).
+/// Signs a Secret's bookkeeping annotations for one ManagedSecret: who signs (the value-hash key), for whom
+/// (the uid, so that a record cannot be copied from another object's Secret), and where its record is.
 pub struct Signer<'a> {
     pub hasher: &'a ValueHasher,
     pub uid: &'a str,
+    pub record: &'a Record,
 }
 
 impl Signer<'_> {
     fn sign(&self, annotations: &BTreeMap<String, String>) -> String {
         let mut text = self.uid.to_string();
-        for key in BOOKKEEPING {
-            if let Some(v) = annotations.get(key) {
+        for key in BOOKKEEPING.map(|k| self.record.key(k)) {
+            if let Some(v) = annotations.get(&key) {
                 text.push_str(&format!("\n{key}={v}"));
             }
         }
@@ -82,16 +86,16 @@ impl Signer<'_> {
 /// Whether the Secret's bookkeeping carries a valid signature for this ManagedSecret.
 pub fn signed(secret: &Secret, signer: &Signer<'_>) -> bool {
     let ann = secret.annotations();
-    ann.get(BOOKKEEPING_SIGNATURE_ANNOTATION) == Some(&signer.sign(ann))
+    ann.get(&signer.record.key(BOOKKEEPING_SIGNATURE_ANNOTATION)) == Some(&signer.sign(ann))
 }
 
-/// The bookkeeping annotations `current` has and `desired` does not: after a forgery keyward's apply does not
-/// own them, so they are removed explicitly.
-pub fn stray_bookkeeping(current: &Secret, desired: &Secret) -> Vec<&'static str> {
+/// The bookkeeping annotations of `record` that `current` has and `desired` does not: after a forgery keyward's
+/// apply does not own them, so they are removed explicitly.
+pub fn stray_bookkeeping(current: &Secret, desired: &Secret, record: &Record) -> Vec<String> {
     BOOKKEEPING
-        .iter()
-        .copied()
-        .filter(|k| current.annotations().contains_key(*k) && !desired.annotations().contains_key(*k))
+        .map(|k| record.key(k))
+        .into_iter()
+        .filter(|k| current.annotations().contains_key(k) && !desired.annotations().contains_key(k))
         .collect()
 }
 
@@ -104,8 +108,9 @@ impl Bookkeeping {
             return Bookkeeping::default();
         }
         let ann = secret.annotations();
-        let time = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
-        let previous = match (ann.get(PREVIOUS_KEY_ANNOTATION), time(PREVIOUS_UNTIL_ANNOTATION)) {
+        let get = |k: &str| ann.get(&signer.record.key(k));
+        let time = |k: &str| get(k).and_then(|v| v.parse::<Timestamp>().ok());
+        let previous = match (get(PREVIOUS_KEY_ANNOTATION), time(PREVIOUS_UNTIL_ANNOTATION)) {
             (Some(key), Some(until)) => secret.data.as_ref().and_then(|d| d.get(key)).map(|v| Previous {
                 key: key.clone(),
                 value: SecretBytes::new(v.0.clone()),
@@ -115,34 +120,34 @@ impl Bookkeeping {
         };
         Bookkeeping {
             last_rotation: time(LAST_ROTATION_ANNOTATION),
-            last_reason: ann.get(LAST_ROTATION_REASON_ANNOTATION).cloned(),
-            rotated_for: ann.get(ROTATED_FOR_ANNOTATION).cloned(),
-            intent: ann
-                .get(ROTATION_INTENT_ANNOTATION)
-                .and_then(|v| serde_json::from_str(v).ok()),
+            last_reason: get(LAST_ROTATION_REASON_ANNOTATION).cloned(),
+            rotated_for: get(ROTATED_FOR_ANNOTATION).cloned(),
+            intent: get(ROTATION_INTENT_ANNOTATION).and_then(|v| serde_json::from_str(v).ok()),
             previous,
         }
     }
 
     fn annotate(&self, annotations: &mut BTreeMap<String, String>, signer: &Signer<'_>) {
+        let record = signer.record;
+        let mut put = |k: &str, v: String| annotations.insert(record.key(k), v);
         if let Some(t) = self.last_rotation {
-            annotations.insert(LAST_ROTATION_ANNOTATION.into(), t.to_string());
+            put(LAST_ROTATION_ANNOTATION, t.to_string());
         }
         if let Some(r) = &self.last_reason {
-            annotations.insert(LAST_ROTATION_REASON_ANNOTATION.into(), r.clone());
+            put(LAST_ROTATION_REASON_ANNOTATION, r.clone());
         }
         if let Some(r) = &self.rotated_for {
-            annotations.insert(ROTATED_FOR_ANNOTATION.into(), r.clone());
+            put(ROTATED_FOR_ANNOTATION, r.clone());
         }
         if let Some(i) = self.intent.as_ref().and_then(|i| serde_json::to_string(i).ok()) {
-            annotations.insert(ROTATION_INTENT_ANNOTATION.into(), i);
+            put(ROTATION_INTENT_ANNOTATION, i);
         }
         if let Some(p) = &self.previous {
-            annotations.insert(PREVIOUS_KEY_ANNOTATION.into(), p.key.clone());
-            annotations.insert(PREVIOUS_UNTIL_ANNOTATION.into(), p.until.to_string());
+            put(PREVIOUS_KEY_ANNOTATION, p.key.clone());
+            put(PREVIOUS_UNTIL_ANNOTATION, p.until.to_string());
         }
         let signature = signer.sign(annotations);
-        annotations.insert(BOOKKEEPING_SIGNATURE_ANNOTATION.into(), signature);
+        annotations.insert(record.key(BOOKKEEPING_SIGNATURE_ANNOTATION), signature);
     }
 }
 
@@ -158,14 +163,20 @@ pub fn desired(ms: &ManagedSecret, value: &SourceValue, hash: &str, book: &Bookk
     let mut labels = spec.labels.clone();
     labels.insert(MANAGED_BY_LABEL.0.into(), MANAGED_BY_LABEL.1.into());
     let mut annotations = spec.annotations.clone();
-    annotations.insert(MANAGED_SECRET_ANNOTATION.into(), ms.name_any());
-    annotations.insert(VALUE_HASH_ANNOTATION.into(), hash.into());
+    let record = signer.record;
+    annotations.insert(record.key(MANAGED_SECRET_ANNOTATION), ms.name_any());
+    annotations.insert(record.key(VALUE_HASH_ANNOTATION), hash.into());
     if let Some(rev) = value.revision {
-        annotations.insert(SOURCE_REVISION_ANNOTATION.into(), rev.to_string());
+        annotations.insert(record.key(SOURCE_REVISION_ANNOTATION), rev.to_string());
     }
     book.annotate(&mut annotations, signer);
+    // Not a controller reference: a Secret several ManagedSecrets fill has one owner reference from each (the
+    // API allows one controller), and the garbage collector deletes it when the last one goes.
     let owner = match ms.spec.deletion_policy.unwrap_or_default() {
-        DeletionPolicy::Delete => ms.controller_owner_ref(&()).map(|o| vec![o]),
+        DeletionPolicy::Delete => ms.owner_ref(&()).map(|mut o| {
+            o.block_owner_deletion = Some(true);
+            vec![o]
+        }),
         DeletionPolicy::Retain => None,
     };
     let mut data: BTreeMap<String, ByteString> = value
@@ -191,9 +202,10 @@ pub fn desired(ms: &ManagedSecret, value: &SourceValue, hash: &str, book: &Bookk
     }
 }
 
-/// Whether `current` already holds everything `desired` says, and nothing of keyward's that `desired` drops
-/// (other fields and keys may exist).
-pub fn up_to_date(current: &Secret, desired: &Secret) -> bool {
+/// Whether `current` already holds everything `desired` (of the ManagedSecret whose record is `record` and
+/// field manager `manager`) says, and nothing of that ManagedSecret's that `desired` drops (other fields and
+/// keys, other ManagedSecrets' among them, may exist).
+pub fn up_to_date(current: &Secret, desired: &Secret, record: &Record, manager: &str) -> bool {
     let subset = |want: &Option<BTreeMap<String, String>>, have: &Option<BTreeMap<String, String>>| {
         want.iter()
             .flatten()
@@ -226,12 +238,13 @@ pub fn up_to_date(current: &Secret, desired: &Secret) -> bool {
     // A grace-period key that expired must be gone.
     let stale_previous = current
         .annotations()
-        .get(PREVIOUS_KEY_ANNOTATION)
+        .get(&record.key(PREVIOUS_KEY_ANNOTATION))
         .is_some_and(|k| data_of(current, k).is_some() && data_of(desired, k).is_none());
     let bookkeeping_match = BOOKKEEPING
         .iter()
         .chain(&[BOOKKEEPING_SIGNATURE_ANNOTATION])
-        .all(|k| current.annotations().get(*k) == desired.annotations().get(*k));
+        .map(|k| record.key(k))
+        .all(|k| current.annotations().get(&k) == desired.annotations().get(&k));
     subset(&desired.metadata.labels, &current.metadata.labels)
         && subset(&desired.metadata.annotations, &current.metadata.annotations)
         && bookkeeping_match
@@ -239,7 +252,7 @@ pub fn up_to_date(current: &Secret, desired: &Secret) -> bool {
         && data_match
         && !stale_previous
         && current.type_ == desired.type_
-        && !owned_keys(current).iter().any(|(section, key)| match section {
+        && !owned_keys(current, manager).iter().any(|(section, key)| match section {
             OwnedSection::Labels => !desired.labels().contains_key(key),
             OwnedSection::Annotations => !desired.annotations().contains_key(key),
             OwnedSection::Data => desired.data.as_ref().is_none_or(|d| !d.contains_key(key)),
@@ -248,24 +261,24 @@ pub fn up_to_date(current: &Secret, desired: &Secret) -> bool {
 
 /// Where a key keyward applied lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OwnedSection {
+pub enum OwnedSection {
     Labels,
     Annotations,
     Data,
 }
 
-/// The labels, annotations and data keys keyward's last server-side apply owns (the Secret's
-/// `managedFields` entry of manager [`FIELD_MANAGER`], operation Apply). A key owned but no longer desired (a
-/// label taken out of `spec.target.labels`, the old `spec.target.key`) is removed by the next apply — so while
-/// it is there the Secret is not up to date.
-fn owned_keys(current: &Secret) -> Vec<(OwnedSection, String)> {
+/// The labels, annotations and data keys field manager `manager`'s last server-side apply owns (the Secret's
+/// `managedFields` entry of that manager, operation Apply). A key owned but no longer desired (a label taken
+/// out of `spec.target.labels`, the old `spec.target.key`) is removed by the next apply — so while it is there
+/// the Secret is not up to date. Another ManagedSecret's keys are its manager's.
+pub fn owned_keys(current: &Secret, manager: &str) -> Vec<(OwnedSection, String)> {
     let mut out = Vec::new();
     let ours = current
         .metadata
         .managed_fields
         .iter()
         .flatten()
-        .filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply"));
+        .filter(|e| e.manager.as_deref() == Some(manager) && e.operation.as_deref() == Some("Apply"));
     for entry in ours {
         let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
             continue;
@@ -301,8 +314,19 @@ mod tests {
         ValueHasher::new(b"test-key".to_vec())
     }
 
+    /// The record of ManagedSecret `m` (leaked: tests only).
+    fn rec() -> &'static Record {
+        Box::leak(Box::new(Record::of("m")))
+    }
+
+    const MANAGER: &str = "keyward/m";
+
     fn signer(h: &ValueHasher) -> Signer<'_> {
-        Signer { hasher: h, uid: "u1" }
+        Signer {
+            hasher: h,
+            uid: "u1",
+            record: rec(),
+        }
     }
 
     fn value(v: &[u8]) -> SourceValue {
@@ -326,18 +350,18 @@ mod tests {
         assert_eq!(d.metadata.name.as_deref(), Some("m"));
         assert_eq!(d.metadata.owner_references.as_ref().unwrap()[0].uid, "u1");
         let ann = d.metadata.annotations.as_ref().unwrap();
-        assert_eq!(ann[SOURCE_REVISION_ANNOTATION], "4");
-        assert!(up_to_date(&d, &d));
+        assert_eq!(ann[&rec().key(SOURCE_REVISION_ANNOTATION)], "4");
+        assert!(up_to_date(&d, &d, rec(), MANAGER));
         let mut edited = d.clone();
         edited.data = Some(BTreeMap::from([("K".into(), ByteString(b"hand".to_vec()))]));
-        assert!(!up_to_date(&edited, &d));
+        assert!(!up_to_date(&edited, &d, rec(), MANAGER));
         let mut extra = d.clone();
         extra
             .data
             .as_mut()
             .unwrap()
             .insert("OTHER".into(), ByteString(b"x".to_vec()));
-        assert!(up_to_date(&extra, &d));
+        assert!(up_to_date(&extra, &d, rec(), MANAGER));
     }
 
     /// A label taken out of the spec (or the old data key after `target.key` changed) is still owned by keyward's
@@ -369,26 +393,32 @@ mod tests {
             "someone-else",
             serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}}}}),
         )]);
-        assert!(up_to_date(&current, &d), "another manager's label is theirs");
+        assert!(
+            up_to_date(&current, &d, rec(), MANAGER),
+            "another manager's label is theirs"
+        );
         current.metadata.managed_fields = Some(vec![entry(
-            FIELD_MANAGER,
+            MANAGER,
             serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}, "f:x": {}}}, "f:data": {"f:K": {}}}),
         )]);
         assert!(
-            !up_to_date(&current, &d),
+            !up_to_date(&current, &d, rec(), MANAGER),
             "keyward applied `team`, which the spec no longer has"
         );
         current.metadata.labels.as_mut().unwrap().remove("team");
         current.metadata.managed_fields = Some(vec![entry(
-            FIELD_MANAGER,
+            MANAGER,
             serde_json::json!({"f:metadata": {"f:labels": {"f:x": {}}}, "f:data": {"f:K": {}, "f:OLD_KEY": {}}}),
         )]);
-        assert!(!up_to_date(&current, &d), "the old data key is still keyward's");
+        assert!(
+            !up_to_date(&current, &d, rec(), MANAGER),
+            "the old data key is still keyward's"
+        );
         current.metadata.managed_fields = Some(vec![entry(
-            FIELD_MANAGER,
+            MANAGER,
             serde_json::json!({"f:metadata": {"f:labels": {"f:x": {}}}, "f:data": {"f:K": {}}}),
         )]);
-        assert!(up_to_date(&current, &d));
+        assert!(up_to_date(&current, &d, rec(), MANAGER));
     }
 
     #[test]
@@ -417,14 +447,14 @@ mod tests {
         assert_eq!(Bookkeeping::read(&with, &sig), book);
         assert_eq!(with.data.as_ref().unwrap()["K_PREVIOUS"].0, b"old");
         let without = desired(&ms, &value(b"v1"), "h", &Bookkeeping::default(), &sig);
-        assert!(up_to_date(&with, &with));
+        assert!(up_to_date(&with, &with, rec(), MANAGER));
         // The current Secret still has the previous key and the intent: not what is wanted any more.
-        assert!(!up_to_date(&with, &without));
+        assert!(!up_to_date(&with, &without, rec(), MANAGER));
         let mut only_intent = book.clone();
         only_intent.previous = None;
         let d = desired(&ms, &value(b"v1"), "h", &only_intent, &sig);
-        assert!(!up_to_date(&d, &without));
-        assert!(!up_to_date(&without, &d));
+        assert!(!up_to_date(&d, &without, rec(), MANAGER));
+        assert!(!up_to_date(&without, &d, rec(), MANAGER));
     }
 
     #[test]
@@ -434,12 +464,12 @@ mod tests {
         let sig = signer(&h);
         let mut s = desired(&ms, &value(b"v1"), "h", &Bookkeeping::default(), &sig);
         let ann = s.metadata.annotations.as_mut().unwrap();
-        ann.insert(LAST_ROTATION_ANNOTATION.into(), "yesterday".into());
-        ann.insert(ROTATION_INTENT_ANNOTATION.into(), "{not json".into());
-        ann.insert(PREVIOUS_KEY_ANNOTATION.into(), "K_PREVIOUS".into());
+        ann.insert(rec().key(LAST_ROTATION_ANNOTATION), "yesterday".into());
+        ann.insert(rec().key(ROTATION_INTENT_ANNOTATION), "{not json".into());
+        ann.insert(rec().key(PREVIOUS_KEY_ANNOTATION), "K_PREVIOUS".into());
         // Signed as keyward would, and still unreadable.
         let signature = sig.sign(ann);
-        ann.insert(BOOKKEEPING_SIGNATURE_ANNOTATION.into(), signature);
+        ann.insert(rec().key(BOOKKEEPING_SIGNATURE_ANNOTATION), signature);
         assert_eq!(Bookkeeping::read(&s, &sig), Bookkeeping::default());
     }
 
@@ -462,14 +492,18 @@ mod tests {
             .annotations
             .as_mut()
             .unwrap()
-            .insert(LAST_ROTATION_ANNOTATION.into(), "2099-01-01T00:00:00Z".into());
+            .insert(rec().key(LAST_ROTATION_ANNOTATION), "2099-01-01T00:00:00Z".into());
         assert_eq!(Bookkeeping::read(&forged, &sig), Bookkeeping::default());
         assert!(
-            !up_to_date(&forged, &genuine),
+            !up_to_date(&forged, &genuine, rec(), MANAGER),
             "the next write puts the true record back"
         );
         // The same record is not believed for another ManagedSecret, nor under another key.
-        let other = Signer { hasher: &h, uid: "u2" };
+        let other = Signer {
+            hasher: &h,
+            uid: "u2",
+            record: rec(),
+        };
         assert_eq!(Bookkeeping::read(&genuine, &other), Bookkeeping::default());
         let other_key = ValueHasher::new(b"other".to_vec());
         assert_eq!(Bookkeeping::read(&genuine, &signer(&other_key)), Bookkeeping::default());

@@ -4,6 +4,7 @@
 
 mod desired;
 mod previous;
+mod sharing;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -15,12 +16,13 @@ pub use desired::{Bookkeeping, Signer, second};
 use desired::Previous;
 
 use crate::api::conditions::{self, PREVIOUS_KEPT};
+use crate::api::record::{self, LEGACY_FIELD_MANAGER, Record};
 use crate::api::{
-    DeletionPolicy, MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret, ManagedSecretStatus, REASON_SCHEDULED,
-    REASON_SOURCE_CHANGED, RESERVED_PREFIX, Rollback, RotationIntent, ValueChange,
+    DeletionPolicy, MANAGED_BY_LABEL, ManagedSecret, ManagedSecretStatus, REASON_SCHEDULED, REASON_SOURCE_CHANGED,
+    Rollback, RotationIntent, ValueChange, is_reserved_key,
 };
 use crate::controller::consumers;
-use crate::controller::context::{Context, FIELD_MANAGER};
+use crate::controller::context::Context;
 use crate::controller::failure::{Failure, kube_failure};
 use crate::controller::record::publish;
 use crate::rotation::schedule::{self, Policy};
@@ -101,13 +103,28 @@ pub async fn ensure(
         .await
         .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
     let uid = ms.metadata.uid.clone().unwrap_or_default();
+    let me = ms.name_any();
+    let record = Record::of(&me);
+    let manager = record::field_manager(&me);
+    // Where this object's record is now: its own, or (a Secret written before Secrets were shared) the legacy
+    // one, which is read once and replaced by this write.
+    let found = current
+        .as_ref()
+        .and_then(|c| record::records(c.annotations()).remove(&me))
+        .unwrap_or_else(|| record.clone());
+    let reader = Signer {
+        hasher: &ctx.hasher,
+        uid: &uid,
+        record: &found,
+    };
     let signer = Signer {
         hasher: &ctx.hasher,
         uid: &uid,
+        record: &record,
     };
     let (mut book, replaced) = bookkeeping(
         current.as_ref(),
-        &signer,
+        &reader,
         ms.target_key(),
         value,
         holding.is_some(),
@@ -115,7 +132,7 @@ pub async fn ensure(
         intent,
     );
     fit_previous(ms, &mut book, value, status);
-    let trusted = current.as_ref().is_none_or(|c| desired::signed(c, &signer));
+    let trusted = current.as_ref().is_none_or(|c| desired::signed(c, &reader));
     if current.is_none() || !trusted {
         // A recreated Secret keeps the rotation record that status still has; so does one whose record was
         // not written by keyward (status cannot be written by tenants).
@@ -129,29 +146,10 @@ pub async fn ensure(
             .or_else(|| recorded.and_then(|r| r.last_reason.clone()));
     }
     let desired = desired::desired(ms, value, &hash, &book, &signer);
+    let mut others = Vec::new();
     if let Some(current) = &current {
-        let ours = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
-            && current.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any());
-        if !ours {
-            let by_keyward = current.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1);
-            let message = match current.annotations().get(MANAGED_SECRET_ANNOTATION) {
-                // Another ManagedSecret's target: name it, so that the two owners can be told apart.
-                Some(owner) if by_keyward => format!(
-                    "Secret {name} is the target of ManagedSecret {ns}/{owner}, which owns it; give this one another \
-                     target.name, or delete one of the two"
-                ),
-                _ => format!(
-                    "Secret {name} exists and is not managed by keyward; keyward will not overwrite it (delete it, \
-                     or label it {}={} and annotate it {}={})",
-                    MANAGED_BY_LABEL.0,
-                    MANAGED_BY_LABEL.1,
-                    MANAGED_SECRET_ANNOTATION,
-                    ms.name_any()
-                ),
-            };
-            return Err(Failure::new("TargetConflict", message));
-        }
-        if desired::up_to_date(current, &desired) {
+        others = sharing::check(ms, ctx, &api, current, &desired).await?;
+        if !found.is_legacy() && desired::up_to_date(current, &desired, &record, &manager) {
             leave_old_target(ms, ctx, &api, status).await?;
             return Ok(Written {
                 wrote: false,
@@ -176,13 +174,11 @@ pub async fn ensure(
     if let Some(current) = &current
         && !trusted
     {
-        let strays = desired::stray_bookkeeping(current, &desired);
+        let strays = desired::stray_bookkeeping(current, &desired, &record);
         if !strays.is_empty() {
             tracing::warn!(namespace = %ns, secret = %name, annotations = ?strays, "removing rotation records keyward did not write");
-            let nulls: serde_json::Map<String, serde_json::Value> = strays
-                .iter()
-                .map(|k| (k.to_string(), serde_json::Value::Null))
-                .collect();
+            let nulls: serde_json::Map<String, serde_json::Value> =
+                strays.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect();
             let patch = serde_json::json!({"metadata": {"annotations": nulls}});
             api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -190,6 +186,7 @@ pub async fn ensure(
         }
     }
     if let Some(current) = &current
+        && others.is_empty()
         && secret_type(current) != secret_type(&desired)
     {
         // A Secret's type is immutable (the API server answers 422): replace the Secret. Deleted only if it is
@@ -216,10 +213,14 @@ pub async fn ensure(
         )
         .await;
     }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(&manager).force();
     api.patch(name, &params, &Patch::Apply(&desired))
         .await
         .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
+    if found.is_legacy() {
+        // The legacy record goes; the keys stay, now this object's field manager's too.
+        sharing::remove_part(&api, name, &ns, LEGACY_FIELD_MANAGER).await?;
+    }
     leave_old_target(ms, ctx, &api, status).await?;
     Ok(Written {
         wrote: true,
@@ -249,15 +250,29 @@ async fn leave_old_target(
         .get_opt(&old)
         .await
         .map_err(|e| kube_failure(&format!("reading Secret {old}"), &e))?;
-    if let Some(secret) = current.filter(|s| {
-        s.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1)
-            && s.annotations().get(MANAGED_SECRET_ANNOTATION) == Some(&ms.name_any())
-    }) {
+    let me = ms.name_any();
+    let labelled = |s: &Secret| s.labels().get(MANAGED_BY_LABEL.0).map(String::as_str) == Some(MANAGED_BY_LABEL.1);
+    if let Some(secret) = current.filter(labelled) {
+        let records = record::records(secret.annotations());
+        let Some(mine) = records.get(&me) else {
+            status.target_name = Some(name.to_string());
+            return Ok(());
+        };
         let retain = ms.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Retain;
-        if retain {
+        let shared = records.len() > 1;
+        if shared {
+            // Others fill it too: only this object's keys and record go.
+            sharing::remove_part(
+                api,
+                &old,
+                &ms.namespace().unwrap_or_default(),
+                &sharing::manager_of(&me, mine),
+            )
+            .await?;
+        } else if retain {
             // keyward's labels, annotations and owner reference go; the data stays (an empty server-side apply
             // would take the data keys keyward applied with it).
-            let ours = |k: &String| k.starts_with(RESERVED_PREFIX) || k == MANAGED_BY_LABEL.0;
+            let ours = |k: &String| is_reserved_key(k) || k == MANAGED_BY_LABEL.0;
             let labels: serde_json::Map<_, _> = secret
                 .labels()
                 .keys()
@@ -294,7 +309,9 @@ async fn leave_old_target(
                 Err(e) => return Err(kube_failure(&format!("deleting Secret {old}"), &e)),
             }
         }
-        let what = if retain {
+        let what = if shared {
+            "left to the other ManagedSecrets that fill it (this one's keys taken out)"
+        } else if retain {
             "released (deletionPolicy Retain: its data stays, keyward no longer manages it)"
         } else {
             "deleted"

@@ -1,4 +1,4 @@
-//! The rollback copy: the values a change replaced, kept in the Secret `keyward-previous-<target>` before the
+//! The rollback copy: the values a change replaced, kept in the Secret `keyward-previous-<ManagedSecret>` before the
 //! change is written (so they are never only in memory), for `consumers.rollbackOnFailure`. Its data keys are the
 //! target's; a copy from before several keys existed holds one value under `value`, which is the single value
 //! (`target.key`).
@@ -16,9 +16,10 @@ use crate::controller::context::FIELD_MANAGER;
 use crate::controller::failure::{Failure, kube_failure};
 use crate::secret::{SecretBytes, SecretData};
 
-/// The name of the Secret that keeps the value before the last change.
+/// The name of the Secret that keeps the values before the last change: one per ManagedSecret (several may
+/// fill one target).
 fn name(ms: &ManagedSecret) -> String {
-    let mut name = format!("keyward-previous-{}", ms.target_name());
+    let mut name = format!("keyward-previous-{}", ms.name_any());
     name.truncate(253);
     name
 }
