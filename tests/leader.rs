@@ -13,6 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
+use keyward::api::record::Record;
 use keyward::api::{ManagedSecret, ROTATION_INTENT_ANNOTATION};
 use keyward_dev::esc_server::{EscServer, Fault};
 use kube::Api;
@@ -386,7 +387,7 @@ async fn one_writer_and_a_sigkilled_leader_neither_restarts_nor_rotates_twice() 
         if s.metadata
             .annotations
             .unwrap_or_default()
-            .contains_key(ROTATION_INTENT_ANNOTATION)
+            .contains_key(&Record::of("rot").key(ROTATION_INTENT_ANNOTATION))
         {
             break;
         }
@@ -408,7 +409,7 @@ async fn one_writer_and_a_sigkilled_leader_neither_restarts_nor_rotates_twice() 
             .metadata
             .annotations
             .unwrap_or_default()
-            .contains_key(ROTATION_INTENT_ANNOTATION);
+            .contains_key(&Record::of("rot").key(ROTATION_INTENT_ANNOTATION));
         let value = String::from_utf8(s.data?.get("DB_PASSWORD")?.0.clone()).ok()?;
         (!intent && value != INITIAL).then_some(value)
     })

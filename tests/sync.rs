@@ -620,3 +620,82 @@ async fn a_refused_write_says_why_and_shows_no_value() {
     assert!(secrets.get_opt("pull").await.unwrap().is_none());
     assert!(secrets.get_opt("labelled").await.unwrap().is_none());
 }
+
+/// A Secret written before several ManagedSecrets could share one (the legacy record `keyward.dev/<field>`, field
+/// manager `keyward`, a controller owner reference): the first write reads its signed bookkeeping, writes the
+/// ManagedSecret's own record (same value hash, so no consumer restarts) and drops the legacy one.
+#[tokio::test]
+async fn a_secret_with_the_legacy_record_is_taken_over_keeping_its_bookkeeping() {
+    use keyward::secret::ValueHasher;
+    let ns = ns("sync-legacy").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"v1"))
+        .await
+        .unwrap();
+    let ms = managed
+        .create(&PostParams::default(), &from_secret("legacy", "src", "K", "Delete"))
+        .await
+        .unwrap();
+    let uid = ms.metadata.uid.clone().unwrap();
+    // As keyward 0.1 wrote it, signed with the harness's hash key.
+    let hasher = ValueHasher::new(b"test-hash-key".to_vec());
+    let value_hash = hasher.hash(b"v1");
+    let rotated = "2026-01-02T03:04:05Z";
+    let signature = hasher.hash(
+        format!("{uid}\nkeyward.dev/last-rotation={rotated}\nkeyward.dev/last-rotation-reason=scheduled").as_bytes(),
+    );
+    let old: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": "legacy",
+            "labels": {"app.kubernetes.io/managed-by": "keyward"},
+            "annotations": {
+                "keyward.dev/managed-secret": "legacy", "keyward.dev/value-hash": value_hash,
+                "keyward.dev/last-rotation": rotated, "keyward.dev/last-rotation-reason": "scheduled",
+                "keyward.dev/bookkeeping": signature
+            },
+            "ownerReferences": [{"apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret", "name": "legacy",
+                                 "uid": uid, "controller": true, "blockOwnerDeletion": true}]
+        },
+        "type": "Opaque",
+        "data": {"K": "djE="}
+    }))
+    .unwrap();
+    secrets
+        .patch("legacy", &PatchParams::apply("keyward"), &Patch::Apply(&old))
+        .await
+        .unwrap();
+    let _keyward = Keyward::start(&ns.name, &[]);
+    let s = eventually(40, "the ManagedSecret's own record", || async {
+        let s = secrets.get("legacy").await.ok()?;
+        let ann = s.metadata.annotations.clone()?;
+        (ann.contains_key("legacy.keyward.dev/value-hash") && !ann.contains_key("keyward.dev/value-hash")).then_some(s)
+    })
+    .await;
+    let ann = s.metadata.annotations.unwrap();
+    assert_eq!(ann["legacy.keyward.dev/value-hash"], value_hash, "the same value hash");
+    assert_eq!(
+        ann["legacy.keyward.dev/last-rotation"], rotated,
+        "the bookkeeping survives"
+    );
+    assert!(
+        ann.keys().all(|k| !k.starts_with("keyward.dev/")),
+        "the legacy record is gone: {ann:?}"
+    );
+    let managers: Vec<String> = s
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| f.manager)
+        .collect();
+    assert!(!managers.iter().any(|m| m == "keyward"), "{managers:?}");
+    assert_eq!(s.data.unwrap()["K"].0, b"v1");
+    let owners = s.metadata.owner_references.unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].uid, uid);
+    let st = eventually(20, "status", || async { managed.get("legacy").await.ok()?.status }).await;
+    assert_eq!(st.last_rotation_time.map(|t| t.0.to_string()).as_deref(), Some(rotated));
+}

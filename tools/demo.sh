@@ -110,14 +110,13 @@ spec:
       containers:
         - name: api
           image: registry.invalid/sophia/backend:1.0
-          env:
-            - {name: OPENAI_API_KEY, valueFrom: {secretKeyRef: {name: openai-api-key, key: OPENAI_API_KEY}}}
-            - {name: ANTHROPIC_API_KEY, valueFrom: {secretKeyRef: {name: anthropic-api-key, key: ANTHROPIC_API_KEY}}}
+          envFrom:
+            - secretRef: {name: sophia-env}
 YAML
-say "Deployment backend/backend reads OPENAI_API_KEY and ANTHROPIC_API_KEY from Secrets that do not exist yet"
+say "Deployment backend/backend reads every secret from Secret sophia-env (one envFrom), which does not exist yet"
 
-step "importing the team's secret map (examples/secret_map.yaml) as ManagedSecrets"
-"$keyward" import examples/secret_map.yaml --environment "$env_ref" --namespace backend \
+step "importing the team's secret map (examples/secret_map.yaml) as ManagedSecrets filling one Secret per namespace"
+"$keyward" import examples/secret_map.yaml --environment "$env_ref" --namespace backend --target-secret sophia-env \
   --overrides examples/import-overrides.yaml >"$work/managed.yaml" 2>"$work/import.log"
 sed 's/^/    /' "$work/import.log"
 k apply --server-side -f "$work/managed.yaml" | sed 's/^/    /'
@@ -161,11 +160,12 @@ all_ready() {
 }
 wait_for 60 "all $imported imported ManagedSecrets Ready" all_ready
 k get msec -A | sed 's/^/    /'
-[ "$(esc_value sophia.ai.openai_api_key)" = "$(secret_value backend openai-api-key OPENAI_API_KEY)" ] ||
-  fail "Secret backend/openai-api-key differs from ESC"
-[ "$(esc_value sophia.data.snowflake_password)" = "$(secret_value data snowflake SNOWFLAKE_PASSWORD)" ] ||
-  fail "Secret data/snowflake differs from ESC"
-say "all $imported Secrets match ESC"
+[ "$(esc_value sophia.ai.openai_api_key)" = "$(secret_value backend sophia-env OPENAI_API_KEY)" ] ||
+  fail "Secret backend/sophia-env differs from ESC"
+[ "$(esc_value sophia.data.snowflake_password)" = "$(secret_value data sophia-env SNOWFLAKE_PASSWORD)" ] ||
+  fail "Secret data/sophia-env differs from ESC"
+keys=$(k get secret sophia-env -n backend -o jsonpath='{.data}' | python3 -c 'import sys, json; print(len(json.load(sys.stdin)))')
+say "all $imported secrets match ESC: $keys keys in Secret backend/sophia-env, one ManagedSecret each"
 wait_for 60 "the app rolled out" rolled_out
 rs0=$(replica_sets)
 say "the app runs (ReplicaSets: $rs0); keyward adopted it without a restart"
@@ -180,9 +180,9 @@ sig=$(printf '%s' "$body" | python3 -c 'import hmac, hashlib, sys; print(hmac.ne
 curl -fsS -X POST -H "Pulumi-Webhook-Signature: $sig" --data "$body" "http://127.0.0.1:$webhook_port/webhooks/esc" |
   sed 's/^/    webhook answered: /'; echo
 anthropic_follows() {
-  [ "$(esc_value sophia.ai.anthropic_api_key)" = "$(secret_value backend anthropic-api-key ANTHROPIC_API_KEY)" ]
+  [ "$(esc_value sophia.ai.anthropic_api_key)" = "$(secret_value backend sophia-env ANTHROPIC_API_KEY)" ]
 }
-wait_for 30 "Secret backend/anthropic-api-key follows ESC" anthropic_follows
+wait_for 30 "ANTHROPIC_API_KEY in Secret backend/sophia-env follows ESC" anthropic_follows
 wait_for 90 "the app rolled once" rs_count_is $((rs0 + 1))
 wait_for 90 "the rollout finished" rolled_out
 sleep 3
@@ -194,8 +194,8 @@ before=$(esc_value sophia.ai.openai_api_key)
 "$keyward" rotate openai-api-key -n backend --reason "demo: key pasted in a chat" --wait --timeout 2m | sed 's/^/    /'
 after=$(esc_value sophia.ai.openai_api_key)
 [ "$after" != "$before" ] || fail "ESC still holds the old value"
-[ "$(secret_value backend openai-api-key OPENAI_API_KEY)" = "$after" ] || fail "the Secret differs from ESC"
-[ "$(secret_value backend openai-api-key OPENAI_API_KEY_PREVIOUS)" = "$before" ] || fail "no previous value during the grace period"
+[ "$(secret_value backend sophia-env OPENAI_API_KEY)" = "$after" ] || fail "the Secret differs from ESC"
+[ "$(secret_value backend sophia-env OPENAI_API_KEY_PREVIOUS)" = "$before" ] || fail "no previous value during the grace period"
 pushed() { [ "$(github_value org/ai-cherry OPENAI_API_KEY)" = "$after" ]; }
 wait_for 30 "GitHub holds ESC's new value" pushed
 wait_for 90 "the app rolled once more" rs_count_is $((rs0 + 2))
