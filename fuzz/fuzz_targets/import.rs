@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         environment: "acme/app/prod".into(),
         namespace: "apps".into(),
         source_name: "config/pulumi/secret_map.yaml".into(),
+        target_secret: None,
     };
     let outcome = match import::import(map, &overrides, &opts) {
         Ok(outcome) => outcome,

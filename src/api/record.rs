@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::{MANAGED_SECRET_ANNOTATION, RESERVED_PREFIX};
+use super::managed_secret::{MANAGED_SECRET_ANNOTATION, RESERVED_PREFIX};
 
 /// The domain of keyward's own annotations (`keyward.dev`).
 const DOMAIN: &str = "keyward.dev";
