@@ -11,11 +11,31 @@ use super::error::EscError;
 use super::path::{PropertyPath, Segment};
 use crate::secret::SecretBytes;
 
-/// One opened environment at one revision. The body holds values: it lives in zeroizing memory.
+/// One opened environment at one revision. The body holds values: it lives in zeroizing memory. It is read
+/// once, into an index of where each property is in it (names and byte ranges, no values), so that a lookup
+/// costs the length of its path and the size of its value, not the size of the environment: a cycle's lookups
+/// for N ManagedSecrets cost N, not N × the environment (`cargo bench --bench lookup`).
 pub struct Snapshot {
     pub env: EnvRef,
     pub revision: i64,
     body: Zeroizing<Vec<u8>>,
+    /// The wrapped nodes under `properties`, by name; None when the body is not an open answer.
+    index: Option<BTreeMap<String, Node>>,
+}
+
+/// Where one wrapped node (`{value, secret, unknown, trace}`) is in the body, and its children when its value is
+/// an object or a list (up to [`MAX_DEPTH`] levels; deeper values are read whole when asked for).
+#[derive(Debug)]
+struct Node {
+    span: std::ops::Range<usize>,
+    children: Children,
+}
+
+#[derive(Debug)]
+enum Children {
+    None,
+    Object(BTreeMap<String, Node>),
+    List(Vec<Node>),
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -33,7 +53,13 @@ impl std::fmt::Debug for Snapshot {
 impl Snapshot {
     /// A snapshot of `env` at `revision` from the body of ESC's open answer.
     pub fn new(env: EnvRef, revision: i64, body: Zeroizing<Vec<u8>>) -> Self {
-        Snapshot { env, revision, body }
+        let index = index(&body);
+        Snapshot {
+            env,
+            revision,
+            body,
+            index,
+        }
     }
 
     /// The value at a property path, as the bytes a Secret key receives:
@@ -45,9 +71,8 @@ impl Snapshot {
     ///   object keys sorted, strings and numbers as ESC's text has them;
     /// - null, or a value ESC reports as unknown: an error (nothing is written).
     pub fn lookup(&self, path: &PropertyPath) -> Result<SecretBytes, EscError> {
-        let root: Fields<'_> = serde_json::from_slice(&self.body).map_err(|_| self.unreadable())?;
-        let node = self.node_at(&root, path)?;
-        self.bytes_of(node, &path.to_string())
+        let node = self.node_at(path)?;
+        self.bytes_of(self.raw(node)?, &path.to_string())
     }
 
     /// The leaves of the object at `path`, for `dataFrom`: every value that is not an object, with the names
@@ -55,45 +80,48 @@ impl Snapshot {
     /// [`Snapshot::lookup`] gives values (lists are one leaf, as JSON). A path that is not an object, a null
     /// or unknown leaf, or an object nested more than 128 levels is an error; an empty object has no leaves.
     pub fn leaves(&self, path: &PropertyPath) -> Result<Vec<(Vec<String>, SecretBytes)>, EscError> {
-        let root: Fields<'_> = serde_json::from_slice(&self.body).map_err(|_| self.unreadable())?;
-        let node = self.node_at(&root, path)?;
-        let value = field(node, "value").ok_or_else(|| self.not_found(&path.to_string()))?;
+        let node = self.node_at(path)?;
+        let value = field(self.raw(node)?, "value").ok_or_else(|| self.not_found(&path.to_string()))?;
         if !value.get().starts_with('{') {
             return Err(EscError::Invalid(format!(
                 "path {path} in ESC environment {} is not an object (dataFrom expands objects; use data for one value)",
                 self.env
             )));
         }
+        let Children::Object(children) = &node.children else {
+            // Deeper than the index goes: as deep as lookups refuse.
+            return Err(self.unreadable());
+        };
         let mut out = Vec::new();
         let mut names = Vec::new();
-        self.walk(value, &path.to_string(), &mut names, &mut out, 0)?;
+        self.walk(children, &path.to_string(), &mut names, &mut out)?;
         Ok(out)
     }
 
     fn walk(
         &self,
-        object: &RawValue,
+        children: &BTreeMap<String, Node>,
         path: &str,
         names: &mut Vec<String>,
         out: &mut Vec<(Vec<String>, SecretBytes)>,
-        depth: usize,
     ) -> Result<(), EscError> {
-        if depth >= MAX_DEPTH {
-            return Err(self.unreadable());
-        }
-        let fields: Fields<'_> = serde_json::from_str(object.get()).map_err(|_| self.unreadable())?;
-        for (name, wrapped) in &fields {
+        for (name, node) in children {
             names.push(name.clone());
             let child_path = format!("{path}[{}]", serde_json::to_string(name).unwrap_or_default());
-            match field(wrapped, "value") {
-                Some(v) if v.get().starts_with('{') && field(wrapped, "unknown").is_none_or(|u| u.get() != "true") => {
-                    self.walk(v, &child_path, names, out, depth + 1)?;
-                }
-                _ => out.push((names.clone(), self.bytes_of(wrapped, &child_path)?)),
+            match &node.children {
+                Children::Object(grandchildren) => self.walk(grandchildren, &child_path, names, out)?,
+                _ => out.push((names.clone(), self.bytes_of(self.raw(node)?, &child_path)?)),
             }
             names.pop();
         }
         Ok(())
+    }
+
+    /// The raw JSON of `node`.
+    fn raw(&self, node: &Node) -> Result<&RawValue, EscError> {
+        let text =
+            std::str::from_utf8(self.body.get(node.span.clone()).unwrap_or_default()).map_err(|_| self.unreadable())?;
+        serde_json::from_str(text).map_err(|_| self.unreadable())
     }
 
     fn unreadable(&self) -> EscError {
@@ -106,25 +134,21 @@ impl Snapshot {
         }
     }
 
-    /// The wrapped node (`{value, secret, unknown, trace}`) at `path`.
-    fn node_at<'a>(&self, root: &Fields<'a>, path: &PropertyPath) -> Result<&'a RawValue, EscError> {
+    /// The indexed node at `path`.
+    fn node_at(&self, path: &PropertyPath) -> Result<&Node, EscError> {
         let not_found = || self.not_found(&path.to_string());
-        // Borrowed raw JSON: numbers keep their text. Parsed pieces hold plaintext briefly; they are dropped
-        // before this returns.
-        let mut node: &RawValue = root.get("properties").copied().ok_or_else(not_found)?;
-        for (n, seg) in path.0.iter().enumerate() {
-            let container = if n == 0 {
-                node
-            } else {
-                field(node, "value").ok_or_else(not_found)?
-            };
-            node = match seg {
-                Segment::Key(k) => serde_json::from_str::<Fields<'_>>(container.get())
-                    .ok()
-                    .and_then(|o| o.get(k.as_str()).copied()),
-                Segment::Index(i) => serde_json::from_str::<Vec<&RawValue>>(container.get())
-                    .ok()
-                    .and_then(|a| a.get(*i).copied()),
+        let index = self.index.as_ref().ok_or_else(|| self.unreadable())?;
+        let mut segments = path.0.iter();
+        let mut node = match segments.next() {
+            Some(Segment::Key(k)) => index.get(k.as_str()),
+            _ => None,
+        }
+        .ok_or_else(not_found)?;
+        for seg in segments {
+            node = match (seg, &node.children) {
+                (Segment::Key(k), Children::Object(children)) => children.get(k.as_str()),
+                (Segment::Index(i), Children::List(items)) => items.get(*i),
+                _ => None,
             }
             .ok_or_else(not_found)?;
         }
@@ -161,6 +185,41 @@ impl Snapshot {
         };
         Ok(SecretBytes::new(bytes))
     }
+}
+
+/// The index of an open answer's `properties`: each wrapped node's byte range and children. None when the
+/// body is not an open answer (every lookup is then `unreadable`).
+fn index(body: &[u8]) -> Option<BTreeMap<String, Node>> {
+    let root: Fields<'_> = serde_json::from_slice(body).ok()?;
+    let properties = root.get("properties")?;
+    let fields: Fields<'_> = serde_json::from_str(properties.get()).ok()?;
+    Some(
+        fields
+            .into_iter()
+            .map(|(name, raw)| (name, node(body, raw, 0)))
+            .collect(),
+    )
+}
+
+/// The node of the wrapped value `raw` (a slice of `body`) at `depth`.
+fn node(body: &[u8], raw: &RawValue, depth: usize) -> Node {
+    // `raw` borrows from `body`: its offset is the distance between the two.
+    let start = (raw.get().as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+    let span = start..start + raw.get().len();
+    let unknown = field(raw, "unknown").is_some_and(|u| u.get() == "true");
+    let children = match field(raw, "value") {
+        Some(v) if depth < MAX_DEPTH && !unknown => match v.get().as_bytes().first() {
+            Some(b'{') => serde_json::from_str::<Fields<'_>>(v.get())
+                .map(|f| Children::Object(f.into_iter().map(|(k, c)| (k, node(body, c, depth + 1))).collect()))
+                .unwrap_or(Children::None),
+            Some(b'[') => serde_json::from_str::<Vec<&RawValue>>(v.get())
+                .map(|items| Children::List(items.into_iter().map(|c| node(body, c, depth + 1)).collect()))
+                .unwrap_or(Children::None),
+            _ => Children::None,
+        },
+        _ => Children::None,
+    };
+    Node { span, children }
 }
 
 /// A JSON object as borrowed raw values by key (sorted, as the plain JSON of objects is).
@@ -220,11 +279,11 @@ mod tests {
     use super::*;
 
     fn snap(body: serde_json::Value) -> Snapshot {
-        Snapshot {
-            env: EnvRef::parse("o/p/e").unwrap(),
-            revision: 1,
-            body: Zeroizing::new(body.to_string().into_bytes()),
-        }
+        Snapshot::new(
+            EnvRef::parse("o/p/e").unwrap(),
+            1,
+            Zeroizing::new(body.to_string().into_bytes()),
+        )
     }
 
     #[test]
@@ -260,11 +319,7 @@ mod tests {
             r#"{"a":{"value":"#.repeat(n),
             "}}".repeat(n)
         );
-        let s = Snapshot {
-            env: EnvRef::parse("o/p/e").unwrap(),
-            revision: 1,
-            body: Zeroizing::new(body.into_bytes()),
-        };
+        let s = Snapshot::new(EnvRef::parse("o/p/e").unwrap(), 1, Zeroizing::new(body.into_bytes()));
         let e = s.lookup(&PropertyPath::parse("deep").unwrap()).unwrap_err();
         assert_eq!(e.reason(), "InvalidSource", "{e}");
         // 127 levels below the path still read.
@@ -273,10 +328,7 @@ mod tests {
             r#"{"a":{"value":"#.repeat(127),
             "}}".repeat(127)
         );
-        let s = Snapshot {
-            body: Zeroizing::new(ok.into_bytes()),
-            ..s
-        };
+        let s = Snapshot::new(EnvRef::parse("o/p/e").unwrap(), 1, Zeroizing::new(ok.into_bytes()));
         let v = s.lookup(&PropertyPath::parse("deep").unwrap()).unwrap();
         assert_eq!(
             v.expose(),
@@ -343,11 +395,11 @@ mod tests {
             "obj": {"value": {"b": {"value": 2.10}, "a": {"value": [{"value": 9007199254740993}, {"value": "x"}]},
                               "k\"y": {"value": null}}}
         }}"#;
-        let s = Snapshot {
-            env: EnvRef::parse("o/p/e").unwrap(),
-            revision: 1,
-            body: Zeroizing::new(body.as_bytes().to_vec()),
-        };
+        let s = Snapshot::new(
+            EnvRef::parse("o/p/e").unwrap(),
+            1,
+            Zeroizing::new(body.as_bytes().to_vec()),
+        );
         let get =
             |p: &str| String::from_utf8(s.lookup(&PropertyPath::parse(p).unwrap()).unwrap().expose().to_vec()).unwrap();
         assert_eq!(get("price"), "1.50");
