@@ -188,10 +188,13 @@ impl Snapshot {
 }
 
 /// The index of an open answer's `properties`: each wrapped node's byte range and children. None when the
-/// body is not an open answer (every lookup is then `unreadable`).
+/// body is not JSON of an open answer's shape (every lookup is then `unreadable`).
 fn index(body: &[u8]) -> Option<BTreeMap<String, Node>> {
     let root: Fields<'_> = serde_json::from_slice(body).ok()?;
-    let properties = root.get("properties")?;
+    // An answer without properties (an empty environment) has no paths: lookups are "not found".
+    let Some(properties) = root.get("properties") else {
+        return Some(BTreeMap::new());
+    };
     let fields: Fields<'_> = serde_json::from_str(properties.get()).ok()?;
     Some(
         fields
@@ -359,6 +362,11 @@ mod tests {
                 ("k.x y".to_string(), b"s".to_vec()),
                 ("tags".to_string(), br#"["a"]"#.to_vec()),
             ]
+        );
+        let empty = snap(serde_json::json!({}));
+        assert_eq!(
+            empty.lookup(&PropertyPath::parse("a").unwrap()).unwrap_err().reason(),
+            "SourceNotFound"
         );
         let e = s.leaves(&PropertyPath::parse("bad").unwrap()).unwrap_err();
         assert!(
