@@ -98,14 +98,6 @@ impl SecretData {
         self.0.contains_key(key)
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<SecretBytes> {
-        self.0.remove(key)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -369,6 +369,17 @@ pub struct EscProperty {
     pub version: Option<String>,
 }
 
+impl EscProperty {
+    /// Every path read, in the spec's order: `path`, then each `data` path, then each `dataFrom` object's.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.path
+            .as_deref()
+            .into_iter()
+            .chain(self.data.iter().map(|d| d.path.as_str()))
+            .chain(self.data_from.iter().map(|d| d.path.as_str()))
+    }
+}
+
 /// One value of `source.esc.data`: an ESC path and the key it is stored under.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

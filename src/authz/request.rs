@@ -144,20 +144,14 @@ pub fn actions(ms: &ManagedSecret) -> Result<Vec<Action>, Unreadable> {
         let env = EnvRef::parse(&esc.environment).map_err(|e| Unreadable(e.to_string()))?;
         let parse = |p: &str| PropertyPath::parse(p).map_err(|e| Unreadable(e.to_string()));
         // Every path read, `dataFrom`'s objects whole (a grant for the object or a prefix of it allows it).
-        let single = esc.path.as_deref().map(parse).transpose()?;
-        let reads = esc
-            .data
-            .iter()
-            .map(|d| d.path.as_str())
-            .chain(esc.data_from.iter().map(|d| d.path.as_str()));
-        for path in single.iter().cloned().map(Ok).chain(reads.map(parse)) {
+        for path in esc.paths() {
             out.push(Action::EscRead {
                 env: env.clone(),
-                path: path?,
+                path: parse(path)?,
             });
         }
         // Rotation changes the single value only (admission refuses Generate and Esc without one).
-        if let Some(path) = single {
+        if let Some(path) = esc.path.as_deref().map(parse).transpose()? {
             match spec.rotation.as_ref().map(|r| r.strategy) {
                 Some(RotationStrategy::Generate) => out.push(Action::EscWrite { env, path }),
                 Some(RotationStrategy::Esc) => out.push(Action::EscRotate { env, path }),

@@ -219,7 +219,6 @@ impl Context {
         }
     }
 
-    /// Whether `request` was already honoured for this object; records it as honoured if not.
     /// The status a reconcile of `ms` starts from: the cached object's — unless the cache still holds the
     /// version this process last wrote status against (the watch has not delivered our write yet), when the
     /// status written is the newer. Without this a reconcile woken by our own Secret write could start from
@@ -250,6 +249,7 @@ impl Context {
         }
     }
 
+    /// Whether `request` was already honoured for this object; records it as honoured if not.
     pub fn refresh_handled(&self, uid: &str, request: Option<&str>) -> bool {
         let (Some(request), Ok(mut map)) = (request, self.memory.refreshes.lock()) else {
             return false;

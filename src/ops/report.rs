@@ -113,16 +113,8 @@ pub fn source(ms: &ManagedSecret) -> (&'static str, String) {
             .filter(|v| !v.is_empty())
             .map(|v| format!("@{v}"))
             .unwrap_or_default();
-        let path = esc.path.clone().unwrap_or_else(|| {
-            let paths: Vec<&str> = esc
-                .data
-                .iter()
-                .map(|d| d.path.as_str())
-                .chain(esc.data_from.iter().map(|d| d.path.as_str()))
-                .collect();
-            paths.join(",")
-        });
-        ("esc", format!("{}:{path}{pin}", esc.environment))
+        let paths: Vec<&str> = esc.paths().collect();
+        ("esc", format!("{}:{}{pin}", esc.environment, paths.join(",")))
     } else if let Some(k) = &ms.spec.source.kubernetes_secret {
         ("kubernetesSecret", format!("secret/{}:{}", k.name, k.key))
     } else {

@@ -151,6 +151,11 @@ impl Bookkeeping {
     }
 }
 
+/// A Secret's type as the API server defaults it (`Opaque` when unset).
+pub fn secret_type(s: &Secret) -> &str {
+    s.type_.as_deref().unwrap_or("Opaque")
+}
+
 /// A time as annotations and status carry it: whole seconds.
 pub fn second(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)

@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 
 pub use desired::{Bookkeeping, Signer, second};
 
-use desired::Previous;
+use desired::{Previous, secret_type};
 
 use crate::api::conditions::{self, PREVIOUS_KEPT};
 use crate::api::record::{self, LEGACY_FIELD_MANAGER, Record};
@@ -378,11 +378,6 @@ fn fit_previous(ms: &ManagedSecret, book: &mut Bookkeeping, value: &SourceValue,
             &now,
         );
     }
-}
-
-/// A Secret's type as the API server defaults it (`Opaque` when unset).
-fn secret_type(s: &Secret) -> &str {
-    s.type_.as_deref().unwrap_or("Opaque")
 }
 
 /// The values of `current` under the keys `new` has (those this write replaces), where it has them.

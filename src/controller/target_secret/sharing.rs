@@ -8,7 +8,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use super::desired::{OwnedSection, owned_keys};
+use super::desired::{OwnedSection, owned_keys, secret_type};
 use crate::api::record::{self, LEGACY_FIELD_MANAGER, Record};
 use crate::api::{MANAGED_BY_LABEL, MANAGED_SECRET_ANNOTATION, ManagedSecret};
 use crate::controller::context::Context;
@@ -87,9 +87,8 @@ pub async fn check(
         if let Some(what) = owned.iter().find_map(|(section, key)| wanted(*section, key)) {
             return Err(conflict(what));
         }
-        let type_of = |s: &Secret| s.type_.clone().unwrap_or_else(|| "Opaque".into());
-        if type_of(current) != type_of(desired) {
-            return Err(conflict(format!("the type ({})", type_of(current))));
+        if secret_type(current) != secret_type(desired) {
+            return Err(conflict(format!("the type ({})", secret_type(current))));
         }
         others.push(other.clone());
     }

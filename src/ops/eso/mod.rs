@@ -324,7 +324,7 @@ impl Conversion<'_> {
         if !self.problems.is_empty() {
             return None;
         }
-        let (target, deletion_policy) = target?;
+        let (target, deletion_policy) = target;
         Some(ManagedSecret {
             metadata: ObjectMeta {
                 name: Some(name),
@@ -461,7 +461,7 @@ impl Conversion<'_> {
 
     /// `target`: name, creationPolicy, deletionPolicy, template; and the ExternalSecret's own labels and
     /// annotations, which ESO copies to a Secret made without a template.
-    fn target(&mut self, o: &Value, t: &Value, name: &str) -> Option<(Target, Option<DeletionPolicy>)> {
+    fn target(&mut self, o: &Value, t: &Value, name: &str) -> (Target, Option<DeletionPolicy>) {
         self.only(
             t,
             "spec.target",
@@ -516,7 +516,7 @@ impl Conversion<'_> {
         } else {
             self.template(template, &mut target);
         }
-        Some((target, deletion))
+        (target, deletion)
     }
 
     fn template(&mut self, t: &Value, target: &mut Target) {
@@ -654,8 +654,7 @@ fn policies(objects: &[(String, ManagedSecret)]) -> Vec<AccessPolicy> {
             .or_default()
             .entry(esc.environment.clone())
             .or_default();
-        paths.extend(esc.data.iter().map(|d| d.path.clone()));
-        paths.extend(esc.data_from.iter().map(|d| d.path.clone()));
+        paths.extend(esc.paths().map(str::to_string));
     }
     by_ns
         .into_iter()
