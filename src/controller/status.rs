@@ -28,9 +28,10 @@ pub async fn write_reconciled(
     let ns = ms.namespace().ok_or(ControllerError::MissingField("namespace"))?;
     let api: Api<ManagedSecret> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = serde_json::json!({"status": serde_json::Value::Object(changed)});
-    api.patch_status(&ms.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let written = api
+        .patch_status(&ms.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    ctx.status_written(ms, status);
+    ctx.status_written(ms, status, written.metadata.resource_version);
     Ok(())
 }
 
