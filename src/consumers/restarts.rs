@@ -75,6 +75,10 @@ pub enum Observation {
         namespace: String,
         name: String,
         consumers: Option<Consumers>,
+        /// Its `status.consumers` as the object shows it (None: not known): what an earlier writer (this
+        /// process before a restart, or the previous leader) reported, so that the same report is not written
+        /// again.
+        reported: Option<Vec<ConsumerStatus>>,
     },
 }
 
@@ -265,12 +269,22 @@ impl Restarts {
                 namespace,
                 name,
                 consumers,
+                reported,
             } => {
                 let key = (namespace.clone(), name.clone());
                 match consumers {
-                    Some(c) => self.policies.insert(key, c),
-                    None => self.policies.remove(&key),
-                };
+                    Some(c) => {
+                        self.policies.insert(key.clone(), c);
+                        // What this process wrote last stays the reference: the object may not show it yet.
+                        if let Some(r) = reported {
+                            self.written.entry(key).or_insert(r);
+                        }
+                    }
+                    None => {
+                        self.policies.remove(&key);
+                        self.written.remove(&key);
+                    }
+                }
                 let secrets: Vec<String> = self
                     .managed
                     .iter()
@@ -386,7 +400,9 @@ impl Restarts {
                 });
             }
             let key = (ns.clone(), m.managed_secret.clone());
-            if self.written.get(&key) == Some(&consumers) {
+            // Not seen yet (its watch has not delivered it since this process started): its report may
+            // already say this; seeing it marks its Secrets again.
+            if !self.policies.contains_key(&key) || self.written.get(&key) == Some(&consumers) {
                 continue;
             }
             steps.push(Step::WriteConsumers {
@@ -667,7 +683,20 @@ mod tests {
             windows: Vec::new(),
         })
         .unwrap();
-        Restarts::new(planner, Duration::from_secs(600))
+        let mut r = Restarts::new(planner, Duration::from_secs(600));
+        // The ManagedSecrets the tests use, seen with their default policy and no report yet.
+        for name in ["db", "api-key"] {
+            r.observe(
+                Observation::Policy {
+                    namespace: NS.into(),
+                    name: name.into(),
+                    consumers: Some(Consumers::default()),
+                    reported: None,
+                },
+                t(0),
+            );
+        }
+        r
     }
 
     fn t(secs: i64) -> Timestamp {
@@ -730,6 +759,45 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_new_process_does_not_write_the_consumers_report_the_object_already_shows() {
+        // The first process: one consumer, restarted; its report written.
+        let h1 = secrets_hash([("db", "h1")]);
+        let mut first = restarts();
+        first.observe(secret("db", "db", "h1"), t(0));
+        first.observe(seen("api", "db", Some(&h1), Rollout::Complete), t(0));
+        let report = the_one_consumer_write(&mut first);
+        // A restart (or a new leader): the same cluster, seen fresh, with the object's status as written.
+        let bare = || {
+            let planner = Planner::new(PlannerConfig {
+                debounce: Duration::from_secs(10),
+                max_in_flight: 5,
+                max_in_flight_per_namespace: 2,
+                windows: Vec::new(),
+            })
+            .unwrap();
+            Restarts::new(planner, Duration::from_secs(600))
+        };
+        let mut next = bare();
+        let policy = |reported| Observation::Policy {
+            namespace: NS.into(),
+            name: "db".into(),
+            consumers: Some(Consumers::default()),
+            reported,
+        };
+        // Its Secret and workload may be seen before the ManagedSecret: nothing is written before it is.
+        next.observe(secret("db", "db", "h1"), t(100));
+        next.observe(seen("api", "db", Some(&h1), Rollout::Complete), t(100));
+        assert!(next.consumer_status().is_empty(), "the ManagedSecret is not seen yet");
+        next.observe(policy(Some(report.clone())), t(100));
+        assert!(next.consumer_status().is_empty(), "nothing changed: nothing written");
+        // An object that shows no report (never written, or written empty) with no consumers: nothing either.
+        let mut lone = bare();
+        lone.observe(policy(Some(Vec::new())), t(0));
+        lone.observe(secret("other", "db", "h1"), t(0));
+        assert!(lone.consumer_status().is_empty());
     }
 
     #[test]
@@ -975,6 +1043,7 @@ mod tests {
                     policy: ConsumerPolicy::None,
                     ..Consumers::default()
                 }),
+                reported: None,
             },
             t(31),
         );
@@ -1012,6 +1081,7 @@ mod tests {
                 namespace: NS.into(),
                 name: "db".into(),
                 consumers: Some(explicit),
+                reported: None,
             },
             t(0),
         );
@@ -1034,6 +1104,7 @@ mod tests {
                 namespace: NS.into(),
                 name: "db".into(),
                 consumers: Some(none),
+                reported: None,
             },
             t(21),
         );

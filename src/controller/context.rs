@@ -13,6 +13,7 @@ use kube::runtime::reflector::Store;
 
 use super::access::AccessView;
 use super::leader::Elector;
+use super::wakes::Wakes;
 use crate::api::{ManagedSecret, ManagedSecretStatus, PushStatus};
 use crate::authz::grants::Policies;
 use crate::consumers::Planner;
@@ -82,6 +83,8 @@ pub struct Context {
     pub access: Arc<AccessView>,
     /// Every ManagedSecret (for the ownership of GitHub secrets), once the cache runs.
     pub managed: Option<Store<ManagedSecret>>,
+    /// What wakes reconciles (keyward's own Secret writes are recorded there, so they wake nobody).
+    pub wakes: Arc<Wakes>,
     pub audit: Arc<Audit>,
     memory: Memory,
 }
@@ -133,6 +136,7 @@ impl Context {
         settings: Settings,
         access: Arc<AccessView>,
         managed: Option<Store<ManagedSecret>>,
+        wakes: Arc<Wakes>,
     ) -> Self {
         let reporter = Reporter {
             controller: "keyward".into(),
@@ -150,6 +154,7 @@ impl Context {
             github: settings.github,
             access,
             managed,
+            wakes,
             audit: settings.audit,
             memory: Memory::default(),
         }

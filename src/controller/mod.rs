@@ -30,5 +30,6 @@ mod sync;
 mod target_secret;
 mod task;
 mod timing;
+mod wakes;
 pub mod wiring;
 pub mod workloads;

@@ -20,7 +20,7 @@ use super::{consumers, read, status};
 use crate::api::conditions::{self, DEGRADED, READY, SYNCED};
 use crate::api::{ManagedSecret, ManagedSecretStatus, SourceStatus};
 use crate::telemetry::audit::Action as Audited;
-use crate::telemetry::metrics::ReasonLabels;
+use crate::telemetry::metrics::{ReasonLabels, ReconcileLabels};
 
 /// Records a sync that succeeded (`requeue`: when the phases want to come back) or failed (then the failure's
 /// backoff decides), and writes status.
@@ -37,12 +37,14 @@ pub async fn record(
         Ok(synced) => {
             synced_ok(ms, ctx, uid, synced, &mut status, now).await;
             status::write_reconciled(ms, ctx, &status).await?;
+            ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "success" }).inc();
             Ok(Action::requeue(requeue))
         }
         Err(f) => {
             let n = ctx.failed(uid);
             failed(ms, ctx, &f, n, &mut status, now).await;
             status::write_reconciled(ms, ctx, &status).await?;
+            ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "failure" }).inc();
             Ok(Action::requeue(backoff(n, f.retry_after, ms.refresh_interval())))
         }
     }

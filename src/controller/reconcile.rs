@@ -15,12 +15,19 @@ use super::target_secret::Intent;
 use super::timing::until_next_tick;
 use super::{authorize, outcome, push, read, rotation, sync};
 use crate::api::ManagedSecret;
+use crate::telemetry::metrics::ReconcileLabels;
 
 /// Reconciles one ManagedSecret.
 pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
     let started = Instant::now();
+    ctx.wakes.started(&ms);
+    ctx.metrics.reconciles_in_flight.inc();
     let result = reconcile_one(&ms, &ctx).await;
+    ctx.metrics.reconciles_in_flight.dec();
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "error" }).inc();
+    }
     result
 }
 

@@ -239,10 +239,12 @@ pub async fn run(
             _ => return None,
         };
         let consumers = (!gone).then(|| ms.spec.consumers.clone().unwrap_or_default());
+        let reported = (!gone).then(|| ms.status.as_ref().map(|s| s.consumers.clone()).unwrap_or_default());
         Some(Observation::Policy {
             namespace: ms.namespace().unwrap_or_default(),
             name: ms.name_any(),
             consumers,
+            reported,
         })
     });
 

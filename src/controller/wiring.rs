@@ -25,6 +25,7 @@ use super::reconcile::reconcile;
 use super::restart_task;
 use super::task::AbortOnDrop;
 use super::timing::backoff;
+use super::wakes::Wakes;
 use crate::api::record::records;
 use crate::api::{AccessPolicy, ManagedSecret, ManagedSecretSpec};
 use crate::authz::grants::Policies;
@@ -54,7 +55,8 @@ pub async fn run(
     // Set once per process; a second run (tests) keeps the first view. Followers serve it too.
     let _ = settings.view.set(reader.clone());
     let triggers: Triggers = Arc::default();
-    let _cache = AbortOnDrop(tokio::spawn(keep_cache(managed, writer, triggers.clone())));
+    let wakes = Arc::new(Wakes::new(settings.metrics.queue_depth.clone()));
+    let _cache = AbortOnDrop(tokio::spawn(keep_cache(managed, writer, triggers.clone(), wakes.clone())));
     // What authorization reads, kept by every replica too, so that a new leader decides at once.
     let access = Arc::new(AccessView::new(settings.policies.borrow_and_update().clone()));
     let (grants_changed, grants_seen) = watch::channel(0u64);
@@ -125,7 +127,7 @@ pub async fn run(
     tracing::info!("starting to write: reconciles and consumer restarts");
     let mut lost = leadership.clone();
     tokio::select! {
-        () = write(client, settings, reader, triggers, (access, grants_seen), shutdown) => {
+        () = write(client, settings, reader, triggers, wakes, (access, grants_seen), shutdown) => {
             release(elector).await;
             Ok(())
         }
@@ -144,14 +146,15 @@ async fn release(elector: Option<Elector>) {
     }
 }
 
-/// Keeps the ManagedSecret cache and, while this replica writes, hands each object it sees to the controller.
-/// Objects are read through kube's `DeserializeGuard`: one keyward cannot read (a value only a newer keyward
+/// Keeps the ManagedSecret cache and, while this replica writes, hands each object it sees change (in a way
+/// that matters to its reconcile: `Wakes::changed`) to the controller. Objects are read through kube's `DeserializeGuard`: one keyward cannot read (a value only a newer keyward
 /// knows, after the CRDs were upgraded first: docs/upgrade.md) is logged by name and kept out of the cache
 /// (an earlier readable version removed from it), instead of failing the list and with it every other object.
 async fn keep_cache(
     api: Api<DeserializeGuard<ManagedSecret>>,
     writer: reflector::store::Writer<ManagedSecret>,
     triggers: Triggers,
+    wakes: Arc<Wakes>,
 ) {
     let store = writer.as_reader();
     let mut events = watcher(api, watcher::Config::default().any_semantic())
@@ -168,9 +171,14 @@ async fn keep_cache(
     };
     while let Some(event) = events.next().await {
         match event {
-            Ok(watcher::Event::Apply(ms) | watcher::Event::InitApply(ms)) => send(ms),
+            Ok(watcher::Event::Apply(ms) | watcher::Event::InitApply(ms)) => {
+                if wakes.changed(&ms) {
+                    send(ms);
+                }
+            }
             // The others that fill its target Secret take its keys out (sharing::check).
             Ok(watcher::Event::Delete(gone)) => {
+                wakes.deleted(&gone);
                 let (ns, target) = (gone.namespace(), gone.target_name().to_string());
                 for sibling in store.state() {
                     if sibling.namespace() == ns
@@ -376,6 +384,7 @@ async fn write(
     mut settings: Settings,
     store: Store<ManagedSecret>,
     triggers: Triggers,
+    wakes: Arc<Wakes>,
     (access, grants_changed): (Arc<AccessView>, watch::Receiver<u64>),
     shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
 ) {
@@ -400,49 +409,54 @@ async fn write(
             settings.audit.clone(),
         )))
     });
-    let ctx = Arc::new(Context::new(client.clone(), settings, access, Some(store.clone())));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        access,
+        Some(store.clone()),
+        wakes.clone(),
+    ));
 
     let (tx, rx) = mpsc::unbounded_channel();
     if let Ok(mut slot) = triggers.lock() {
         *slot = Some(tx);
     }
-    let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) });
+    let queued = wakes.clone();
+    let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) })
+        .inspect(move |ms: &Result<ManagedSecret, watcher::Error>| {
+            if let Ok(ms) = ms {
+                queued.asked([ObjectRef::from_obj(ms)]);
+            }
+        });
+    let (everyone, queued) = (store.clone(), wakes.clone());
+    let all = futures::stream::once(async {})
+        .chain(grant_changes(grants_changed))
+        .inspect(move |()| queued.asked(everyone.state().iter().map(|ms| ObjectRef::from_obj(ms.as_ref()))));
     let controller = Controller::for_stream(changes, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
         // The cache synced before this replica started writing: each object in it gets its first reconcile. A
         // change of the grants (policies, namespaces' labels) re-checks every object.
-        .reconcile_all_on(futures::stream::once(async {}).chain(grant_changes(grants_changed)));
-    // Secrets are watched as metadata only: a change to one keyward wrote (drift) or to one a ManagedSecret
-    // reads from wakes the owner; the data itself is read only in reconcile, for the one Secret it needs.
+        .reconcile_all_on(all);
+    // Secrets are watched as metadata only: a change to one keyward fills (drift: any change keyward did not
+    // make itself) or to one a ManagedSecret reads wakes those ManagedSecrets; the data itself is read only in
+    // reconcile, for the one Secret it needs.
     let secret_events = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
     controller
         .watches_stream(secret_events, move |secret| {
             let ns = secret.metadata.namespace.clone().unwrap_or_default();
             let name = secret.metadata.name.clone().unwrap_or_default();
-            // Every ManagedSecret that fills it (several may), and every one that reads it.
-            let mut refs: Vec<ObjectRef<ManagedSecret>> = secret
-                .metadata
-                .annotations
-                .as_ref()
-                .map(|a| {
-                    records(a)
-                        .into_keys()
-                        .map(|owner| ObjectRef::new(&owner).within(&ns))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for ms in store.state() {
-                let reads_it = ms.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && ms
-                        .spec
-                        .source
-                        .kubernetes_secret
-                        .as_ref()
-                        .is_some_and(|k| k.name == name);
-                if reads_it {
-                    refs.push(ObjectRef::from_obj(ms.as_ref()));
-                }
-            }
+            let own = wakes.is_own_write(&ns, &name, secret.metadata.resource_version.as_deref());
+            // Every ManagedSecret that fills it (several may) unless keyward's own write is coming back, and
+            // every one that reads it.
+            let mut refs: Vec<ObjectRef<ManagedSecret>> = match (&secret.metadata.annotations, own) {
+                (Some(a), false) => records(a)
+                    .into_keys()
+                    .map(|owner| ObjectRef::new(&owner).within(&ns))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            refs.extend(wakes.readers_of(&ns, &name));
+            wakes.asked(refs.iter().cloned());
             refs
         })
         .graceful_shutdown_on(shutdown)

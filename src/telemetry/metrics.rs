@@ -48,6 +48,13 @@ pub struct EscRequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `success` (synced), `failure` (recorded in status: a condition says why) or `error` (status could not
+    /// be written either; retried with backoff).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RestartLabels {
     /// `Deployment`, `StatefulSet` or `DaemonSet`.
     pub kind: &'static str,
@@ -169,6 +176,13 @@ pub struct Metrics {
     pub sync_failures: Family<ReasonLabels, Counter>,
     pub secrets_written: Counter,
     pub reconcile_duration: Histogram,
+    /// `keyward_reconciles_total{result}`.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconciles running now (at most `--concurrency`).
+    pub reconciles_in_flight: Gauge,
+    /// ManagedSecrets a watch event (their own, or of a Secret they fill or read) asked to reconcile that
+    /// have not started yet; refreshes waiting for their time are not counted.
+    pub queue_depth: Gauge,
     pub rotations: Family<RotationLabels, Counter>,
     pub esc_requests: Family<EscRequestLabels, Counter>,
     pub restarts: Family<RestartLabels, Counter>,
@@ -218,6 +232,24 @@ impl Metrics {
             "Time spent in one reconcile",
             reconcile_duration.clone(),
         );
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "keyward_reconciles",
+            "Reconciles finished, by result",
+            reconciles.clone(),
+        );
+        let reconciles_in_flight = Gauge::default();
+        registry.register(
+            "keyward_reconciles_in_flight",
+            "Reconciles running now",
+            reconciles_in_flight.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "keyward_reconcile_queue_depth",
+            "ManagedSecrets a change asked to reconcile that have not started yet",
+            queue_depth.clone(),
+        );
         let rotations = Family::<RotationLabels, Counter>::default();
         registry.register(
             "keyward_rotations",
@@ -255,12 +287,16 @@ impl Metrics {
             })
             .set(1);
         registry.register("keyward_build_info", "keyward's version", build);
+        registry.register_collector(Box::new(super::process::ProcessCollector));
         Metrics {
             registry,
             secret_access,
             sync_failures,
             secrets_written,
             reconcile_duration,
+            reconciles,
+            reconciles_in_flight,
+            queue_depth,
             rotations,
             esc_requests,
             restarts,

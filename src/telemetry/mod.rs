@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod metrics;
+pub mod process;
 
 use tracing_subscriber::EnvFilter;
 

@@ -214,9 +214,11 @@ pub async fn ensure(
         .await;
     }
     let params = PatchParams::apply(&manager).force();
-    api.patch(name, &params, &Patch::Apply(&desired))
+    let applied = api
+        .patch(name, &params, &Patch::Apply(&desired))
         .await
         .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
+    ctx.wakes.wrote_secret(&ns, name, applied.metadata.resource_version);
     if found.is_legacy() {
         // The legacy record goes; the keys stay, now this object's field manager's too.
         sharing::remove_part(&api, name, &ns, LEGACY_FIELD_MANAGER).await?;

@@ -1,0 +1,247 @@
+//! What wakes a reconcile, kept cheap at scale: a change of a ManagedSecret that can change what its reconcile
+//! does (not the echo of keyward's own status write), a change of a Secret keyward fills that keyward did not
+//! make itself, and a change of a Secret a ManagedSecret reads (found through an index, not a scan of every
+//! ManagedSecret). Also what waits: the objects woken and not started yet (`keyward_reconcile_queue_depth`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::api::ManagedSecret;
+
+/// What about a ManagedSecret can change its reconcile: its spec (generation), labels and annotations
+/// (refresh-now and rotate-now requests), deletion, and the restart task's report (`status.consumers`, which
+/// the Ready and ConsumersUpdated conditions summarise). Everything else in status is the reconcile's own
+/// write coming back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn of(ms: &ManagedSecret) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ms.metadata.generation.hash(&mut h);
+        ms.metadata.labels.hash(&mut h);
+        ms.metadata.annotations.hash(&mut h);
+        ms.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+        // No status and a status without consumers say the same.
+        if let Some(consumers) = ms.status.as_ref().map(|s| &s.consumers).filter(|c| !c.is_empty()) {
+            serde_json::to_string(consumers).unwrap_or_default().hash(&mut h);
+        }
+        Fingerprint(h.finish())
+    }
+}
+
+/// Decides which ManagedSecret events wake a reconcile, and indexes who reads which Secret.
+#[derive(Debug, Default)]
+pub struct Wakes {
+    seen: Mutex<HashMap<String, Fingerprint>>,
+    /// (namespace, Secret name) → the ManagedSecrets whose `source.kubernetesSecret` names it.
+    readers: Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    /// uid → the (namespace, Secret) it reads, to update the index when its spec changes.
+    reads: Mutex<HashMap<String, (String, String)>>,
+    /// (namespace, Secret name) → the resourceVersion keyward's own last write of it produced.
+    written: Mutex<HashMap<(String, String), String>>,
+    /// Objects woken and not started yet.
+    pending: Mutex<HashSet<ObjectRef<ManagedSecret>>>,
+    queue_depth: Gauge,
+}
+
+impl Wakes {
+    /// `queue_depth`: the gauge that shows how many woken objects wait.
+    pub fn new(queue_depth: Gauge) -> Self {
+        Wakes {
+            queue_depth,
+            ..Wakes::default()
+        }
+    }
+
+    /// A ManagedSecret as the watch delivered it (created or changed): whether it should be reconciled. The
+    /// first sight of an object always is.
+    pub fn changed(&self, ms: &ManagedSecret) -> bool {
+        self.index(ms);
+        let Some(uid) = ms.uid() else { return true };
+        let now = Fingerprint::of(ms);
+        let Ok(mut seen) = self.seen.lock() else { return true };
+        seen.insert(uid, now.clone()).is_none_or(|before| before != now)
+    }
+
+    /// A ManagedSecret is gone.
+    pub fn deleted(&self, ms: &ManagedSecret) {
+        let Some(uid) = ms.uid() else { return };
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remove(&uid);
+        }
+        self.unindex(&uid, &ms.name_any());
+    }
+
+    fn index(&self, ms: &ManagedSecret) {
+        let Some(uid) = ms.uid() else { return };
+        let reads = ms
+            .spec
+            .source
+            .kubernetes_secret
+            .as_ref()
+            .map(|k| (ms.namespace().unwrap_or_default(), k.name.clone()));
+        let before = self.reads.lock().ok().and_then(|r| r.get(&uid).cloned());
+        if before == reads {
+            return;
+        }
+        self.unindex(&uid, &ms.name_any());
+        if let Some(key) = reads
+            && let (Ok(mut readers), Ok(mut all)) = (self.readers.lock(), self.reads.lock())
+        {
+            readers.entry(key.clone()).or_default().insert(ms.name_any());
+            all.insert(uid, key);
+        }
+    }
+
+    fn unindex(&self, uid: &str, name: &str) {
+        let (Ok(mut readers), Ok(mut all)) = (self.readers.lock(), self.reads.lock()) else {
+            return;
+        };
+        if let Some(key) = all.remove(uid)
+            && let Some(set) = readers.get_mut(&key)
+        {
+            set.remove(name);
+            if set.is_empty() {
+                readers.remove(&key);
+            }
+        }
+    }
+
+    /// The ManagedSecrets that read Secret `name` in `namespace`.
+    pub fn readers_of(&self, namespace: &str, name: &str) -> Vec<ObjectRef<ManagedSecret>> {
+        let Ok(readers) = self.readers.lock() else {
+            return Vec::new();
+        };
+        readers
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|set| set.iter().map(|n| ObjectRef::new(n).within(namespace)).collect())
+            .unwrap_or_default()
+    }
+
+    /// keyward wrote Secret `name` in `namespace`; the API server answered with `version`.
+    pub fn wrote_secret(&self, namespace: &str, name: &str, version: Option<String>) {
+        if let Ok(mut written) = self.written.lock() {
+            match version {
+                Some(v) => written.insert((namespace.to_string(), name.to_string()), v),
+                None => written.remove(&(namespace.to_string(), name.to_string())),
+            };
+        }
+    }
+
+    /// Whether the Secret at `version` is keyward's own last write (its watch event then wakes nobody who
+    /// fills it: the reconcile that wrote it already knows). A change by anyone else has another version.
+    pub fn is_own_write(&self, namespace: &str, name: &str, version: Option<&str>) -> bool {
+        let Ok(written) = self.written.lock() else {
+            return false;
+        };
+        version.is_some() && written.get(&(namespace.to_string(), name.to_string())).map(String::as_str) == version
+    }
+
+    /// These objects were woken.
+    pub fn asked(&self, objects: impl IntoIterator<Item = ObjectRef<ManagedSecret>>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.extend(objects);
+            self.queue_depth.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A reconcile of `ms` started.
+    pub fn started(&self, ms: &ManagedSecret) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&ObjectRef::from_obj(ms));
+            self.queue_depth.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ConsumerState, ConsumerStatus, KubernetesSecretSource, ManagedSecretStatus, WorkloadKind};
+
+    fn ms(name: &str, uid: &str, reads: Option<&str>) -> ManagedSecret {
+        let mut m = ManagedSecret::new(name, Default::default());
+        m.metadata.namespace = Some("ns".into());
+        m.metadata.uid = Some(uid.into());
+        m.metadata.generation = Some(1);
+        m.spec.source.kubernetes_secret = reads.map(|r| KubernetesSecretSource {
+            name: r.into(),
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn only_changes_that_matter_wake_a_reconcile() {
+        let w = Wakes::default();
+        let mut a = ms("a", "u1", None);
+        assert!(w.changed(&a), "first sight");
+        // keyward's own status write coming back: conditions, times, hashes.
+        a.status = Some(ManagedSecretStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        assert!(!w.changed(&a));
+        // The restart task's report does wake it.
+        a.status.as_mut().unwrap().consumers.push(ConsumerStatus {
+            kind: WorkloadKind::Deployment,
+            name: "api".into(),
+            secrets_hash: None,
+            state: ConsumerState::Rolling,
+            message: None,
+            failed_value_hash: None,
+        });
+        assert!(w.changed(&a));
+        a.metadata.generation = Some(2);
+        assert!(w.changed(&a), "spec change");
+        a.metadata.annotations = Some([("keyward.dev/refresh".to_string(), "1".to_string())].into());
+        assert!(w.changed(&a), "a refresh-now request");
+        assert!(!w.changed(&a));
+        w.deleted(&a);
+        assert!(w.changed(&a), "seen again after a delete: a new object");
+    }
+
+    #[test]
+    fn readers_are_indexed_and_follow_spec_changes() {
+        let w = Wakes::default();
+        w.changed(&ms("a", "u1", Some("src")));
+        w.changed(&ms("b", "u2", Some("src")));
+        w.changed(&ms("c", "u3", None));
+        let names = |v: Vec<ObjectRef<ManagedSecret>>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(names(w.readers_of("ns", "src")), ["a", "b"]);
+        assert!(w.readers_of("other", "src").is_empty());
+        w.changed(&ms("a", "u1", Some("elsewhere")));
+        assert_eq!(names(w.readers_of("ns", "src")), ["b"]);
+        assert_eq!(names(w.readers_of("ns", "elsewhere")), ["a"]);
+        w.deleted(&ms("b", "u2", Some("src")));
+        assert!(w.readers_of("ns", "src").is_empty());
+    }
+
+    #[test]
+    fn own_writes_are_known_by_version() {
+        let w = Wakes::default();
+        w.wrote_secret("ns", "s", Some("10".into()));
+        assert!(w.is_own_write("ns", "s", Some("10")));
+        assert!(!w.is_own_write("ns", "s", Some("11")), "someone else's change");
+        assert!(!w.is_own_write("ns", "s", None));
+        assert!(!w.is_own_write("ns", "t", Some("10")));
+    }
+
+    #[test]
+    fn the_queue_counts_woken_objects_once_until_they_start() {
+        let gauge = Gauge::default();
+        let w = Wakes::new(gauge.clone());
+        let a = ms("a", "u1", None);
+        w.asked([ObjectRef::from_obj(&a), ObjectRef::from_obj(&a)]);
+        w.asked([ObjectRef::from_obj(&ms("b", "u2", None))]);
+        assert_eq!(gauge.get(), 2);
+        w.started(&a);
+        assert_eq!(gauge.get(), 1);
+    }
+}
