@@ -1958,8 +1958,19 @@ async fn namespaced_mode_is_enough_in_its_namespace_and_refused_elsewhere() {
     create_source(&watched, "api-source", "v1").await;
     create_managed(&watched, "api", "api-source").await;
     wait_value(&watched, "api", "v1").await;
-    let events = watched.events_for("api").await;
-    assert!(events.iter().any(|e| e.starts_with("Synced")), "{events:?}");
+    // A new value gets an Event (the first sync has none: its status says it).
+    let patch = json!({"stringData": {"value": "v2"}});
+    watched
+        .api::<Secret>()
+        .patch("api-source", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_value(&watched, "api", "v2").await;
+    eventually(30, "a Synced Event for the new value", || async {
+        let events = watched.events_for("api").await;
+        events.iter().any(|e| e.starts_with("Synced")).then_some(())
+    })
+    .await;
     // The hash key in its own namespace, through the chart's Role there.
     Api::<Secret>::namespaced(admin.clone(), &release_ns.name)
         .get("keyward-hash-key")

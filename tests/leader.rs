@@ -519,3 +519,119 @@ async fn a_graceful_stop_hands_over_at_once_and_a_stalled_leader_steps_down() {
         .unwrap();
     assert!(is_identity_of(&h, follower));
 }
+
+/// The names of the ManagedSecrets whose Secret this keyward wrote (its audit lines).
+fn synced_by(k: &Keyward) -> std::collections::BTreeSet<String> {
+    k.logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["action"] == "secret_synced")
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Issue 16's shard option: two keyward Deployments split the ManagedSecrets by label (as Flux does with
+/// `sharding.fluxcd.io/key`), each with its own Lease; every object is reconciled by exactly one of them, and
+/// a Secret's consumers are restarted by its ManagedSecret's shard only.
+#[tokio::test]
+async fn two_shards_split_the_objects_with_no_overlap() {
+    let _serial = SERIAL.lock().await;
+    let ns = ns("shards").await;
+    let shard = |lease: &str, selector: &str| {
+        Keyward::start(
+            &ns.name,
+            &[
+                "--leader-election",
+                "--lease-namespace",
+                &ns.name,
+                "--lease-name",
+                lease,
+                "--shard-selector",
+                selector,
+                "--restart-debounce-seconds",
+                "1",
+            ],
+        )
+    };
+    let a = shard("keyward-shard-a", "sharding.fluxcd.io/key=a");
+    let rest = shard("keyward-shard-rest", "!sharding.fluxcd.io/key");
+    for (k, lease) in [(&a, "keyward-shard-a"), (&rest, "keyward-shard-rest")] {
+        eventually(60, &format!("{lease} led"), || async {
+            let holder = ns.api::<Lease>().get(lease).await.ok()?.spec?.holder_identity?;
+            (is_identity_of(&holder, k) && leads(k).await == Some(true)).then_some(())
+        })
+        .await;
+    }
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let src: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("src-{name}")}, "stringData": {"value": "v1"}
+        }))
+        .unwrap();
+        ns.api::<Secret>().create(&PostParams::default(), &src).await.unwrap();
+        let labels = if i % 2 == 0 {
+            serde_json::json!({"sharding.fluxcd.io/key": "a"})
+        } else {
+            serde_json::json!({})
+        };
+        let ms: ManagedSecret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.dev/v1alpha1", "kind": "ManagedSecret",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"source": {"kubernetesSecret": {"name": format!("src-{name}"), "key": "value"}},
+                     "target": {"key": "VALUE"}, "refreshInterval": "10s"}
+        }))
+        .unwrap();
+        ns.api::<ManagedSecret>()
+            .create(&PostParams::default(), &ms)
+            .await
+            .unwrap();
+    }
+    // A consumer of one shard's Secret and one of the other's.
+    deployment(&ns, "app-a", "s0", "VALUE").await;
+    deployment(&ns, "app-rest", "s1", "VALUE").await;
+    for name in &names {
+        eventually(60, &format!("{name} written"), || async {
+            (data(&ns, name, "VALUE").await? == "v1").then_some(())
+        })
+        .await;
+    }
+    settled(&ns, "app-a").await;
+    settled(&ns, "app-rest").await;
+    // New values for one object of each shard; a refresh tick (10 s) passes for all of them.
+    set_source(&ns, "s0", "v2").await;
+    set_source(&ns, "s1", "v2").await;
+    for name in ["s0", "s1"] {
+        eventually(60, &format!("{name} has v2"), || async {
+            (data(&ns, name, "VALUE").await? == "v2").then_some(())
+        })
+        .await;
+    }
+    for app in ["app-a", "app-rest"] {
+        eventually(90, &format!("{app} restarted once"), || async {
+            (replica_sets(&ns, app).await == 2).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (by_a, by_rest) = (synced_by(&a), synced_by(&rest));
+    let even: std::collections::BTreeSet<String> = names.iter().step_by(2).cloned().collect();
+    let odd: std::collections::BTreeSet<String> = names.iter().skip(1).step_by(2).cloned().collect();
+    assert_eq!(by_a, even, "shard a wrote exactly its own");
+    assert_eq!(by_rest, odd, "the other shard wrote exactly the rest");
+    // Each object's status was written by its shard only, and no shard saw the other's as its own.
+    for (k, theirs) in [(&a, &odd), (&rest, &even)] {
+        let logs = k.logs();
+        for line in logs.lines().filter(|l| l.contains("reconcil")) {
+            for name in theirs {
+                assert!(
+                    !line.contains(&format!("ManagedSecret.v1alpha1.keyward.dev/{name}.")),
+                    "a shard reconciled another shard's object: {line}"
+                );
+            }
+        }
+        assert!(!logs.contains("reconcile failed"), "{logs}");
+    }
+    // Each restart happened once: no shard restarted the other's consumer, and none fought over a hash.
+    assert_eq!(replica_sets(&ns, "app-a").await, 2);
+    assert_eq!(replica_sets(&ns, "app-rest").await, 2);
+}

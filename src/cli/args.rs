@@ -116,6 +116,14 @@ pub struct RunArgs {
     /// Watch ManagedSecrets and Secrets in this namespace only (namespaced mode).
     #[arg(long, env = "KEYWARD_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// Reconcile only the ManagedSecrets this label selector selects: one shard of several keyward
+    /// Deployments, each with its own selector and its own `--lease-name` (as Flux shards with
+    /// `sharding.fluxcd.io/key`: `sharding.fluxcd.io/key=shard-1` for a shard, `!sharding.fluxcd.io/key` for
+    /// the one that takes the rest). The selectors must not overlap. Restarts count only this shard's
+    /// ManagedSecrets, so every ManagedSecret whose Secret a workload consumes belongs in one shard (label a
+    /// namespace's ManagedSecrets alike). A selector the API server refuses stops keyward at start.
+    #[arg(long, env = "KEYWARD_SHARD_SELECTOR")]
+    pub shard_selector: Option<String>,
     /// Seconds after a Secret change before its consumers restart, so that changes arriving together restart
     /// each workload once.
     #[arg(long, env = "KEYWARD_RESTART_DEBOUNCE_SECONDS", default_value_t = 10)]

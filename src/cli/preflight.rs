@@ -74,6 +74,15 @@ pub async fn cluster(client: &Client, args: &RunArgs) -> Result<(), FirstRunErro
             "the ManagedSecret CRD (managedsecrets.keyward.dev) is not installed in this cluster: {install}"
         )));
     }
+    if let Some(selector) = &args.shard_selector
+        && let Err(e) = managed.list_metadata(&list.clone().labels(selector)).await
+        && matches!(&e, kube::Error::Api(s) if s.code == 400)
+    {
+        return Err(FirstRunError(format!(
+            "--shard-selector {selector:?} is not a label selector the API server accepts ({e}); write it as \
+             kubectl's -l takes it, e.g. sharding.fluxcd.io/key=shard-1 or !sharding.fluxcd.io/key"
+        )));
+    }
     if args.watch_access_policies
         && let Err(e) = Api::<AccessPolicy>::all(client.clone()).list_metadata(&list).await
         && not_found(&e)

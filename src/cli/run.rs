@@ -267,6 +267,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         coalesce_window: Duration::from_secs(args.coalesce_seconds),
         watch_namespace: args.watch_namespace.clone(),
+        shard_selector: args.shard_selector.clone(),
         metrics,
         ready,
         planner: Some(planner),

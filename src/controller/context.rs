@@ -10,6 +10,7 @@ use std::time::Duration;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 
 use super::access::AccessView;
 use super::leader::Elector;
@@ -43,6 +44,8 @@ pub struct Settings {
     pub instance: String,
     /// Watch only this namespace (namespaced mode); all namespaces when None.
     pub watch_namespace: Option<String>,
+    /// Reconcile only the ManagedSecrets this label selector selects (one shard); all when None.
+    pub shard_selector: Option<String>,
     pub metrics: Arc<Metrics>,
     /// Set once the ManagedSecret cache has synced.
     pub ready: Arc<AtomicBool>,
@@ -64,6 +67,15 @@ pub struct Settings {
     pub view: ManagedView,
     /// Leader election among replicas; None: this process is the only one and always writes.
     pub leader: Option<Elector>,
+}
+
+/// How ManagedSecrets are watched: this shard's only (`--shard-selector`), or all.
+pub fn shard_config(selector: Option<&str>) -> watcher::Config {
+    let config = watcher::Config::default().any_semantic();
+    match selector {
+        Some(selector) => config.labels(selector),
+        None => config,
+    }
 }
 
 /// Shared state of all reconciles.

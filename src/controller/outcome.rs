@@ -37,14 +37,20 @@ pub async fn record(
         Ok(synced) => {
             synced_ok(ms, ctx, uid, synced, &mut status, now).await;
             status::write_reconciled(ms, ctx, &status).await?;
-            ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "success" }).inc();
+            ctx.metrics
+                .reconciles
+                .get_or_create(&ReconcileLabels { result: "success" })
+                .inc();
             Ok(Action::requeue(requeue))
         }
         Err(f) => {
             let n = ctx.failed(uid);
             failed(ms, ctx, &f, n, &mut status, now).await;
             status::write_reconciled(ms, ctx, &status).await?;
-            ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "failure" }).inc();
+            ctx.metrics
+                .reconciles
+                .get_or_create(&ReconcileLabels { result: "failure" })
+                .inc();
             Ok(Action::requeue(backoff(n, f.retry_after, ms.refresh_interval())))
         }
     }
@@ -123,11 +129,17 @@ async fn synced_ok(
             now,
         );
     }
-    if wrote || status.last_sync_time.is_none() {
+    // The first sync of an object gets no Event: its status (Ready, lastSyncTime) and the Secret's creation
+    // say it, and at scale an Event per new object would double the API writes of a bulk create. Every later
+    // write (a new value, drift repaired) gets one: that is what someone may need to notice afterwards.
+    let first_sync = status.last_sync_time.is_none();
+    if wrote || first_sync {
         status.last_sync_time = Some(now.clone());
     }
     if wrote {
         tracing::info!(namespace = ms.namespace().unwrap_or_default(), name = %ms.name_any(), secret = %target, revision = ?revision, "secret written");
+    }
+    if wrote && !first_sync {
         publish_distinct(
             ctx,
             ms,

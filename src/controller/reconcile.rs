@@ -26,7 +26,10 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
     ctx.metrics.reconciles_in_flight.dec();
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     if result.is_err() {
-        ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "error" }).inc();
+        ctx.metrics
+            .reconciles
+            .get_or_create(&ReconcileLabels { result: "error" })
+            .inc();
     }
     result
 }

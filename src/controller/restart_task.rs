@@ -13,10 +13,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
+use super::context::shard_config;
 use super::status::write_consumers;
 use super::task::AbortOnDrop;
 use super::workloads::{WorkloadView, adopt_hash, api_resource, apply_hash};
@@ -186,12 +188,14 @@ pub async fn run(
     client: Client,
     recorder: Recorder,
     planner: Planner,
-    namespace: Option<String>,
+    (namespace, shard): (Option<String>, Option<String>),
+    store: Store<ManagedSecret>,
     rollout_deadline: Duration,
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
 ) {
     let ns = namespace.as_deref();
+    let sharded = shard.is_some();
     let (secrets, managed) = (
         scoped::<PartialObjectMeta<Secret>>(&client, ns),
         scoped::<ManagedSecret>(&client, ns),
@@ -202,37 +206,50 @@ pub async fn run(
             .labels(&format!("{}={}", MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1))
             .any_semantic(),
     )
-    .filter_map(|ev| async move {
-        let (meta, gone) = match ev {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o.metadata, false),
-            Ok(watcher::Event::Delete(o)) => (o.metadata, true),
-            _ => return None,
-        };
-        let ann = meta.annotations.unwrap_or_default();
-        let created = meta.creation_timestamp.as_ref().map(|t| t.0);
-        // Every ManagedSecret with a record in it (several may fill one Secret), by name.
-        let managed: Vec<Managed> = if gone {
-            Vec::new()
-        } else {
-            records(&ann)
-                .into_iter()
-                .filter_map(|(name, rec)| {
-                    Some(Managed {
-                        value_hash: ann.get(&rec.key(VALUE_HASH_ANNOTATION))?.clone(),
-                        previous_key: ann.get(&rec.key(PREVIOUS_KEY_ANNOTATION)).cloned(),
-                        managed_secret: name,
-                        created,
+    .filter_map(move |ev| {
+        let store = store.clone();
+        async move {
+            let (meta, gone) = match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o.metadata, false),
+                Ok(watcher::Event::Delete(o)) => (o.metadata, true),
+                _ => return None,
+            };
+            let ann = meta.annotations.unwrap_or_default();
+            let created = meta.creation_timestamp.as_ref().map(|t| t.0);
+            // Every ManagedSecret with a record in it (several may fill one Secret), by name.
+            let managed: Vec<Managed> = if gone {
+                Vec::new()
+            } else {
+                records(&ann)
+                    .into_iter()
+                    .filter_map(|(name, rec)| {
+                        Some(Managed {
+                            value_hash: ann.get(&rec.key(VALUE_HASH_ANNOTATION))?.clone(),
+                            previous_key: ann.get(&rec.key(PREVIOUS_KEY_ANNOTATION)).cloned(),
+                            managed_secret: name,
+                            created,
+                        })
                     })
-                })
-                .collect()
-        };
-        Some(Observation::Secret {
-            namespace: meta.namespace.unwrap_or_default(),
-            name: meta.name.unwrap_or_default(),
-            managed,
-        })
+                    .collect()
+            };
+            let namespace = meta.namespace.unwrap_or_default();
+            // A shard restarts for its own ManagedSecrets only (the others' shard does for theirs).
+            let mut managed = managed;
+            if sharded {
+                managed.retain(|m| {
+                    store
+                        .get(&ObjectRef::new(&m.managed_secret).within(&namespace))
+                        .is_some()
+                });
+            }
+            Some(Observation::Secret {
+                namespace,
+                name: meta.name.unwrap_or_default(),
+                managed,
+            })
+        }
     });
-    let policy_changes = watcher(managed, watcher::Config::default().any_semantic()).filter_map(|ev| async move {
+    let policy_changes = watcher(managed, shard_config(shard.as_deref())).filter_map(|ev| async move {
         let (ms, gone) = match ev {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
             Ok(watcher::Event::Delete(o)) => (o, true),

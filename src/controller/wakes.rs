@@ -26,7 +26,11 @@ impl Fingerprint {
         ms.metadata.generation.hash(&mut h);
         ms.metadata.labels.hash(&mut h);
         ms.metadata.annotations.hash(&mut h);
-        ms.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+        ms.metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .hash(&mut h);
         // No status and a status without consumers say the same.
         if let Some(consumers) = ms.status.as_ref().map(|s| &s.consumers).filter(|c| !c.is_empty()) {
             serde_json::to_string(consumers).unwrap_or_default().hash(&mut h);
@@ -140,7 +144,11 @@ impl Wakes {
         let Ok(written) = self.written.lock() else {
             return false;
         };
-        version.is_some() && written.get(&(namespace.to_string(), name.to_string())).map(String::as_str) == version
+        version.is_some()
+            && written
+                .get(&(namespace.to_string(), name.to_string()))
+                .map(String::as_str)
+                == version
     }
 
     /// These objects were woken.

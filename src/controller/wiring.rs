@@ -18,7 +18,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use super::access::AccessView;
-use super::context::{Context, Settings};
+use super::context::{Context, Settings, shard_config};
 use super::error::ControllerError;
 use super::leader::{Elector, Leadership};
 use super::reconcile::reconcile;
@@ -56,7 +56,14 @@ pub async fn run(
     let _ = settings.view.set(reader.clone());
     let triggers: Triggers = Arc::default();
     let wakes = Arc::new(Wakes::new(settings.metrics.queue_depth.clone()));
-    let _cache = AbortOnDrop(tokio::spawn(keep_cache(managed, writer, triggers.clone(), wakes.clone())));
+    let shard = shard_config(settings.shard_selector.as_deref());
+    let _cache = AbortOnDrop(tokio::spawn(keep_cache(
+        managed,
+        shard.clone(),
+        writer,
+        triggers.clone(),
+        wakes.clone(),
+    )));
     // What authorization reads, kept by every replica too, so that a new leader decides at once.
     let access = Arc::new(AccessView::new(settings.policies.borrow_and_update().clone()));
     let (grants_changed, grants_seen) = watch::channel(0u64);
@@ -152,14 +159,16 @@ async fn release(elector: Option<Elector>) {
 /// (an earlier readable version removed from it), instead of failing the list and with it every other object.
 async fn keep_cache(
     api: Api<DeserializeGuard<ManagedSecret>>,
+    config: watcher::Config,
     writer: reflector::store::Writer<ManagedSecret>,
     triggers: Triggers,
     wakes: Arc<Wakes>,
 ) {
     let store = writer.as_reader();
-    let mut events = watcher(api, watcher::Config::default().any_semantic())
+    let mut events = watcher(api, config)
         .default_backoff()
         .try_filter_map(|event| std::future::ready(Ok(readable(event))))
+        .modify(prune)
         .reflect(writer)
         .boxed();
     let send = |ms: ManagedSecret| {
@@ -192,6 +201,15 @@ async fn keep_cache(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "ManagedSecret watch error"),
         }
+    }
+}
+
+/// What the cache need not keep of a ManagedSecret: its managedFields (the largest part of a small object, and
+/// nothing keyward reads) and kubectl's last-applied copy of the spec.
+fn prune(ms: &mut ManagedSecret) {
+    ms.metadata.managed_fields = None;
+    if let Some(annotations) = ms.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
@@ -403,7 +421,8 @@ async fn write(
             client.clone(),
             recorder,
             planner,
-            settings.watch_namespace.clone(),
+            (settings.watch_namespace.clone(), settings.shard_selector.clone()),
+            store.clone(),
             settings.rollout_deadline,
             settings.metrics.clone(),
             settings.audit.clone(),
@@ -422,12 +441,13 @@ async fn write(
         *slot = Some(tx);
     }
     let queued = wakes.clone();
-    let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) })
-        .inspect(move |ms: &Result<ManagedSecret, watcher::Error>| {
+    let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) }).inspect(
+        move |ms: &Result<ManagedSecret, watcher::Error>| {
             if let Ok(ms) = ms {
                 queued.asked([ObjectRef::from_obj(ms)]);
             }
-        });
+        },
+    );
     let (everyone, queued) = (store.clone(), wakes.clone());
     let all = futures::stream::once(async {})
         .chain(grant_changes(grants_changed))
@@ -441,6 +461,7 @@ async fn write(
     // make itself) or to one a ManagedSecret reads wakes those ManagedSecrets; the data itself is read only in
     // reconcile, for the one Secret it needs.
     let secret_events = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    let mine = store.clone();
     controller
         .watches_stream(secret_events, move |secret| {
             let ns = secret.metadata.namespace.clone().unwrap_or_default();
@@ -456,6 +477,8 @@ async fn write(
                 _ => Vec::new(),
             };
             refs.extend(wakes.readers_of(&ns, &name));
+            // Only objects in this cache: another shard's (or one deleted since) are not this replica's.
+            refs.retain(|r| mine.get(r).is_some());
             wakes.asked(refs.iter().cloned());
             refs
         })

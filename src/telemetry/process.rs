@@ -81,7 +81,11 @@ impl Collector for ProcessCollector {
                 "Maximum number of open file descriptors",
                 r.max_fds.map(|n| n as f64),
             ),
-            ("process_threads", "Number of OS threads in the process", Some(r.threads as f64)),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                Some(r.threads as f64),
+            ),
             (
                 "process_start_time_seconds",
                 "Start time of the process since the Unix epoch in seconds",
@@ -112,7 +116,10 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        assert!(started <= now + 1.0 && started > now - 86_400.0 * 365.0, "{started} vs {now}");
+        assert!(
+            started <= now + 1.0 && started > now - 86_400.0 * 365.0,
+            "{started} vs {now}"
+        );
     }
 
     #[test]
