@@ -327,7 +327,7 @@ fn compare_resource_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
 }
 
 #[cfg(test)]
-mod version_tests {
+mod tests {
     use super::{ManagedSecretStatus, Written, compare_resource_versions as cmp};
     use std::cmp::Ordering::*;
 
