@@ -315,13 +315,9 @@ async fn one_writer_and_a_sigkilled_leader_neither_restarts_nor_rotates_twice() 
     deployment(&ns, "rot-app", "rot", "DB_PASSWORD").await;
     settled(&ns, "app").await;
     settled(&ns, "rot-app").await;
-    // Only the leader wrote: the follower logged no write, and every Event names the leader's instance.
+    // Only the leader wrote: the follower logged no write.
     assert_wrote_nothing(&replicas[f], "follower");
     assert!(replicas[l].logs().contains("secret written"));
-    let leader_instance = format!("keyward-{}", replicas[l].pid().unwrap());
-    let instances = event_instances(&ns).await;
-    assert!(!instances.is_empty());
-    assert!(instances.iter().all(|i| *i == leader_instance), "{instances:?}");
     assert_eq!(leads(&replicas[f]).await, Some(false));
     // The per-secret gauges come from the leader alone, so a sum over replicas counts each secret once.
     let scrape = |k: &Keyward| {
@@ -347,6 +343,15 @@ async fn one_writer_and_a_sigkilled_leader_neither_restarts_nor_rotates_twice() 
         (data(&ns, "db", "VALUE").await.as_deref() == Some("2")).then_some(())
     })
     .await;
+    // Every Event names the leader's instance (a new value's Synced Event; a first sync has none).
+    let leader_instance = format!("keyward-{}", replicas[l].pid().unwrap());
+    let instances = eventually(10, "the new value's Event", || async {
+        let instances = event_instances(&ns).await;
+        (!instances.is_empty()).then_some(instances)
+    })
+    .await;
+    assert!(instances.iter().all(|i| *i == leader_instance), "{instances:?}");
+    assert_wrote_nothing(&replicas[f], "follower");
     let killed = Instant::now();
     replicas[l].kill();
     let took = takes_over(&replicas[f], killed, 15).await;

@@ -25,6 +25,7 @@ mod reconcile;
 mod record;
 mod restart_task;
 mod rotation;
+mod settled;
 mod status;
 mod sync;
 mod target_secret;

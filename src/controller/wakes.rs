@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::settled::SettledTargets;
 use crate::api::ManagedSecret;
 
 /// What about a ManagedSecret can change its reconcile: its spec (generation), labels and annotations
@@ -49,6 +50,11 @@ pub struct Wakes {
     reads: Mutex<HashMap<String, (String, String)>>,
     /// (namespace, Secret name) → the resourceVersion keyward's own last write of it produced.
     written: Mutex<HashMap<(String, String), String>>,
+    /// (namespace, Secret name) → the newest resourceVersion keyward knows of a Secret it wrote or read: from
+    /// its writes, its reads and the watch.
+    versions: Mutex<HashMap<(String, String), String>>,
+    /// What each object's last reconcile found its target to hold (forgotten with the object).
+    pub settled: SettledTargets,
     /// Objects woken and not started yet.
     pending: Mutex<HashSet<ObjectRef<ManagedSecret>>>,
     queue_depth: Gauge,
@@ -79,6 +85,7 @@ impl Wakes {
         if let Ok(mut seen) = self.seen.lock() {
             seen.remove(&uid);
         }
+        self.settled.forget(&uid);
         self.unindex(&uid, &ms.name_any());
     }
 
@@ -130,12 +137,47 @@ impl Wakes {
 
     /// keyward wrote Secret `name` in `namespace`; the API server answered with `version`.
     pub fn wrote_secret(&self, namespace: &str, name: &str, version: Option<String>) {
+        let key = (namespace.to_string(), name.to_string());
         if let Ok(mut written) = self.written.lock() {
-            match version {
-                Some(v) => written.insert((namespace.to_string(), name.to_string()), v),
-                None => written.remove(&(namespace.to_string(), name.to_string())),
+            match &version {
+                Some(v) => written.insert(key.clone(), v.clone()),
+                None => written.remove(&key),
             };
         }
+        self.read_secret(namespace, name, version);
+    }
+
+    /// keyward read Secret `name` in `namespace` at `version` (None: it does not exist).
+    pub fn read_secret(&self, namespace: &str, name: &str, version: Option<String>) {
+        if let Ok(mut versions) = self.versions.lock() {
+            let key = (namespace.to_string(), name.to_string());
+            match version {
+                Some(v) => versions.insert(key, v),
+                None => versions.remove(&key),
+            };
+        }
+    }
+
+    /// The watch delivered Secret `name` in `namespace` at `version` (a change, or its deletion): the newest
+    /// version known, for a Secret keyward wrote or read (others are not kept).
+    pub fn saw_secret(&self, namespace: &str, name: &str, version: Option<&str>) {
+        if let Ok(mut versions) = self.versions.lock()
+            && let Some(known) = versions.get_mut(&(namespace.to_string(), name.to_string()))
+        {
+            match version {
+                Some(v) => v.clone_into(known),
+                None => known.clear(),
+            }
+        }
+    }
+
+    /// The newest resourceVersion keyward knows of Secret `name` in `namespace`.
+    pub fn known_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let versions = self.versions.lock().ok()?;
+        versions
+            .get(&(namespace.to_string(), name.to_string()))
+            .filter(|v| !v.is_empty())
+            .cloned()
     }
 
     /// Whether the Secret at `version` is keyward's own last write (its watch event then wakes nobody who
@@ -239,6 +281,31 @@ mod tests {
         assert!(!w.is_own_write("ns", "s", Some("11")), "someone else's change");
         assert!(!w.is_own_write("ns", "s", None));
         assert!(!w.is_own_write("ns", "t", Some("10")));
+    }
+
+    #[test]
+    fn the_newest_version_known_follows_writes_reads_and_the_watch() {
+        let w = Wakes::default();
+        w.saw_secret("ns", "s", Some("5"));
+        assert_eq!(
+            w.known_version("ns", "s"),
+            None,
+            "a Secret keyward never touched is not kept"
+        );
+        w.read_secret("ns", "s", Some("5".into()));
+        assert_eq!(w.known_version("ns", "s").as_deref(), Some("5"));
+        w.wrote_secret("ns", "s", Some("7".into()));
+        assert_eq!(w.known_version("ns", "s").as_deref(), Some("7"));
+        w.saw_secret("ns", "s", Some("9"));
+        assert_eq!(
+            w.known_version("ns", "s").as_deref(),
+            Some("9"),
+            "someone else's change"
+        );
+        w.saw_secret("ns", "s", None);
+        assert_eq!(w.known_version("ns", "s"), None);
+        w.read_secret("ns", "s", None);
+        assert_eq!(w.known_version("ns", "s"), None);
     }
 
     #[test]

@@ -466,7 +466,9 @@ async fn write(
         .watches_stream(secret_events, move |secret| {
             let ns = secret.metadata.namespace.clone().unwrap_or_default();
             let name = secret.metadata.name.clone().unwrap_or_default();
-            let own = wakes.is_own_write(&ns, &name, secret.metadata.resource_version.as_deref());
+            let version = secret.metadata.resource_version.as_deref();
+            let own = wakes.is_own_write(&ns, &name, version);
+            wakes.saw_secret(&ns, &name, version);
             // Every ManagedSecret that fills it (several may) unless keyward's own write is coming back, and
             // every one that reads it.
             let mut refs: Vec<ObjectRef<ManagedSecret>> = match (&secret.metadata.annotations, own) {

@@ -25,6 +25,7 @@ use crate::controller::consumers;
 use crate::controller::context::Context;
 use crate::controller::failure::{Failure, kube_failure};
 use crate::controller::record::publish;
+use crate::controller::settled::Settled;
 use crate::rotation::schedule::{self, Policy};
 use crate::secret::{MAX_SECRET_DATA, SecretBytes, SecretData};
 use crate::source::SourceValue;
@@ -98,11 +99,46 @@ pub async fn ensure(
         Some(v) => v.values.hash(&ctx.hasher),
         None => source_hash.to_string(),
     };
+    let uid = ms.metadata.uid.clone().unwrap_or_default();
+    // Nothing that time or a rotation changes, and nothing that changed since the last reconcile found the
+    // Secret matching: no need to read it again (controller/settled.rs).
+    let settles = matches!(intent, Intent::Keep)
+        && policy.is_none()
+        && holding.is_none()
+        && status.rollback.is_none()
+        && status.target_name.as_deref() == Some(name);
+    if settles
+        && let Some(s) = ctx.wakes.settled.still(
+            &uid,
+            ms.metadata.generation,
+            name,
+            &hash,
+            ctx.wakes.known_version(&ns, name).as_deref(),
+        )
+    {
+        return Ok(Written {
+            wrote: false,
+            holding: None,
+            hash,
+            book: Bookkeeping {
+                last_rotation: s.last_rotation,
+                last_reason: s.last_reason,
+                rotated_for: s.rotated_for,
+                intent: None,
+                previous: None,
+            },
+            replaced: None,
+        });
+    }
     let current = api
         .get_opt(name)
         .await
         .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
-    let uid = ms.metadata.uid.clone().unwrap_or_default();
+    ctx.wakes.read_secret(
+        &ns,
+        name,
+        current.as_ref().and_then(|c| c.metadata.resource_version.clone()),
+    );
     let me = ms.name_any();
     let record = Record::of(&me);
     let manager = record::field_manager(&me);
@@ -151,6 +187,9 @@ pub async fn ensure(
         others = sharing::check(ms, ctx, &api, current, &desired).await?;
         if !found.is_legacy() && desired::up_to_date(current, &desired, &record, &manager) {
             leave_old_target(ms, ctx, &api, status).await?;
+            if settles {
+                settle(ctx, ms, &uid, &hash, &book, current.metadata.resource_version.clone());
+            }
             return Ok(Written {
                 wrote: false,
                 holding,
@@ -218,10 +257,13 @@ pub async fn ensure(
         .patch(name, &params, &Patch::Apply(&desired))
         .await
         .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
-    ctx.wakes.wrote_secret(&ns, name, applied.metadata.resource_version);
+    ctx.wakes
+        .wrote_secret(&ns, name, applied.metadata.resource_version.clone());
     if found.is_legacy() {
         // The legacy record goes; the keys stay, now this object's field manager's too.
         sharing::remove_part(&api, name, &ns, LEGACY_FIELD_MANAGER).await?;
+    } else if settles {
+        settle(ctx, ms, &uid, &hash, &book, applied.metadata.resource_version.clone());
     }
     leave_old_target(ms, ctx, &api, status).await?;
     Ok(Written {
@@ -231,6 +273,27 @@ pub async fn ensure(
         book,
         replaced,
     })
+}
+
+/// Records that the target Secret, at `version`, holds what this reconcile wanted — when its bookkeeping has
+/// nothing that changes with time (no previous value kept, no rotation started).
+fn settle(ctx: &Context, ms: &ManagedSecret, uid: &str, hash: &str, book: &Bookkeeping, version: Option<String>) {
+    let (Some(version), None, None) = (version, &book.previous, &book.intent) else {
+        ctx.wakes.settled.forget(uid);
+        return;
+    };
+    ctx.wakes.settled.record(
+        uid,
+        Settled {
+            generation: ms.metadata.generation,
+            target: ms.target_name().to_string(),
+            hash: hash.to_string(),
+            version,
+            last_rotation: book.last_rotation,
+            last_reason: book.last_reason.clone(),
+            rotated_for: book.rotated_for.clone(),
+        },
+    );
 }
 
 /// After `spec.target.name` changed: the Secret under the old name (status `targetName`) is deleted
