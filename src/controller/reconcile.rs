@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use super::context::Context;
 use super::error::ControllerError;
 use super::target_secret::Intent;
-use super::timing::until_next_tick;
+use super::timing::until_refresh;
 use super::{authorize, outcome, push, read, rotation, sync};
 use crate::api::ManagedSecret;
 use crate::telemetry::metrics::ReconcileLabels;
@@ -78,6 +78,6 @@ async fn reconcile_one(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Cont
     let requeue = [rotation_next, push_retry]
         .into_iter()
         .flatten()
-        .fold(until_next_tick(interval), std::cmp::min);
+        .fold(until_refresh(interval, &uid), std::cmp::min);
     outcome::record(ms, ctx, &uid, synced, status, &now, requeue).await
 }
