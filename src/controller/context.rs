@@ -101,27 +101,6 @@ pub struct Context {
     memory: Memory,
 }
 
-/// A status write this process made: the resourceVersion of the object it was computed from, the one the API
-/// server answered with, and the status sent.
-struct Written {
-    against: String,
-    produced: Option<String>,
-    status: ManagedSecretStatus,
-}
-
-impl Written {
-    /// Whether the cache, holding version `cached` of the object, has not yet delivered this write.
-    fn is_newer_than(&self, cached: Option<&str>) -> bool {
-        match (cached, self.produced.as_deref()) {
-            (Some(cached), _) if cached == self.against => true,
-            (Some(cached), Some(produced)) => {
-                compare_resource_versions(cached, produced) == Some(std::cmp::Ordering::Less)
-            }
-            _ => false,
-        }
-    }
-}
-
 /// What this process remembers per object (by uid) between reconciles.
 #[derive(Default)]
 struct Memory {
@@ -138,8 +117,6 @@ struct Memory {
     /// The last push this process made per `uid/target`: a reconcile that starts from a cached object whose
     /// status does not show that push yet must not push the same value again.
     pushes: Mutex<HashMap<String, PushStatus>>,
-    /// The last status this process wrote per uid (see `Context::status_base`).
-    written: Mutex<HashMap<String, Written>>,
 }
 
 impl Context {
@@ -256,44 +233,16 @@ impl Context {
         }
     }
 
-    /// The status a reconcile of `ms` starts from: the cached object's — unless the cache has not yet
-    /// delivered this process's last status write, when the status written is the newer. That is so while the
-    /// cache holds the version the write was computed from, or any version older than the one the write
-    /// produced (a spec change made between our read and our write: the write landed after it). Without this a
-    /// reconcile could start from the status before the last write and drop what that write recorded (a
-    /// condition set once, on a change; the old target's name after a rename).
+    /// The status a reconcile of `ms` starts from: the cached object's, or this process's last write of it
+    /// while the cache has not delivered that yet (`StatusWrites::base`).
     pub fn status_base(&self, ms: &ManagedSecret) -> Option<ManagedSecretStatus> {
-        let (Some(uid), Ok(mut map)) = (ms.metadata.uid.as_deref(), self.memory.written.lock()) else {
-            return ms.status.clone();
-        };
-        let Some(written) = map.get(uid) else {
-            return ms.status.clone();
-        };
-        if written.is_newer_than(ms.metadata.resource_version.as_deref()) {
-            return Some(written.status.clone());
-        }
-        // The cache has caught up (or moved past): it is the newest.
-        map.remove(uid);
-        ms.status.clone()
+        self.wakes.statuses.base(ms)
     }
 
     /// Remembers that `status` was written for `ms` (as cached when the write was made); `produced` is the
     /// resourceVersion the API server answered the write with.
     pub fn status_written(&self, ms: &ManagedSecret, status: &ManagedSecretStatus, produced: Option<String>) {
-        if let (Some(uid), Some(version), Ok(mut map)) = (
-            ms.metadata.uid.as_deref(),
-            ms.metadata.resource_version.as_ref(),
-            self.memory.written.lock(),
-        ) {
-            map.insert(
-                uid.to_string(),
-                Written {
-                    against: version.clone(),
-                    produced,
-                    status: status.clone(),
-                },
-            );
-        }
+        self.wakes.statuses.wrote(ms, status, produced);
     }
 
     /// Whether `request` was already honoured for this object; records it as honoured if not.
@@ -315,52 +264,4 @@ fn count(counters: &Mutex<HashMap<String, u32>>, key: &str) -> u32 {
     let n = map.entry(key.to_string()).or_insert(0);
     *n = n.saturating_add(1);
     *n
-}
-
-/// Orders two resourceVersions of one resource, as KEP-5504 (Comparable Resource Version, stable in Kubernetes
-/// 1.35; client-go's `resourceversion.CompareResourceVersion`) defines it: both must be positive integers in
-/// decimal without leading zeros, of any length. `None` when either is not (an API server that does not
-/// follow the KEP): callers then only trust equality.
-fn compare_resource_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
-    let valid = |v: &str| !v.is_empty() && !v.starts_with('0') && v.bytes().all(|c| c.is_ascii_digit());
-    (valid(a) && valid(b)).then(|| a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{ManagedSecretStatus, Written, compare_resource_versions as cmp};
-    use std::cmp::Ordering::*;
-
-    #[test]
-    fn a_status_write_stays_the_base_until_the_cache_delivers_it() {
-        // Read at 10; a spec change made 11; our status write landed on top of it as 12.
-        let written = Written {
-            against: "10".into(),
-            produced: Some("12".into()),
-            status: ManagedSecretStatus::default(),
-        };
-        assert!(written.is_newer_than(Some("10")));
-        assert!(written.is_newer_than(Some("11")), "the spec change predates the write");
-        assert!(!written.is_newer_than(Some("12")));
-        assert!(!written.is_newer_than(Some("13")));
-        // Versions that are not KEP-5504 integers: only equality is trusted.
-        let opaque = Written {
-            against: "a".into(),
-            produced: Some("c".into()),
-            status: ManagedSecretStatus::default(),
-        };
-        assert!(opaque.is_newer_than(Some("a")));
-        assert!(!opaque.is_newer_than(Some("b")));
-    }
-
-    #[test]
-    fn resource_versions_compare_as_kep_5504_says() {
-        assert_eq!(cmp("9", "10"), Some(Less));
-        assert_eq!(cmp("123456789012345678901234567890", "99"), Some(Greater));
-        assert_eq!(cmp("42", "42"), Some(Equal));
-        assert_eq!(cmp("042", "42"), None, "leading zeros are not a resourceVersion");
-        assert_eq!(cmp("0", "1"), None, "0 is never a live resourceVersion");
-        assert_eq!(cmp("", "1"), None);
-        assert_eq!(cmp("a1", "1"), None);
-    }
 }

@@ -27,6 +27,7 @@ mod restart_task;
 mod rotation;
 mod settled;
 mod status;
+mod status_writes;
 mod sync;
 mod target_secret;
 mod task;

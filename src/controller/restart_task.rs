@@ -183,13 +183,24 @@ where
     }
 }
 
+/// What the restart task watches: one namespace or all, one shard's ManagedSecrets or all (`--shard-selector`),
+/// and the controller's cache of them (a shard's own, so that it restarts for its own only).
+pub struct Scope {
+    pub namespace: Option<String>,
+    pub shard: Option<String>,
+    pub managed: Store<ManagedSecret>,
+}
+
 /// Runs the restart task until the process ends (or this replica stops leading, which aborts it).
 pub async fn run(
     client: Client,
     recorder: Recorder,
     planner: Planner,
-    (namespace, shard): (Option<String>, Option<String>),
-    store: Store<ManagedSecret>,
+    Scope {
+        namespace,
+        shard,
+        managed: store,
+    }: Scope,
     rollout_deadline: Duration,
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,

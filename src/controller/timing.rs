@@ -97,9 +97,15 @@ mod tests {
                 d.saturating_sub(until_next_tick(interval))
             })
             .collect();
-        assert!(offsets.iter().all(|o| *o <= Duration::from_millis(5_100)), "{offsets:?}");
+        assert!(
+            offsets.iter().all(|o| *o <= Duration::from_millis(5_100)),
+            "{offsets:?}"
+        );
         let late = offsets.iter().filter(|o| **o > Duration::from_millis(2_500)).count();
-        assert!((50..150).contains(&late), "spread over the window: {late} of 200 in its second half");
+        assert!(
+            (50..150).contains(&late),
+            "spread over the window: {late} of 200 in its second half"
+        );
         let hour = until_refresh(Duration::from_secs(3600), "x") - until_next_tick(Duration::from_secs(3600));
         assert!(hour <= Duration::from_secs(61), "at most a minute: {hour:?}");
     }

@@ -11,6 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::settled::SettledTargets;
+use super::status_writes::StatusWrites;
 use crate::api::ManagedSecret;
 
 /// What about a ManagedSecret can change its reconcile: its spec (generation), labels and annotations
@@ -41,7 +42,7 @@ impl Fingerprint {
 }
 
 /// Decides which ManagedSecret events wake a reconcile, and indexes who reads which Secret.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Wakes {
     seen: Mutex<HashMap<String, Fingerprint>>,
     /// (namespace, Secret name) → the ManagedSecrets whose `source.kubernetesSecret` names it.
@@ -55,6 +56,8 @@ pub struct Wakes {
     versions: Mutex<HashMap<(String, String), String>>,
     /// What each object's last reconcile found its target to hold (forgotten with the object).
     pub settled: SettledTargets,
+    /// Status writes the cache has not delivered yet (forgotten once it does, or with the object).
+    pub statuses: StatusWrites,
     /// Objects woken and not started yet.
     pending: Mutex<HashSet<ObjectRef<ManagedSecret>>>,
     queue_depth: Gauge,
@@ -73,6 +76,7 @@ impl Wakes {
     /// first sight of an object always is.
     pub fn changed(&self, ms: &ManagedSecret) -> bool {
         self.index(ms);
+        self.statuses.delivered(ms);
         let Some(uid) = ms.uid() else { return true };
         let now = Fingerprint::of(ms);
         let Ok(mut seen) = self.seen.lock() else { return true };
@@ -86,6 +90,7 @@ impl Wakes {
             seen.remove(&uid);
         }
         self.settled.forget(&uid);
+        self.statuses.forget(&uid);
         self.unindex(&uid, &ms.name_any());
     }
 

@@ -421,8 +421,11 @@ async fn write(
             client.clone(),
             recorder,
             planner,
-            (settings.watch_namespace.clone(), settings.shard_selector.clone()),
-            store.clone(),
+            restart_task::Scope {
+                namespace: settings.watch_namespace.clone(),
+                shard: settings.shard_selector.clone(),
+                managed: store.clone(),
+            },
             settings.rollout_deadline,
             settings.metrics.clone(),
             settings.audit.clone(),
