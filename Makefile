@@ -6,7 +6,7 @@ export KEYWARD_TOOLS_DIR
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz image image-push system-deps
+.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz image image-push system-deps bench
 
 tools: ## build the pinned control plane, kwok, helm, promtool and rollouts-controller into the cache (no-op when warm)
 	tools/build.sh
@@ -51,6 +51,19 @@ DEMO_TOOLS := etcd kube-apiserver kubectl kube-controller-manager kube-scheduler
 demo: build
 	tools/build.sh $(DEMO_TOOLS)
 	tools/demo.sh
+
+# The scale benchmark (issue 16, docs/benchmarks.md; not part of `make test`): N ManagedSecrets on a fresh control
+# plane per N, against the floor (tools/floor: the same Secrets applied by a fast Go client). BENCH_N (default
+# 1000,10000), BENCH_ENVS, BENCH_NAMESPACES, BENCH_REFRESH, BENCH_STEADY_REFRESH, BENCH_TIMEOUT and
+# BENCH_CONCURRENCY reach it from the environment or the command line: `make bench BENCH_N=200`.
+# `cargo bench` rebuilds target/release/keyward with the dev-dependencies' features (keyward-dev turns on
+# fault-injection), so the operator as shipped is copied aside first and that copy is measured.
+bench:
+	tools/build.sh etcd kube-apiserver
+	$(CARGO) build --release --locked -p keyward --bin keyward
+	install -D -m 0755 $(TARGET_DIR)/release/keyward $(TARGET_DIR)/bench/keyward
+	tools/floor.sh
+	KEYWARD_BIN=$(TARGET_DIR)/bench/keyward $(CARGO) bench --locked -p keyward --bench scale
 
 system-deps: ## Debian packages and Rust targets for images (podman, skopeo, musl, aarch64 cross, qemu-user, registry)
 	tools/system-deps.sh
