@@ -463,7 +463,7 @@ async fn write(
     // Secrets are watched as metadata only: a change to one keyward fills (drift: any change keyward did not
     // make itself) or to one a ManagedSecret reads wakes those ManagedSecrets; the data itself is read only in
     // reconcile, for the one Secret it needs.
-    let secret_events = watcher(secrets, watcher::Config::default().any_semantic()).touched_objects();
+    let secret_events = changed_secrets(watcher(secrets, watcher::Config::default().any_semantic()));
     let mine = store.clone();
     controller
         .watches_stream(secret_events, move |secret| {
@@ -501,6 +501,30 @@ async fn write(
     }
 }
 
+/// The Secrets a watch sees change — not those of its first list: every ManagedSecret gets its first reconcile
+/// when this replica starts writing (`reconcile_all_on`), and waking each again for its Secret as listed doubled
+/// a restart's work. A later re-list (after a watch gap) counts: what changed in the gap shows up only there.
+fn changed_secrets<S>(events: S) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>>
+where
+    S: futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>>,
+{
+    events
+        .scan(false, |listed, event| {
+            let item = match event {
+                Ok(watcher::Event::InitDone) => {
+                    *listed = true;
+                    None
+                }
+                Ok(watcher::Event::InitApply(s)) if *listed => Some(Ok(s)),
+                Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => Some(Ok(s)),
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(Some(item))
+        })
+        .filter_map(std::future::ready)
+}
+
 /// One item per change of the grants, bursts coalesced over half a second.
 fn grant_changes(rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send {
     futures::stream::unfold(rx, |mut rx| async move {
@@ -517,4 +541,36 @@ fn error_policy(obj: Arc<ManagedSecret>, err: &ControllerError, ctx: Arc<Context
     let n = ctx.failed(&uid);
     tracing::warn!(category = err.category(), error = %err, "reconcile error");
     Action::requeue(backoff(n, None, obj.refresh_interval()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str) -> PartialObjectMeta<Secret> {
+        let mut s = PartialObjectMeta::<Secret>::default();
+        s.metadata.name = Some(name.into());
+        s
+    }
+
+    #[tokio::test]
+    async fn the_first_list_of_secrets_wakes_nobody_a_relist_does() {
+        use watcher::Event::*;
+        let events = futures::stream::iter([
+            Init,
+            InitApply(secret("listed")),
+            InitDone,
+            Apply(secret("changed")),
+            Init,
+            InitApply(secret("changed-in-a-gap")),
+            InitDone,
+            Delete(secret("deleted")),
+        ])
+        .map(Ok);
+        let seen: Vec<String> = changed_secrets(events)
+            .map(|s| s.unwrap().metadata.name.unwrap())
+            .collect()
+            .await;
+        assert_eq!(seen, ["changed", "changed-in-a-gap", "deleted"]);
+    }
 }
