@@ -56,10 +56,9 @@ pub async fn run(
     let _ = settings.view.set(reader.clone());
     let triggers: Triggers = Arc::default();
     let wakes = Arc::new(Wakes::new(settings.metrics.queue_depth.clone()));
-    let shard = shard_config(settings.shard_selector.as_deref());
     let _cache = AbortOnDrop(tokio::spawn(keep_cache(
         managed,
-        shard.clone(),
+        shard_config(settings.shard_selector.as_deref()),
         writer,
         triggers.clone(),
         wakes.clone(),
@@ -153,10 +152,11 @@ async fn release(elector: Option<Elector>) {
     }
 }
 
-/// Keeps the ManagedSecret cache and, while this replica writes, hands each object it sees change (in a way
-/// that matters to its reconcile: `Wakes::changed`) to the controller. Objects are read through kube's `DeserializeGuard`: one keyward cannot read (a value only a newer keyward
-/// knows, after the CRDs were upgraded first: docs/upgrade.md) is logged by name and kept out of the cache
-/// (an earlier readable version removed from it), instead of failing the list and with it every other object.
+/// Keeps the ManagedSecret cache (this shard's: `config`) and, while this replica writes, hands each object it
+/// sees change in a way that matters to its reconcile (`Wakes::changed`) to the controller. Objects are read
+/// through kube's `DeserializeGuard`: one keyward cannot read (a value only a newer keyward knows, after the
+/// CRDs were upgraded first: docs/upgrade.md) is logged by name and kept out of the cache (an earlier readable
+/// version removed from it), instead of failing the list and with it every other object.
 async fn keep_cache(
     api: Api<DeserializeGuard<ManagedSecret>>,
     config: watcher::Config,
