@@ -92,7 +92,7 @@ impl Settings {
             refresh: var("BENCH_REFRESH").unwrap_or_else(|| "1h".into()),
             steady_refresh: var("BENCH_STEADY_REFRESH").unwrap_or_else(|| "30s".into()),
             timeout: Duration::from_secs(parsed("BENCH_TIMEOUT", 900)?),
-            concurrency: parsed("BENCH_CONCURRENCY", 8)?,
+            concurrency: parsed("BENCH_CONCURRENCY", 32)?,
             // `cargo bench` builds the binary with the bench profile and the dev-dependencies' features
             // (keyward-dev turns on fault-injection); `make bench` points KEYWARD_BIN at the plain release build.
             keyward_bin: var("KEYWARD_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keyward")), PathBuf::from),
@@ -360,6 +360,13 @@ async fn measure(n: usize, s: &Settings, keyward_bin: &Path, bench: &mut Bench) 
         cold_delta.api.describe(is_write),
         cold_delta.api.describe(is_read)
     ));
+
+    if let Some(k) = bench.keyward.as_ref() {
+        row.details.push(format!(
+            "cold: keyward's reconciles by result: {}",
+            k.reconcile_results().await
+        ));
+    }
 
     // 3. Restart with nothing changed.
     let mut old = bench.keyward.take().ok_or_else(|| anyhow!("keyward is not running"))?;
@@ -698,6 +705,21 @@ impl KeywardProcess {
         let url = format!("http://{}/metrics", self.http);
         let text = self.client.get(url).send().await.ok()?.text().await.ok()?;
         reconcile_count(&text)
+    }
+
+    /// keyward's `keyward_reconciles_total` by result, as `result=count` pairs (empty when it has none).
+    async fn reconcile_results(&self) -> String {
+        let url = format!("http://{}/metrics", self.http);
+        let Some(text) = self.client.get(url).send().await.ok() else {
+            return String::new();
+        };
+        let text = text.text().await.unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("keyward_reconciles_total{result=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .map(|(result, count)| format!("{result}={count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Waits until keyward has reconciled `n` objects since it started. None when it counts no reconciles.
