@@ -525,8 +525,11 @@ where
         .filter_map(std::future::ready)
 }
 
-/// One item per change of the grants, bursts coalesced over half a second.
-fn grant_changes(rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send {
+/// One item per change of the grants, bursts coalesced over half a second. Changes made before (the caches'
+/// first lists, while this replica waited to lead) are not: every object's first reconcile sees the grants in
+/// force then, and re-checking them all once more doubled a restart's work.
+fn grant_changes(mut rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send {
+    rx.borrow_and_update();
     futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -551,6 +554,21 @@ mod tests {
         let mut s = PartialObjectMeta::<Secret>::default();
         s.metadata.name = Some(name.into());
         s
+    }
+
+    #[tokio::test]
+    async fn grant_changes_before_writing_starts_recheck_nothing() {
+        let (tx, rx) = watch::channel(0u64);
+        tx.send_replace(1);
+        let mut changes = Box::pin(grant_changes(rx));
+        let early = tokio::time::timeout(Duration::from_millis(700), changes.next()).await;
+        assert!(
+            early.is_err(),
+            "a change made before the stream began is not a re-check"
+        );
+        tx.send_replace(2);
+        let later = tokio::time::timeout(Duration::from_secs(2), changes.next()).await;
+        assert_eq!(later.ok(), Some(Some(())), "a later change is");
     }
 
     #[tokio::test]
