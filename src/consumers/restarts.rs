@@ -675,7 +675,8 @@ mod tests {
 
     const NS: &str = "team";
 
-    fn restarts() -> Restarts {
+    /// An engine that has seen nothing yet.
+    fn bare() -> Restarts {
         let planner = Planner::new(PlannerConfig {
             debounce: Duration::from_secs(10),
             max_in_flight: 5,
@@ -683,7 +684,11 @@ mod tests {
             windows: Vec::new(),
         })
         .unwrap();
-        let mut r = Restarts::new(planner, Duration::from_secs(600));
+        Restarts::new(planner, Duration::from_secs(600))
+    }
+
+    fn restarts() -> Restarts {
+        let mut r = bare();
         // The ManagedSecrets the tests use, seen with their default policy and no report yet.
         for name in ["db", "api-key"] {
             r.observe(
@@ -770,16 +775,6 @@ mod tests {
         first.observe(seen("api", "db", Some(&h1), Rollout::Complete), t(0));
         let report = the_one_consumer_write(&mut first);
         // A restart (or a new leader): the same cluster, seen fresh, with the object's status as written.
-        let bare = || {
-            let planner = Planner::new(PlannerConfig {
-                debounce: Duration::from_secs(10),
-                max_in_flight: 5,
-                max_in_flight_per_namespace: 2,
-                windows: Vec::new(),
-            })
-            .unwrap();
-            Restarts::new(planner, Duration::from_secs(600))
-        };
         let mut next = bare();
         let policy = |reported| Observation::Policy {
             namespace: NS.into(),
