@@ -68,8 +68,9 @@ bench:
 # Faults at scale (issue 16, docs/benchmarks.md; not part of `make test`): a 10-minute ESC outage at 1,000
 # ManagedSecrets, then 100 SIGKILLs of keyward while rotations run. FAULTS_SCENARIOS (outage,kills),
 # FAULTS_OUTAGE_N, FAULTS_OUTAGE_SECONDS, FAULTS_REFRESH, FAULTS_ENVS, FAULTS_NAMESPACES, FAULTS_CONCURRENCY,
-# FAULTS_KILLS, FAULTS_ROTATING, FAULTS_KILL_MIN_MS, FAULTS_KILL_MAX_MS and FAULTS_TIMEOUT reach it from the
-# environment or the command line: `make bench-faults FAULTS_OUTAGE_N=100 FAULTS_OUTAGE_SECONDS=60 FAULTS_KILLS=10`.
+# FAULTS_KILLS, FAULTS_ROTATING, FAULTS_KILL_MIN_MS, FAULTS_KILL_MAX_MS, FAULTS_TIMEOUT and FAULTS_KEEP (keep
+# keyward's logs) reach it from the environment or the command line:
+# `make bench-faults FAULTS_OUTAGE_N=100 FAULTS_OUTAGE_SECONDS=60 FAULTS_KILLS=10`.
 # As for `bench`, the operator as shipped is copied aside first and that copy is measured.
 bench-faults:
 	tools/build.sh etcd kube-apiserver

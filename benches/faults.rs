@@ -19,7 +19,8 @@
 //!    value GitHub received last are the same; ESC revisions since setup = rotate-now requests handled; no
 //!    rotation is in progress. Any mismatch fails the run (values are compared, and printed only as hashes).
 //!
-//! `FAULTS_SCENARIOS` (default `outage,kills`) picks the scenarios. Run: `make bench-faults`, or
+//! `FAULTS_SCENARIOS` (default `outage,kills`) picks the scenarios; with `FAULTS_KEEP` set, each scenario's
+//! directory (keyward's logs) is kept. Run: `make bench-faults`, or
 //! `make bench-faults FAULTS_OUTAGE_N=100 FAULTS_OUTAGE_SECONDS=60 FAULTS_KILLS=10`.
 
 mod common;
@@ -280,6 +281,9 @@ impl World {
         }
         if let Some(cp) = self.control_plane.take() {
             cp.stop().await;
+        }
+        if var("FAULTS_KEEP").is_some() {
+            println!("kept {} (keyward's logs)", self.dir.keep().display());
         }
     }
 }
