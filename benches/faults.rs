@@ -465,6 +465,21 @@ async fn outage(s: &Settings, namespaces: &[String], world: &mut World) -> anyho
     let esc_during = esc.counters();
     let cpu_during = cpu_ms(world.keyward()?) - cpu_before;
     let at_end = tracker.progress();
+    let outage_end = Instant::now();
+    // When each object went Synced=False, counted from the fault; and those that never did, with how long they
+    // have been Synced=True.
+    let mut went: Vec<f64> = tracker
+        .unsynced()
+        .iter()
+        .map(|(_, at)| at.saturating_duration_since(fault_set).as_secs_f64())
+        .collect();
+    went.sort_by(f64::total_cmp);
+    let mut still: Vec<(String, f64)> = tracker
+        .synced()
+        .into_iter()
+        .map(|(key, since)| (key, outage_end.saturating_duration_since(since).as_secs_f64()))
+        .collect();
+    still.sort_by(|a, b| a.0.cmp(&b.0));
     let secrets_at_end = secret_states(&client).await?;
     let api_during = ApiRequests::scrape(&client).await?.minus(&api_before);
 
@@ -558,6 +573,33 @@ async fn outage(s: &Settings, namespaces: &[String], world: &mut World) -> anyho
     row(
         "objects Synced=False SourceUnavailable at the end of the outage",
         format!("{unavailable} of {n} (Synced by status/reason: {:?})", at_end.synced_by),
+    );
+    row(
+        "fault set → object Synced=False: first / median / last",
+        match (went.first(), went.get(went.len() / 2), went.last()) {
+            (Some(a), Some(m), Some(z)) => format!("{a:.1} s / {m:.1} s / {z:.1} s ({} objects)", went.len()),
+            _ => "none went Synced=False".into(),
+        },
+    );
+    row(
+        "objects still Synced=True at the end of the outage (first 5, Synced=True for)",
+        format!(
+            "{}{}",
+            still.len(),
+            if still.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    still
+                        .iter()
+                        .take(5)
+                        .map(|(k, d)| format!("{k} {d:.0} s"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
     );
     row(
         "objects Ready=True at the end of the outage",
@@ -809,6 +851,7 @@ async fn kills(s: &Settings, world: &mut World) -> anyhow::Result<(String, Vec<S
     let started = Instant::now();
     let mut unexpected_exits = Vec::new();
     let mut lifetimes = Vec::new();
+    let mut interrupted: Vec<(usize, usize)> = Vec::new();
     for k in 1..=s.kills {
         let life = Duration::from_millis(rand::random_range(s.kill_min_ms..=s.kill_max_ms));
         tokio::time::sleep(life).await;
@@ -822,6 +865,20 @@ async fn kills(s: &Settings, world: &mut World) -> anyhow::Result<(String, Vec<S
         }
         old.kill().await?;
         lifetimes.push(life);
+        // What the kill interrupted: rotations with a recorded intent (the target Secret's
+        // `keyward.dev/rotation-intent` annotation, written before ESC is), and requests not handled yet.
+        let in_progress = Api::<Secret>::namespaced(world.client.clone(), ROTATING_NS)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|secret| secret.annotations().keys().any(|k| k.ends_with("rotation-intent")))
+            .count();
+        let outstanding = {
+            let st = state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.iter().filter(|d| d.handled < d.issued).count()
+        };
+        interrupted.push((in_progress, outstanding));
         world.keyward = Some(world.launch.start(&format!("keyward-{k}"))?);
         if k % 10 == 0 {
             let st = state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -976,6 +1033,15 @@ async fn kills(s: &Settings, world: &mut World) -> anyhow::Result<(String, Vec<S
     t.push_str("| measure | value |\n|---|---|\n");
     let mut row = |k: &str, v: String| t.push_str(&format!("| {k} | {v} |\n"));
     row("SIGKILLs", format!("{} (mean life {mean_life:.2} s)", lifetimes.len()));
+    row(
+        "kills with a rotation in progress (intent on the Secret) / with a request outstanding",
+        format!(
+            "{} / {} (in progress at a kill: {} objects in all)",
+            interrupted.iter().filter(|i| i.0 > 0).count(),
+            interrupted.iter().filter(|i| i.1 > 0).count(),
+            interrupted.iter().map(|i| i.0).sum::<usize>()
+        ),
+    );
     row("rotations requested / handled", format!("{issued} / {handled}"));
     row(
         "ESC revisions written (all objects) / rotations handled",

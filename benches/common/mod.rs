@@ -438,6 +438,8 @@ pub struct Seen {
     synced: Option<(String, String)>,
     /// Since when it has been Synced=True (None while it is not).
     synced_since: Option<Instant>,
+    /// Since when it has been Synced=False (None while it is not).
+    unsynced_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -601,6 +603,24 @@ impl Tracker {
         }
     }
 
+    /// Objects Synced=False now, each with since when.
+    pub fn unsynced(&self) -> Vec<(String, Instant)> {
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.objects
+            .iter()
+            .filter_map(|(key, seen)| Some((key.clone(), seen.unsynced_since?)))
+            .collect()
+    }
+
+    /// Objects Synced=True now, each with since when.
+    pub fn synced(&self) -> Vec<(String, Instant)> {
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.objects
+            .iter()
+            .filter_map(|(key, seen)| Some((key.clone(), seen.synced_since?)))
+            .collect()
+    }
+
     pub fn stop(&self) {
         for t in &self.tasks {
             t.abort();
@@ -643,6 +663,11 @@ impl TrackerState {
         };
         seen.synced_since = if synced.as_ref().is_some_and(|(status, _)| status == "True") {
             Some(seen.synced_since.unwrap_or(now))
+        } else {
+            None
+        };
+        seen.unsynced_since = if synced.as_ref().is_some_and(|(status, _)| status == "False") {
+            Some(seen.unsynced_since.unwrap_or(now))
         } else {
             None
         };
