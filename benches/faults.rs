@@ -449,7 +449,7 @@ async fn outage(s: &Settings, namespaces: &[String], world: &mut World) -> anyho
         let cpu = cpu_ms(world.keyward()?);
         windows.push((total - last_total, cpu - last_cpu));
         (last_total, last_cpu) = (total, cpu);
-        if windows.len() % 6 == 0 {
+        if windows.len().is_multiple_of(6) {
             let p = tracker.progress();
             println!(
                 "  {:>4} s: {} ESC requests in the last minute; Synced {:?}",
@@ -880,7 +880,7 @@ async fn kills(s: &Settings, world: &mut World) -> anyhow::Result<(String, Vec<S
         };
         interrupted.push((in_progress, outstanding));
         world.keyward = Some(world.launch.start(&format!("keyward-{k}"))?);
-        if k % 10 == 0 {
+        if k.is_multiple_of(10) {
             let st = state.lock().unwrap_or_else(PoisonError::into_inner);
             println!(
                 "  {k} kills, {:.0} s: {} rotations requested, {} handled",
