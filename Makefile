@@ -6,7 +6,7 @@ export KEYWARD_TOOLS_DIR
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz image image-push system-deps bench
+.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz image image-push system-deps bench bench-faults
 
 tools: ## build the pinned control plane, kwok, helm, promtool and rollouts-controller into the cache (no-op when warm)
 	tools/build.sh
@@ -64,6 +64,19 @@ bench:
 	install -D -m 0755 $(TARGET_DIR)/release/keyward $(TARGET_DIR)/bench/keyward
 	tools/floor.sh
 	KEYWARD_BIN=$(TARGET_DIR)/bench/keyward $(CARGO) bench --locked -p keyward --bench scale
+
+# Faults at scale (issue 16, docs/benchmarks.md; not part of `make test`): a 10-minute ESC outage at 1,000
+# ManagedSecrets, then 100 SIGKILLs of keyward while rotations run. FAULTS_SCENARIOS (outage,kills),
+# FAULTS_OUTAGE_N, FAULTS_OUTAGE_SECONDS, FAULTS_REFRESH, FAULTS_ENVS, FAULTS_NAMESPACES, FAULTS_CONCURRENCY,
+# FAULTS_KILLS, FAULTS_ROTATING, FAULTS_KILL_MIN_MS, FAULTS_KILL_MAX_MS, FAULTS_TIMEOUT and FAULTS_KEEP (keep
+# keyward's logs) reach it from the environment or the command line:
+# `make bench-faults FAULTS_OUTAGE_N=100 FAULTS_OUTAGE_SECONDS=60 FAULTS_KILLS=10`.
+# As for `bench`, the operator as shipped is copied aside first and that copy is measured.
+bench-faults:
+	tools/build.sh etcd kube-apiserver
+	$(CARGO) build --release --locked -p keyward --bin keyward
+	install -D -m 0755 $(TARGET_DIR)/release/keyward $(TARGET_DIR)/bench/keyward
+	KEYWARD_BIN=$(TARGET_DIR)/bench/keyward $(CARGO) bench --locked -p keyward --bench faults
 
 system-deps: ## Debian packages and Rust targets for images (podman, skopeo, musl, aarch64 cross, qemu-user, registry)
 	tools/system-deps.sh
