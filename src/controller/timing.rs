@@ -52,11 +52,14 @@ pub fn requested_since(request: &str) -> Option<Instant> {
     Instant::now().checked_sub(ago)
 }
 
-/// Exponential backoff for an object's n-th consecutive failure: 5s doubling, at most the refresh interval
-/// (and at most 10 minutes), never shorter than what the source asked for.
+/// Exponential backoff for an object's n-th consecutive failure: 5s doubling, at most half the refresh
+/// interval (and at most 10 minutes), never shorter than what the source asked for. Half, so that once the
+/// source is back every object has synced again within one refresh interval (issue 16's ESC outage: capped at
+/// the whole interval, the last objects took exactly one interval, or a little more). Retries cost ESC nothing
+/// extra: a failed snapshot is shared per environment (`source::esc`).
 pub fn backoff(n: u32, retry_after: Option<Duration>, interval: Duration) -> Duration {
     let exp = Duration::from_secs(5u64.saturating_mul(1 << n.saturating_sub(1).min(10)));
-    let cap = interval.min(Duration::from_secs(600)).max(Duration::from_secs(5));
+    let cap = (interval / 2).min(Duration::from_secs(600)).max(Duration::from_secs(5));
     exp.min(cap).max(retry_after.unwrap_or_default())
 }
 
@@ -70,7 +73,8 @@ mod tests {
         assert_eq!(backoff(1, None, hour), Duration::from_secs(5));
         assert_eq!(backoff(2, None, hour), Duration::from_secs(10));
         assert_eq!(backoff(20, None, hour), Duration::from_secs(600));
-        assert_eq!(backoff(20, None, Duration::from_secs(30)), Duration::from_secs(30));
+        assert_eq!(backoff(20, None, Duration::from_secs(30)), Duration::from_secs(15));
+        assert_eq!(backoff(20, None, Duration::from_secs(10)), Duration::from_secs(5));
         assert_eq!(backoff(1, Some(Duration::from_secs(42)), hour), Duration::from_secs(42));
     }
 

@@ -21,16 +21,39 @@ type SlotResult = Result<Arc<Snapshot>, EscError>;
 struct Slot {
     started: Instant,
     cell: Arc<OnceCell<SlotResult>>,
+    /// Failed attempts in a row for this environment, this one included if it fails.
+    failures: u32,
 }
 
 impl Slot {
+    fn failed(&self) -> bool {
+        matches!(self.cell.get(), Some(Err(_)))
+    }
+
     fn stale_failure(&self) -> bool {
-        matches!(self.cell.get(), Some(Err(_))) && self.started.elapsed() > FAILURE_REUSE
+        let retry_after = match self.cell.get() {
+            Some(Err(e)) => e.retry_after(),
+            _ => return false,
+        };
+        self.started.elapsed() > failure_reuse(self.failures).max(retry_after.unwrap_or_default())
     }
 }
 
-/// How long a failed snapshot answers for everyone (coalescing a burst), before the next caller retries.
+/// How long the `n`-th failed snapshot in a row of one environment answers for everyone before the next caller
+/// tries ESC again: 1 s, doubling, at most [`MAX_FAILURE_REUSE`] (or longer when ESC said Retry-After). So that
+/// during an outage keyward's requests to ESC are bounded by environments, not by ManagedSecrets retrying
+/// each on its own backoff (issue 16: 1,000 objects made 17 requests a second in a 10-minute outage).
+fn failure_reuse(n: u32) -> Duration {
+    FAILURE_REUSE
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(MAX_FAILURE_REUSE)
+}
+
+/// How long a first failed snapshot answers for everyone (coalescing a burst).
 const FAILURE_REUSE: Duration = Duration::from_secs(1);
+
+/// The longest a failure is reused: how late, at most, keyward notices that ESC is back.
+const MAX_FAILURE_REUSE: Duration = Duration::from_secs(15);
 
 /// Snapshots of ESC environments, shared per (environment, pin) and refresh cycle.
 pub struct EscSource {
@@ -83,15 +106,27 @@ impl EscSource {
             })?;
             let key = (env.clone(), pin.clone());
             match slots.get(&key) {
-                // A failure is shared only by callers that arrive while it is fresh; later ones try again.
-                Some(slot) if slot.started >= fresh_since && !slot.stale_failure() => slot.cell.clone(),
-                _ => {
+                // A failure is shared until it is stale (`failure_reuse`), then the next caller tries again.
+                // Once ESC has failed twice in a row it is shared whatever freshness a caller wants (an
+                // outage: refresh requests do not each ask ESC again); after a single failure a caller that
+                // wants something newer than it tries at once.
+                Some(slot)
+                    if slot.failed()
+                        && !slot.stale_failure()
+                        && (slot.started >= fresh_since || slot.failures >= 2) =>
+                {
+                    slot.cell.clone()
+                }
+                Some(slot) if slot.started >= fresh_since && !slot.failed() => slot.cell.clone(),
+                previous => {
+                    let failures = previous.filter(|p| p.failed()).map_or(0, |p| p.failures) + 1;
                     let cell = Arc::new(OnceCell::new());
                     slots.insert(
                         key,
                         Slot {
                             started: Instant::now(),
                             cell: cell.clone(),
+                            failures,
                         },
                     );
                     cell
@@ -218,6 +253,61 @@ impl SecretSource for EscSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_reused_longer_the_more_there_are_in_a_row() {
+        let windows: Vec<u64> = (1..=6).map(|n| failure_reuse(n).as_secs()).collect();
+        assert_eq!(windows, [1, 2, 4, 8, 15, 15]);
+        assert_eq!(failure_reuse(u32::MAX), MAX_FAILURE_REUSE);
+    }
+
+    /// An ESC that answers 503 to everything, counting the requests it gets.
+    async fn down_esc() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { http::StatusCode::SERVICE_UNAVAILABLE }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/api/esc"), hits)
+    }
+
+    #[tokio::test]
+    async fn in_an_outage_esc_is_asked_per_environment_not_per_caller() {
+        use std::sync::atomic::Ordering;
+        crate::tls::install_crypto_provider();
+        let (url, hits) = down_esc().await;
+        let mut config = crate::esc::EscConfig::new(url, None);
+        config.attempts = 1;
+        let esc = EscSource::new(EscClient::new(config).unwrap());
+        let tick = Instant::now();
+        let snap = |fresh_since| esc.snapshot("acme/app/prod", None, fresh_since);
+        assert!(snap(tick).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // Everyone refreshing this tick shares the failure.
+        for _ in 0..50 {
+            assert!(snap(tick).await.is_err());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "one failure, shared");
+        // After one failure, a caller that wants something newer (a refresh request) asks again...
+        assert!(snap(Instant::now()).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // ...after two in a row it is an outage: shared whatever freshness is asked, for 2 s.
+        for _ in 0..50 {
+            assert!(snap(Instant::now()).await.is_err());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "an outage: the failure is shared");
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert!(snap(tick).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "stale after 2 s: asked again");
+        // Another environment is asked on its own.
+        assert!(esc.snapshot("acme/app/other", None, tick).await.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+    }
 
     #[test]
     fn leaf_keys_join_names_and_replace_what_a_key_cannot_hold() {
