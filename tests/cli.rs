@@ -782,6 +782,22 @@ async fn first_run_errors_say_what_to_do_in_one_line() {
         "keyward: no access policy: with --watch-access-policies=false every ManagedSecret would be refused; pass \
          --access-policy-file FILE, or leave AccessPolicy objects on (--watch-access-policies=true)",
     );
+    // A shard selector the API server refuses (issue 16): one line naming it and how to write one.
+    let out = run_until_exit(kubeconfig, &["--namespace", &ns.name, "--shard-selector", "shard key"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("keyward: --shard-selector \"shard key\" is not a label selector the API server accepts (")
+            && last.ends_with("e.g. sharding.fluxcd.io/key=shard-1 or !sharding.fluxcd.io/key"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        !stderr.contains("ErrorResponse") && !stderr.contains("Status {"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// The CLI as a released tool: usage errors exit 64 (not `report`'s 2), help and --version 0, completion scripts

@@ -188,18 +188,18 @@ impl KeywardProcess {
     /// keyward's reconciles so far: `keyward_reconciles_total` (all results) when it has it, else the count of
     /// its reconcile-duration histogram; None when it exports neither (or does not answer).
     pub async fn reconciles(&self) -> Option<f64> {
+        reconcile_count(&self.metrics().await?)
+    }
+
+    /// keyward's /metrics text; None when it does not answer.
+    async fn metrics(&self) -> Option<String> {
         let url = format!("http://{}/metrics", self.http);
-        let text = self.client.get(url).send().await.ok()?.text().await.ok()?;
-        reconcile_count(&text)
+        self.client.get(url).send().await.ok()?.text().await.ok()
     }
 
     /// keyward's `keyward_reconciles_total` by result, as `result=count` pairs (empty when it has none).
     pub async fn reconcile_results(&self) -> String {
-        let url = format!("http://{}/metrics", self.http);
-        let Some(text) = self.client.get(url).send().await.ok() else {
-            return String::new();
-        };
-        let text = text.text().await.unwrap_or_default();
+        let text = self.metrics().await.unwrap_or_default();
         text.lines()
             .filter_map(|l| l.strip_prefix("keyward_reconciles_total{result=\""))
             .filter_map(|l| l.split_once("\"} "))

@@ -75,12 +75,13 @@ pub async fn cluster(client: &Client, args: &RunArgs) -> Result<(), FirstRunErro
         )));
     }
     if let Some(selector) = &args.shard_selector
-        && let Err(e) = managed.list_metadata(&list.clone().labels(selector)).await
-        && matches!(&e, kube::Error::Api(s) if s.code == 400)
+        && let Err(kube::Error::Api(status)) = managed.list_metadata(&list.clone().labels(selector)).await
+        && status.code == 400
     {
         return Err(FirstRunError(format!(
-            "--shard-selector {selector:?} is not a label selector the API server accepts ({e}); write it as \
-             kubectl's -l takes it, e.g. sharding.fluxcd.io/key=shard-1 or !sharding.fluxcd.io/key"
+            "--shard-selector {selector:?} is not a label selector the API server accepts ({}): write it as \
+             kubectl's -l takes it, e.g. sharding.fluxcd.io/key=shard-1 or !sharding.fluxcd.io/key",
+            status.message
         )));
     }
     if args.watch_access_policies
