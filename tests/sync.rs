@@ -256,6 +256,111 @@ async fn existing_foreign_secret_is_not_overwritten() {
     );
 }
 
+/// A new ManagedSecret's first write does not read its target when the watch never showed it (issue 16). A
+/// Secret created an instant before that write — here every one: the test hook keeps keyward from learning of
+/// any — is still never taken: the write is not forced, its answer shows another field manager, and what it
+/// added goes again before the Secret is judged as usual. Sharing and key conflicts come out as when read.
+#[tokio::test]
+async fn a_secret_keyward_did_not_know_of_is_not_taken_by_an_unread_first_write() {
+    let ns = ns("sync-unread").await;
+    let secrets: Api<Secret> = ns.api();
+    let managed: Api<ManagedSecret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &secret("src", "value", b"new"))
+        .await
+        .unwrap();
+    let mut theirs = secret("theirs", "K", b"precious");
+    theirs.metadata.labels = Some(BTreeMap::from([("team".into(), "a".into())]));
+    theirs.metadata.annotations = Some(BTreeMap::from([("note".into(), "x".into())]));
+    let before = secrets.create(&PostParams::default(), &theirs).await.unwrap();
+    let _keyward = Keyward::start_with_env(&ns.name, &[], &[("KEYWARD_TEST_BLIND_SECRETS", "1")]);
+
+    // A key the Secret does not have: an unforced apply would add it — and must not keep it.
+    let mut claim = from_secret("claim", "src", "NEW", "Delete");
+    claim.spec.target.name = Some("theirs".into());
+    managed.create(&PostParams::default(), &claim).await.unwrap();
+    let cond = eventually(40, "TargetConflict condition", || async {
+        let ms = managed.get("claim").await.ok()?;
+        let c = ms.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (c.reason == "TargetConflict").then_some(c)
+    })
+    .await;
+    assert!(
+        cond.message.contains("Secret theirs exists and is not managed"),
+        "{}",
+        cond.message
+    );
+    let after = secrets.get("theirs").await.unwrap();
+    assert_eq!(after.data, before.data, "data as it was");
+    assert_eq!(after.metadata.labels, before.metadata.labels, "labels as they were");
+    assert_eq!(
+        after.metadata.annotations, before.metadata.annotations,
+        "annotations as they were"
+    );
+    assert_eq!(after.metadata.owner_references, None, "no owner reference left");
+    let managers: Vec<_> = after
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.fields_v1.as_ref().is_some_and(|v| v.0 != serde_json::json!({})))
+        .filter_map(|f| f.manager)
+        .collect();
+    assert!(
+        managers.iter().all(|m| !m.starts_with("keyward")),
+        "keyward owns nothing in it: {managers:?}"
+    );
+
+    // A Secret nobody had: created by the unread write.
+    let mut owner = from_secret("owner", "src", "K", "Delete");
+    owner.spec.target.name = Some("shared".into());
+    managed.create(&PostParams::default(), &owner).await.unwrap();
+    wait_value(&secrets, "shared", "K", b"new", "the owner's Secret").await;
+    // A key of its own next to the owner's: the unread write's answer shows only the owner's field manager
+    // besides its own, and the Secret is judged as a read one would be — shared.
+    let mut third = from_secret("third", "src", "OTHER", "Delete");
+    third.spec.target.name = Some("shared".into());
+    managed.create(&PostParams::default(), &third).await.unwrap();
+    wait_value(
+        &secrets,
+        "shared",
+        "OTHER",
+        b"new",
+        "the third's key next to the owner's",
+    )
+    .await;
+    // The owner's key: the unforced write conflicts and writes nothing; read, it is refused naming the owner.
+    let mut second = from_secret("second", "src", "K", "Delete");
+    second.spec.target.name = Some("shared".into());
+    managed.create(&PostParams::default(), &second).await.unwrap();
+    let cond = eventually(40, "TargetConflict naming the owner", || async {
+        let c = managed
+            .get("second")
+            .await
+            .ok()?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.reason == "TargetConflict").then_some(c)
+    })
+    .await;
+    assert!(
+        cond.message.starts_with("key K of Secret shared is ManagedSecret"),
+        "{}",
+        cond.message
+    );
+    let shared = secrets.get("shared").await.unwrap();
+    let records: Vec<_> = keyward::api::record::records(shared.annotations())
+        .into_keys()
+        .collect();
+    assert_eq!(
+        records,
+        ["owner", "third"],
+        "each filler's record, not the refused one's"
+    );
+}
+
 /// Field report A1 (and the same kind: the old data key after `target.key` changes): what the spec no longer
 /// asks for leaves the Secret at the next reconcile, not at the next value change.
 #[tokio::test]

@@ -12,3 +12,9 @@ pub fn checkpoint(step: &'static str) {
     #[cfg(not(feature = "fault-injection"))]
     let _ = step;
 }
+
+/// Whether the tests asked keyward to learn nothing of which Secrets exist (`KEYWARD_TEST_BLIND_SECRETS=1`), so
+/// that every first write of a target goes unread — the race of a Secret created an instant before it.
+pub fn blind_secrets() -> bool {
+    cfg!(feature = "fault-injection") && std::env::var("KEYWARD_TEST_BLIND_SECRETS").is_ok_and(|v| v == "1")
+}

@@ -6,7 +6,7 @@
 //! (rotate when due), `push` (GitHub), `consumers` (what the consumers' restarts mean for this object), and
 //! `outcome` (conditions, metrics, audit, Events). Below them, shared by several phases: `context` (the
 //! dependencies and per-object memory), `failure`, `record` (Events and audit lines), `status` (the status
-//! writers), `timing` (refresh ticks and backoff), `fault` (the crash tests' hook) and `error`.
+//! writers), `known_secrets` (which Secrets exist, so a first write needs no read), `timing` (refresh ticks and backoff), `fault` (the crash tests' hook) and `error`.
 //! `docs/architecture.md` draws the map. This file only names the rooms: everything is imported from the room
 //! that defines it, so no import runs back up.
 
@@ -17,6 +17,7 @@ pub mod context;
 pub mod error;
 mod failure;
 mod fault;
+mod known_secrets;
 pub mod leader;
 mod outcome;
 mod push;

@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::known_secrets::KnownSecrets;
 use super::settled::SettledTargets;
 use super::status_writes::StatusWrites;
 use crate::api::ManagedSecret;
@@ -58,16 +59,19 @@ pub struct Wakes {
     pub settled: SettledTargets,
     /// Status writes the cache has not delivered yet (forgotten once it does, or with the object).
     pub statuses: StatusWrites,
+    /// Which Secrets exist, as the watch shows them.
+    pub secrets: KnownSecrets,
     /// Objects woken and not started yet.
     pending: Mutex<HashSet<ObjectRef<ManagedSecret>>>,
     queue_depth: Gauge,
 }
 
 impl Wakes {
-    /// `queue_depth`: the gauge that shows how many woken objects wait.
-    pub fn new(queue_depth: Gauge) -> Self {
+    /// `queue_depth`: the gauge that shows how many woken objects wait; `secrets`: see [`KnownSecrets`].
+    pub fn new(queue_depth: Gauge, secrets: KnownSecrets) -> Self {
         Wakes {
             queue_depth,
+            secrets,
             ..Wakes::default()
         }
     }
@@ -142,6 +146,7 @@ impl Wakes {
 
     /// keyward wrote Secret `name` in `namespace`; the API server answered with `version`.
     pub fn wrote_secret(&self, namespace: &str, name: &str, version: Option<String>) {
+        self.secrets.wrote(namespace, name);
         let key = (namespace.to_string(), name.to_string());
         if let Ok(mut written) = self.written.lock() {
             match &version {
@@ -316,7 +321,7 @@ mod tests {
     #[test]
     fn the_queue_counts_woken_objects_once_until_they_start() {
         let gauge = Gauge::default();
-        let w = Wakes::new(gauge.clone());
+        let w = Wakes::new(gauge.clone(), KnownSecrets::default());
         let a = ms("a", "u1", None);
         w.asked([ObjectRef::from_obj(&a), ObjectRef::from_obj(&a)]);
         w.asked([ObjectRef::from_obj(&ms("b", "u2", None))]);

@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, watch};
 use super::access::AccessView;
 use super::context::{Context, Settings, shard_config};
 use super::error::ControllerError;
+use super::fault;
+use super::known_secrets::KnownSecrets;
 use super::leader::{Elector, Leadership};
 use super::reconcile::reconcile;
 use super::restart_task;
@@ -55,7 +57,10 @@ pub async fn run(
     // Set once per process; a second run (tests) keeps the first view. Followers serve it too.
     let _ = settings.view.set(reader.clone());
     let triggers: Triggers = Arc::default();
-    let wakes = Arc::new(Wakes::new(settings.metrics.queue_depth.clone()));
+    let wakes = Arc::new(Wakes::new(
+        settings.metrics.queue_depth.clone(),
+        KnownSecrets::new(fault::blind_secrets()),
+    ));
     let _cache = AbortOnDrop(tokio::spawn(keep_cache(
         managed,
         shard_config(settings.shard_selector.as_deref()),
@@ -463,7 +468,14 @@ async fn write(
     // Secrets are watched as metadata only: a change to one keyward fills (drift: any change keyward did not
     // make itself) or to one a ManagedSecret reads wakes those ManagedSecrets; the data itself is read only in
     // reconcile, for the one Secret it needs.
-    let secret_events = changed_secrets(watcher(secrets, watcher::Config::default().any_semantic()));
+    let known = wakes.clone();
+    let secret_events = changed_secrets(watcher(secrets, watcher::Config::default().any_semantic()).inspect(
+        move |event| {
+            if let Ok(event) = event {
+                known.secrets.observe(event);
+            }
+        },
+    ));
     let mine = store.clone();
     controller
         .watches_stream(secret_events, move |secret| {
