@@ -75,7 +75,12 @@ async fn reconcile_one(ms: &ManagedSecret, ctx: &Context) -> Result<Action, Cont
 
     // 5. and 6. The consumers' report (the restart task restarts them when the Secret changes), and the
     // outcome: conditions, metrics, audit, Events and one status write.
-    let requeue = [rotation_next, push_retry]
+    // Someone changed the Secret right after keyward's write: at once.
+    let recheck = synced
+        .as_ref()
+        .is_ok_and(|s| s.written.recheck)
+        .then_some(std::time::Duration::ZERO);
+    let requeue = [rotation_next, push_retry, recheck]
         .into_iter()
         .flatten()
         .fold(until_refresh(interval, &uid), std::cmp::min);

@@ -105,7 +105,7 @@ impl StatusWrites {
 /// 1.35; client-go's `resourceversion.CompareResourceVersion`) defines it: both must be positive integers in
 /// decimal without leading zeros, of any length. `None` when either is not (an API server that does not
 /// follow the KEP): callers then only trust equality.
-fn compare_resource_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+pub fn compare_resource_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
     let valid = |v: &str| !v.is_empty() && !v.starts_with('0') && v.bytes().all(|c| c.is_ascii_digit());
     (valid(a) && valid(b)).then(|| a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
 }

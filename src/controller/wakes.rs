@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::known_secrets::KnownSecrets;
 use super::settled::SettledTargets;
-use super::status_writes::StatusWrites;
+use super::status_writes::{StatusWrites, compare_resource_versions};
 use crate::api::ManagedSecret;
 
 /// What about a ManagedSecret can change its reconcile: its spec (generation), labels and annotations
@@ -42,6 +42,9 @@ impl Fingerprint {
     }
 }
 
+/// Writes of one Secret in flight, and the newest version the watch showed meanwhile.
+type InFlight = (u32, Option<String>);
+
 /// Decides which ManagedSecret events wake a reconcile, and indexes who reads which Secret.
 #[derive(Default)]
 pub struct Wakes {
@@ -52,6 +55,9 @@ pub struct Wakes {
     reads: Mutex<HashMap<String, (String, String)>>,
     /// (namespace, Secret name) → the resourceVersion keyward's own last write of it produced.
     written: Mutex<HashMap<(String, String), String>>,
+    /// (namespace, Secret name) → keyward's writes of it in flight, and the newest version the watch showed
+    /// meanwhile (the watch may deliver a write before its answer arrives).
+    in_flight: Mutex<HashMap<(String, String), InFlight>>,
     /// (namespace, Secret name) → the newest resourceVersion keyward knows of a Secret it wrote or read: from
     /// its writes, its reads and the watch.
     versions: Mutex<HashMap<(String, String), String>>,
@@ -144,8 +150,44 @@ impl Wakes {
             .unwrap_or_default()
     }
 
-    /// keyward wrote Secret `name` in `namespace`; the API server answered with `version`.
-    pub fn wrote_secret(&self, namespace: &str, name: &str, version: Option<String>) {
+    /// keyward is about to write Secret `name` in `namespace`: until [`Wakes::wrote_secret`] or
+    /// [`Wakes::write_failed`], its watch events wake nobody who fills it (the write's answer decides).
+    pub fn writing_secret(&self, namespace: &str, name: &str) {
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight
+                .entry((namespace.to_string(), name.to_string()))
+                .or_insert((0, None))
+                .0 += 1;
+        }
+    }
+
+    /// A write announced with [`Wakes::writing_secret`] failed.
+    pub fn write_failed(&self, namespace: &str, name: &str) {
+        self.landed(namespace, name);
+    }
+
+    /// The write in flight is over: the newest version the watch showed meanwhile.
+    fn landed(&self, namespace: &str, name: &str) -> Option<String> {
+        let mut in_flight = self.in_flight.lock().ok()?;
+        let key = (namespace.to_string(), name.to_string());
+        let entry = in_flight.get_mut(&key)?;
+        entry.0 = entry.0.saturating_sub(1);
+        if entry.0 == 0 {
+            return in_flight.remove(&key).and_then(|(_, seen)| seen);
+        }
+        entry.1.clone()
+    }
+
+    /// keyward wrote Secret `name` in `namespace`; the API server answered with `version`. True when the watch
+    /// showed a newer version while the write was in flight: someone changed the Secret after it, and the
+    /// writer should look again.
+    pub fn wrote_secret(&self, namespace: &str, name: &str, version: Option<String>) -> bool {
+        let seen = self.landed(namespace, name);
+        let newer = match (&seen, &version) {
+            (Some(seen), Some(v)) => compare_resource_versions(seen, v).is_none_or(|o| o.is_gt()),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
         self.secrets.wrote(namespace, name);
         let key = (namespace.to_string(), name.to_string());
         if let Ok(mut written) = self.written.lock() {
@@ -155,6 +197,7 @@ impl Wakes {
             };
         }
         self.read_secret(namespace, name, version);
+        newer
     }
 
     /// keyward read Secret `name` in `namespace` at `version` (None: it does not exist).
@@ -192,7 +235,20 @@ impl Wakes {
 
     /// Whether the Secret at `version` is keyward's own last write (its watch event then wakes nobody who
     /// fills it: the reconcile that wrote it already knows). A change by anyone else has another version.
+    /// A Secret with a write of keyward's in flight counts as its own write; the write's answer tells.
     pub fn is_own_write(&self, namespace: &str, name: &str, version: Option<&str>) -> bool {
+        if let Ok(mut in_flight) = self.in_flight.lock()
+            && let Some((_, seen)) = in_flight.get_mut(&(namespace.to_string(), name.to_string()))
+        {
+            if let Some(v) = version
+                && seen
+                    .as_deref()
+                    .is_none_or(|s| compare_resource_versions(v, s).is_none_or(|o| o.is_gt()))
+            {
+                *seen = Some(v.to_string());
+            }
+            return true;
+        }
         let Ok(written) = self.written.lock() else {
             return false;
         };
@@ -291,6 +347,40 @@ mod tests {
         assert!(!w.is_own_write("ns", "s", Some("11")), "someone else's change");
         assert!(!w.is_own_write("ns", "s", None));
         assert!(!w.is_own_write("ns", "t", Some("10")));
+    }
+
+    #[test]
+    fn a_write_whose_event_comes_before_its_answer_wakes_nobody() {
+        let w = Wakes::default();
+        w.writing_secret("ns", "s");
+        assert!(w.is_own_write("ns", "s", Some("10")), "in flight: the answer decides");
+        assert!(!w.wrote_secret("ns", "s", Some("10".into())), "it was this write");
+        assert!(
+            !w.is_own_write("ns", "s", Some("11")),
+            "landed: a later change is someone else's"
+        );
+    }
+
+    #[test]
+    fn a_change_right_after_a_write_in_flight_asks_for_another_look() {
+        let w = Wakes::default();
+        w.writing_secret("ns", "s");
+        assert!(w.is_own_write("ns", "s", Some("10")));
+        assert!(w.is_own_write("ns", "s", Some("12")));
+        assert!(
+            w.is_own_write("ns", "s", Some("11")),
+            "older than the newest seen: kept as 12"
+        );
+        assert!(
+            w.wrote_secret("ns", "s", Some("10".into())),
+            "12 came after the write's 10"
+        );
+        // Two writers of one Secret (several ManagedSecrets fill it): in flight until both land.
+        w.writing_secret("ns", "t");
+        w.writing_secret("ns", "t");
+        w.write_failed("ns", "t");
+        assert!(w.is_own_write("ns", "t", Some("20")), "the other is still in flight");
+        assert!(!w.wrote_secret("ns", "t", Some("20".into())));
     }
 
     #[test]

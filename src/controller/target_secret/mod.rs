@@ -53,6 +53,8 @@ pub struct Written {
     pub book: Bookkeeping,
     /// Set when this write replaced the value: the reason (a rotation's, or [`REASON_SOURCE_CHANGED`]).
     pub replaced: Option<String>,
+    /// Someone changed the Secret right after this write: reconcile again at once.
+    pub recheck: bool,
 }
 
 /// Makes the target Secret match the source — or, while a rollback is in force, the previous value — with
@@ -128,192 +130,258 @@ pub async fn ensure(
                 previous: None,
             },
             replaced: None,
+            recheck: false,
         });
     }
     // A Secret the watch never showed is written without reading it first: the apply, not forced, then shows
     // whether it was there after all (controller/known_secrets.rs); if so, it is taken back and read as usual.
     let mut unread = ctx.wakes.secrets.absent(&ns, name) && ctx.wakes.known_version(&ns, name).is_none();
+    let plan = Plan {
+        ms,
+        ctx,
+        api: &api,
+        ns: &ns,
+        name,
+        value,
+        hash: &hash,
+        uid: &uid,
+        policy,
+        holding: &holding,
+        rollback_on,
+        settles,
+        intent: &intent,
+    };
     loop {
-        let current = if unread {
-            None
-        } else {
-            let current = api
-                .get_opt(name)
-                .await
-                .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
-            ctx.wakes.read_secret(
-                &ns,
-                name,
-                current.as_ref().and_then(|c| c.metadata.resource_version.clone()),
-            );
-            current
-        };
-        let me = ms.name_any();
-        let record = Record::of(&me);
-        let manager = record::field_manager(&me);
-        // Where this object's record is now: its own, or (a Secret written before Secrets were shared) the legacy
-        // one, which is read once and replaced by this write.
-        let found = current
-            .as_ref()
-            .and_then(|c| record::records(c.annotations()).remove(&me))
-            .unwrap_or_else(|| record.clone());
-        let reader = Signer {
-            hasher: &ctx.hasher,
-            uid: &uid,
-            record: &found,
-        };
-        let signer = Signer {
-            hasher: &ctx.hasher,
-            uid: &uid,
-            record: &record,
-        };
-        let (mut book, replaced) = bookkeeping(
-            current.as_ref(),
-            &reader,
-            ms.target_key(),
-            value,
-            holding.is_some(),
-            policy,
-            intent.clone(),
+        match write(&plan, status, unread).await? {
+            Some(written) => return Ok(written),
+            None => unread = false,
+        }
+    }
+}
+
+/// What one reconcile writes into the target Secret, the same for every attempt.
+struct Plan<'a> {
+    ms: &'a ManagedSecret,
+    ctx: &'a Context,
+    api: &'a Api<Secret>,
+    ns: &'a str,
+    name: &'a str,
+    /// The value the Secret should hold (the source's, or the previous one while a rollback holds it).
+    value: &'a SourceValue,
+    hash: &'a str,
+    uid: &'a str,
+    policy: Option<&'a Policy>,
+    holding: &'a Option<Rollback>,
+    rollback_on: bool,
+    /// Whether the write may be remembered as settled (controller/settled.rs).
+    settles: bool,
+    intent: &'a Intent,
+}
+
+/// Makes the target Secret match `plan` — after reading it, or (`unread`: the watch never showed it) without.
+/// None: written without reading, the Secret turned out to be there; read it and try again.
+async fn write(plan: &Plan<'_>, status: &mut ManagedSecretStatus, unread: bool) -> Result<Option<Written>, Failure> {
+    let Plan {
+        ms,
+        ctx,
+        api,
+        ns,
+        name,
+        value,
+        hash,
+        uid,
+        policy,
+        holding,
+        rollback_on,
+        settles,
+        intent,
+    } = *plan;
+    let current = if unread {
+        None
+    } else {
+        let current = api
+            .get_opt(name)
+            .await
+            .map_err(|e| kube_failure(&format!("reading Secret {name}"), &e))?;
+        ctx.wakes.read_secret(
+            ns,
+            name,
+            current.as_ref().and_then(|c| c.metadata.resource_version.clone()),
         );
-        fit_previous(ms, &mut book, value, status);
-        let trusted = current.as_ref().is_none_or(|c| desired::signed(c, &reader));
-        if current.is_none() || !trusted {
-            // A recreated Secret keeps the rotation record that status still has; so does one whose record was
-            // not written by keyward (status cannot be written by tenants).
-            book.last_rotation = book.last_rotation.or(status.last_rotation_time.as_ref().map(|t| t.0));
-            let recorded = status.rotation.as_ref();
-            book.rotated_for = book
-                .rotated_for
-                .or_else(|| recorded.and_then(|r| r.handled_request.clone()));
-            book.last_reason = book
-                .last_reason
-                .or_else(|| recorded.and_then(|r| r.last_reason.clone()));
-        }
-        let desired = desired::desired(ms, value, &hash, &book, &signer);
-        let mut others = Vec::new();
-        if let Some(current) = &current {
-            others = sharing::check(ms, ctx, &api, current, &desired).await?;
-            if !found.is_legacy() && desired::up_to_date(current, &desired, &record, &manager) {
-                leave_old_target(ms, ctx, &api, status).await?;
-                if settles {
-                    settle(ctx, ms, &uid, &hash, &book, current.metadata.resource_version.clone());
-                }
-                return Ok(Written {
-                    wrote: false,
-                    holding,
-                    hash,
-                    book,
-                    replaced,
-                });
+        current
+    };
+    let me = ms.name_any();
+    let record = Record::of(&me);
+    let manager = record::field_manager(&me);
+    // Where this object's record is now: its own, or (a Secret written before Secrets were shared) the legacy
+    // one, which is read once and replaced by this write.
+    let found = current
+        .as_ref()
+        .and_then(|c| record::records(c.annotations()).remove(&me))
+        .unwrap_or_else(|| record.clone());
+    let reader = Signer {
+        hasher: &ctx.hasher,
+        uid,
+        record: &found,
+    };
+    let signer = Signer {
+        hasher: &ctx.hasher,
+        uid,
+        record: &record,
+    };
+    let (mut book, replaced) = bookkeeping(
+        current.as_ref(),
+        &reader,
+        ms.target_key(),
+        value,
+        holding.is_some(),
+        policy,
+        intent.clone(),
+    );
+    fit_previous(ms, &mut book, value, status);
+    let trusted = current.as_ref().is_none_or(|c| desired::signed(c, &reader));
+    if current.is_none() || !trusted {
+        // A recreated Secret keeps the rotation record that status still has; so does one whose record was
+        // not written by keyward (status cannot be written by tenants).
+        book.last_rotation = book.last_rotation.or(status.last_rotation_time.as_ref().map(|t| t.0));
+        let recorded = status.rotation.as_ref();
+        book.rotated_for = book
+            .rotated_for
+            .or_else(|| recorded.and_then(|r| r.handled_request.clone()));
+        book.last_reason = book
+            .last_reason
+            .or_else(|| recorded.and_then(|r| r.last_reason.clone()));
+    }
+    let desired = desired::desired(ms, value, hash, &book, &signer);
+    let mut others = Vec::new();
+    if let Some(current) = &current {
+        others = sharing::check(ms, ctx, api, current, &desired).await?;
+        if !found.is_legacy() && desired::up_to_date(current, &desired, &record, &manager) {
+            leave_old_target(ms, ctx, api, status).await?;
+            if settles {
+                settle(ctx, ms, uid, hash, &book, current.metadata.resource_version.clone());
             }
-            // Keep the values being replaced, so that a failed rollout can go back to them. Written before the
-            // change, so they are never only in memory.
-            let old = old_values(current, &value.values);
-            if rollback_on && holding.is_none() && !old.is_empty() && old != value.values {
-                let old_hash = old.hash(&ctx.hasher);
-                previous::save(&api, ms, &old, &old_hash).await?;
-                status.last_change = Some(ValueChange {
-                    previous_value_hash: old_hash,
-                    value_hash: hash.clone(),
-                });
-            }
+            return Ok(Some(Written {
+                wrote: false,
+                holding: holding.clone(),
+                hash: hash.to_string(),
+                book,
+                replaced,
+                recheck: false,
+            }));
         }
-        if let Some(current) = &current
-            && !trusted
-        {
-            let strays = desired::stray_bookkeeping(current, &desired, &record);
-            if !strays.is_empty() {
-                tracing::warn!(namespace = %ns, secret = %name, annotations = ?strays, "removing rotation records keyward did not write");
-                let nulls: serde_json::Map<String, serde_json::Value> =
-                    strays.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect();
-                let patch = serde_json::json!({"metadata": {"annotations": nulls}});
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
-            }
+        // Keep the values being replaced, so that a failed rollout can go back to them. Written before the
+        // change, so they are never only in memory.
+        let old = old_values(current, &value.values);
+        if rollback_on && holding.is_none() && !old.is_empty() && old != value.values {
+            let old_hash = old.hash(&ctx.hasher);
+            previous::save(api, ms, &old, &old_hash).await?;
+            status.last_change = Some(ValueChange {
+                previous_value_hash: old_hash,
+                value_hash: hash.to_string(),
+            });
         }
-        if let Some(current) = &current
-            && others.is_empty()
-            && secret_type(current) != secret_type(&desired)
-        {
-            // A Secret's type is immutable (the API server answers 422): replace the Secret. Deleted only if it is
-            // still the object read above (uid precondition), and recreated at once by the apply below.
-            let (from, to) = (secret_type(current), secret_type(&desired));
-            let params = kube::api::DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid: current.metadata.uid.clone(),
-                    resource_version: None,
-                }),
-                ..kube::api::DeleteParams::default()
-            };
-            api.delete(name, &params)
+    }
+    if let Some(current) = &current
+        && !trusted
+    {
+        let strays = desired::stray_bookkeeping(current, &desired, &record);
+        if !strays.is_empty() {
+            tracing::warn!(namespace = %ns, secret = %name, annotations = ?strays, "removing rotation records keyward did not write");
+            let nulls: serde_json::Map<String, serde_json::Value> =
+                strays.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect();
+            let patch = serde_json::json!({"metadata": {"annotations": nulls}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(|e| kube_failure(&format!("replacing Secret {name} (type {from} to {to})"), &e))?;
-            tracing::info!(namespace = %ns, secret = %name, from, to, "replacing the Secret: its type changed");
-            publish(
+                .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?;
+        }
+    }
+    if let Some(current) = &current
+        && others.is_empty()
+        && secret_type(current) != secret_type(&desired)
+    {
+        // A Secret's type is immutable (the API server answers 422): replace the Secret. Deleted only if it is
+        // still the object read above (uid precondition), and recreated at once by the apply below.
+        let (from, to) = (secret_type(current), secret_type(&desired));
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: current.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..kube::api::DeleteParams::default()
+        };
+        api.delete(name, &params)
+            .await
+            .map_err(|e| kube_failure(&format!("replacing Secret {name} (type {from} to {to})"), &e))?;
+        tracing::info!(namespace = %ns, secret = %name, from, to, "replacing the Secret: its type changed");
+        publish(
             ctx,
             ms,
             EventType::Normal,
             "TargetReplaced",
             "Replace",
-            format!("Secret {name} replaced: its type changed from {from} to {to}, which the API server does not allow in place"),
+            format!(
+                "Secret {name} replaced: its type changed from {from} to {to}, which the API server does not allow \
+             in place"
+            ),
         )
         .await;
-        }
-        let applied = if unread {
-            // Not forced: a field someone else owns is a conflict (nothing written), never taken over.
-            match api
-                .patch(name, &PatchParams::apply(&manager), &Patch::Apply(&desired))
-                .await
-            {
-                Ok(applied) if alone(&applied, &manager, &[]) => applied,
-                // Other ManagedSecrets fill it (written an instant ago): judged as a read one would be.
-                Ok(applied)
-                    if alone(&applied, &manager, &fillers(&applied, &me))
-                        && sharing::check(ms, ctx, &api, &applied, &desired).await.is_ok() =>
-                {
-                    applied
-                }
-                Ok(_) => {
-                    // It was there: what this apply added (only fields nobody else had) goes again, and the
-                    // Secret is read and judged as any other.
-                    tracing::info!(namespace = %ns, secret = %name, "the target Secret existed after all: taking the first write back and reading it");
-                    sharing::remove_part(&api, name, &ns, &manager).await?;
-                    ctx.wakes.secrets.wrote(&ns, name);
-                    unread = false;
-                    continue;
-                }
-                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
-                    ctx.wakes.secrets.wrote(&ns, name);
-                    unread = false;
-                    continue;
-                }
-                Err(e) => return Err(kube_failure(&format!("writing Secret {name}"), &e)),
-            }
-        } else {
-            let params = PatchParams::apply(&manager).force();
-            api.patch(name, &params, &Patch::Apply(&desired))
-                .await
-                .map_err(|e| kube_failure(&format!("writing Secret {name}"), &e))?
-        };
-        ctx.wakes
-            .wrote_secret(&ns, name, applied.metadata.resource_version.clone());
-        if found.is_legacy() {
-            // The legacy record goes; the keys stay, now this object's field manager's too.
-            sharing::remove_part(&api, name, &ns, LEGACY_FIELD_MANAGER).await?;
-        } else if settles {
-            settle(ctx, ms, &uid, &hash, &book, applied.metadata.resource_version.clone());
-        }
-        leave_old_target(ms, ctx, &api, status).await?;
-        return Ok(Written {
-            wrote: true,
-            holding,
-            hash,
-            book,
-            replaced,
-        });
     }
+    ctx.wakes.writing_secret(ns, name);
+    // Not forced when unread: a field someone else owns is a conflict (nothing written), never taken over.
+    let params = match unread {
+        true => PatchParams::apply(&manager),
+        false => PatchParams::apply(&manager).force(),
+    };
+    let applied = match api.patch(name, &params, &Patch::Apply(&desired)).await {
+        Ok(applied) if !unread || alone(&applied, &manager, &[]) => applied,
+        // Other ManagedSecrets fill it (written an instant ago): judged as a read one would be.
+        Ok(applied)
+            if alone(&applied, &manager, &fillers(&applied, &me))
+                && sharing::check(ms, ctx, api, &applied, &desired).await.is_ok() =>
+        {
+            applied
+        }
+        Ok(_) => {
+            // It was there: what this apply added (only fields nobody else had) goes again, and the Secret is
+            // read and judged as any other.
+            ctx.wakes.write_failed(ns, name);
+            tracing::info!(namespace = %ns, secret = %name, "the target Secret existed after all: taking the first write back");
+            sharing::remove_part(api, name, ns, &manager).await?;
+            ctx.wakes.secrets.wrote(ns, name);
+            return Ok(None);
+        }
+        Err(kube::Error::Api(e)) if unread && (e.code == 409 || e.code == 422) => {
+            ctx.wakes.write_failed(ns, name);
+            ctx.wakes.secrets.wrote(ns, name);
+            return Ok(None);
+        }
+        Err(e) => {
+            ctx.wakes.write_failed(ns, name);
+            return Err(kube_failure(&format!("writing Secret {name}"), &e));
+        }
+    };
+    // Someone changed the Secret right after this write (the watch showed it first): look again at once.
+    let recheck = ctx
+        .wakes
+        .wrote_secret(ns, name, applied.metadata.resource_version.clone());
+    if found.is_legacy() {
+        // The legacy record goes; the keys stay, now this object's field manager's too.
+        sharing::remove_part(api, name, ns, LEGACY_FIELD_MANAGER).await?;
+    } else if settles && !recheck {
+        settle(ctx, ms, uid, hash, &book, applied.metadata.resource_version.clone());
+    } else {
+        ctx.wakes.settled.forget(uid);
+    }
+    leave_old_target(ms, ctx, api, status).await?;
+    Ok(Some(Written {
+        wrote: true,
+        holding: holding.clone(),
+        hash: hash.to_string(),
+        book,
+        replaced,
+        recheck,
+    }))
 }
 
 /// Whether a Secret as an apply by `manager` answered has no field manager but it and `also`: with `also`
