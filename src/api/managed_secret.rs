@@ -74,8 +74,10 @@ pub struct ManagedSecretSpec {
     pub consumers: Option<Consumers>,
 
     /// When and how the value is replaced.
+    // Boxed, as the other parts most objects leave out (status rotation, rollback, lastChange): every cached
+    // ManagedSecret carries the space of what is inline (issue 16, memory at 10,000 objects).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation: Option<Rotation>,
+    pub rotation: Option<Box<Rotation>>,
 }
 
 /// A rotation policy: how old the value may get, who makes the new one, and where it is pushed.
@@ -565,13 +567,13 @@ pub struct ManagedSecretStatus {
     /// The last change of the value, while it is being verified by its consumers' rollouts
     /// (`consumers.rollbackOnFailure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_change: Option<ValueChange>,
+    pub last_change: Option<Box<ValueChange>>,
 
     // Written by the reconcile alone.
     /// Set when a consumer's rollout failed after a change: the Secret holds the previous value until the
     /// source moves past the value that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<Rollback>,
+    pub rollback: Option<Box<Rollback>>,
 
     // Written by the restart task alone.
     /// The workloads that consume the target Secret and whether they run its current value.
@@ -591,7 +593,7 @@ pub struct ManagedSecretStatus {
     // Written by the reconcile alone.
     /// The rotation keyward is carrying out, and the last emergency request it honored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation: Option<RotationStatus>,
+    pub rotation: Option<Box<RotationStatus>>,
 
     // Written by the reconcile alone.
     /// What was last pushed to each `rotation.pushTo` target.
@@ -975,8 +977,8 @@ mod tests {
             source: Some(SourceStatus::default()),
             last_sync_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
             refresh_request: Some("r".into()),
-            last_change: Some(ValueChange::default()),
-            rollback: Some(Rollback::default()),
+            last_change: Some(Box::new(ValueChange::default())),
+            rollback: Some(Box::new(Rollback::default())),
             consumers: vec![ConsumerStatus {
                 kind: WorkloadKind::Deployment,
                 name: "d".into(),
@@ -987,7 +989,7 @@ mod tests {
             }],
             last_rotation_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
             next_rotation_time: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
-            rotation: Some(RotationStatus::default()),
+            rotation: Some(Box::new(RotationStatus::default())),
             pushes: vec![PushStatus::default()],
             access: Some(AccessStatus::default()),
         };

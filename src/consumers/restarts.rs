@@ -272,6 +272,9 @@ impl Restarts {
                 reported,
             } => {
                 let key = (namespace.clone(), name.clone());
+                // Most events of a ManagedSecret (its own status writes) leave its policy as it was: nothing to
+                // look at again (and the look below goes over every managed Secret).
+                let unchanged = self.policies.get(&key) == consumers.as_ref();
                 match consumers {
                     Some(c) => {
                         self.policies.insert(key.clone(), c);
@@ -284,6 +287,9 @@ impl Restarts {
                         self.policies.remove(&key);
                         self.written.remove(&key);
                     }
+                }
+                if unchanged {
+                    return steps;
                 }
                 let secrets: Vec<String> = self
                     .managed

@@ -25,11 +25,11 @@ pub fn note_failed_rollout(ms: &ManagedSecret, status: &mut ManagedSecretStatus,
     if let Some(c) = failed {
         let workload = format!("{}/{}/{}", c.kind, ms.namespace().unwrap_or_default(), c.name);
         tracing::warn!(workload = %workload, managed_secret = %ms.name_any(), "rollout failed; rolling the Secret back");
-        status.rollback = Some(Rollback {
+        status.rollback = Some(Box::new(Rollback {
             failed_value_hash: source_hash.to_string(),
             workload,
             message: c.message.clone().unwrap_or_default(),
-        });
+        }));
     }
 }
 
@@ -125,10 +125,10 @@ mod tests {
 
     fn status(latest: &str, consumers: Vec<ConsumerStatus>) -> ManagedSecretStatus {
         ManagedSecretStatus {
-            last_change: Some(ValueChange {
+            last_change: Some(Box::new(ValueChange {
                 previous_value_hash: "h1".into(),
                 value_hash: latest.into(),
-            }),
+            })),
             consumers,
             ..ManagedSecretStatus::default()
         }

@@ -360,7 +360,7 @@ pub fn import(map_text: &str, overrides: &Overrides, opts: &Options) -> Result<O
                 refresh_interval: p.ov.refresh_interval.clone(),
                 deletion_policy: None,
                 consumers: p.ov.consumers.clone(),
-                rotation,
+                rotation: rotation.map(Box::new),
             },
             status: None,
         };

@@ -534,10 +534,10 @@ mod tests {
                 failed_value_hash: None,
             },
         ];
-        st.rotation = Some(RotationStatus {
+        st.rotation = Some(Box::new(RotationStatus {
             last_reason: Some("leaked, \"oops\"".into()),
             ..RotationStatus::default()
-        });
+        }));
         rows(
             &[ms("openai-api-key", true, Some(st)), ms("redis-url", false, None)],
             t(15),

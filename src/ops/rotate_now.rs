@@ -462,11 +462,11 @@ mod tests {
             revision: Some(2),
             value_hash: Some("h2".into()),
         });
-        s.rotation = Some(RotationStatus {
+        s.rotation = Some(Box::new(RotationStatus {
             last_reason: Some(reason.into()),
             handled_request: Some(reason.into()),
             ..RotationStatus::default()
-        });
+        }));
     }
 
     #[test]
@@ -476,14 +476,14 @@ mod tests {
         // The old status says nothing about this request, however green it looks.
         assert_eq!(progress(&m, &base).reached, Step::Requested);
 
-        m.status.as_mut().unwrap().rotation = Some(RotationStatus {
+        m.status.as_mut().unwrap().rotation = Some(Box::new(RotationStatus {
             in_progress: Some(RotationIntent {
                 reason: "leak".into(),
                 started: "2025-06-02T00:01:00Z".into(),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
         let p = progress(&m, &base);
         assert_eq!(p.reached, Step::InProgress);
         assert_eq!(p.details[&Step::InProgress], "started 2025-06-02T00:01:00Z");

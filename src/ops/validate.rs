@@ -346,10 +346,10 @@ mod tests {
                 refresh_interval: None,
                 deletion_policy: None,
                 consumers: None,
-                rotation: Some(Rotation {
+                rotation: Some(Box::new(Rotation {
                     category: Some(RotationCategory::ApiKey),
                     ..Rotation::default()
-                }),
+                })),
             },
         );
         ms.metadata.namespace = Some("backend".into());

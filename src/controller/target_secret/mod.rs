@@ -90,7 +90,7 @@ pub async fn ensure(
                 values: previous,
                 revision: source.revision,
             });
-            holding = Some(rb);
+            holding = Some(*rb);
         } else {
             // The source moved past the value that failed (or rollback was turned off): follow it again.
             status.rollback = None;
@@ -276,10 +276,10 @@ async fn write(plan: &Plan<'_>, status: &mut ManagedSecretStatus, unread: bool) 
         if rollback_on && holding.is_none() && !old.is_empty() && old != value.values {
             let old_hash = old.hash(&ctx.hasher);
             previous::save(api, ms, &old, &old_hash).await?;
-            status.last_change = Some(ValueChange {
+            status.last_change = Some(Box::new(ValueChange {
                 previous_value_hash: old_hash,
                 value_hash: hash.to_string(),
-            });
+            }));
         }
     }
     if let Some(current) = &current
