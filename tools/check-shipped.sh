@@ -19,7 +19,7 @@ done
 
 # No code of the developer tools: neither their crate's symbols nor their texts, nor the crash-test hook.
 if nm -C "$bin" 2>/dev/null | grep -q 'keyward_dev::'; then fail "contains symbols of the keyward_dev crate"; fi
-for text in KEYWARD_TEST_ABORT_AFTER "keyward-dev: control plane ready" "keyward-dev: esc server ready"; do
+for text in KEYWARD_TEST_ABORT_AFTER KEYWARD_TEST_BLIND_SECRETS "keyward-dev: control plane ready" "keyward-dev: esc server ready"; do
   if grep -qaF -- "$text" "$bin"; then fail "contains the text \"$text\" of the developer tools or the test hook"; fi
 done
 symbols=$(nm "$bin" 2>/dev/null | wc -l)
