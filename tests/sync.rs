@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyward::api::ManagedSecret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -70,6 +71,16 @@ pub async fn wait_value(api: &Api<Secret>, name: &str, key: &str, want: &[u8], w
         (data_of(api, name, key).await.as_deref() == Some(want)).then_some(())
     })
     .await;
+}
+
+/// ManagedSecret `name`'s Ready condition once its reason is `reason` (40 s at most).
+async fn ready_because(managed: &Api<ManagedSecret>, name: &str, reason: &str) -> Condition {
+    eventually(40, &format!("{name}: Ready because {reason}"), || async {
+        let ms = managed.get(name).await.ok()?;
+        let c = ms.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (c.reason == reason).then_some(c)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -238,12 +249,7 @@ async fn existing_foreign_secret_is_not_overwritten() {
     let mut ms = from_secret("claim", "src", "K", "Delete");
     ms.spec.target.name = Some("theirs".into());
     managed.create(&PostParams::default(), &ms).await.unwrap();
-    let cond = eventually(40, "TargetConflict condition", || async {
-        let ms = managed.get("claim").await.ok()?;
-        let c = ms.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-        (c.reason == "TargetConflict").then_some(c)
-    })
-    .await;
+    let cond = ready_because(&managed, "claim", "TargetConflict").await;
     assert_eq!(cond.status, "False");
     assert!(
         cond.message.contains("Secret theirs exists and is not managed"),
@@ -279,12 +285,7 @@ async fn a_secret_keyward_did_not_know_of_is_not_taken_by_an_unread_first_write(
     let mut claim = from_secret("claim", "src", "NEW", "Delete");
     claim.spec.target.name = Some("theirs".into());
     managed.create(&PostParams::default(), &claim).await.unwrap();
-    let cond = eventually(40, "TargetConflict condition", || async {
-        let ms = managed.get("claim").await.ok()?;
-        let c = ms.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-        (c.reason == "TargetConflict").then_some(c)
-    })
-    .await;
+    let cond = ready_because(&managed, "claim", "TargetConflict").await;
     assert!(
         cond.message.contains("Secret theirs exists and is not managed"),
         "{}",
@@ -333,18 +334,7 @@ async fn a_secret_keyward_did_not_know_of_is_not_taken_by_an_unread_first_write(
     let mut second = from_secret("second", "src", "K", "Delete");
     second.spec.target.name = Some("shared".into());
     managed.create(&PostParams::default(), &second).await.unwrap();
-    let cond = eventually(40, "TargetConflict naming the owner", || async {
-        let c = managed
-            .get("second")
-            .await
-            .ok()?
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (c.reason == "TargetConflict").then_some(c)
-    })
-    .await;
+    let cond = ready_because(&managed, "second", "TargetConflict").await;
     assert!(
         cond.message.starts_with("key K of Secret shared is ManagedSecret"),
         "{}",
@@ -428,18 +418,7 @@ async fn a_key_claimed_twice_is_refused_naming_the_owner_and_other_keys_share_th
         .await
         .unwrap();
     managed.create(&PostParams::default(), &second).await.unwrap();
-    let cond = eventually(40, "TargetConflict naming the owner", || async {
-        let c = managed
-            .get("second")
-            .await
-            .ok()?
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (c.reason == "TargetConflict").then_some(c)
-    })
-    .await;
+    let cond = ready_because(&managed, "second", "TargetConflict").await;
     assert_eq!(
         cond.message,
         format!(

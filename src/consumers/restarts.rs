@@ -152,6 +152,8 @@ pub struct Restarts {
     known: HashMap<WorkloadRef, Option<String>>,
     /// The ManagedSecrets filling each managed Secret (namespace, name), sorted by name.
     managed: HashMap<(String, String), Vec<Managed>>,
+    /// The other way round: the managed Secrets each ManagedSecret (namespace, name) fills.
+    fills: HashMap<(String, String), BTreeSet<String>>,
     policies: HashMap<(String, String), Consumers>,
     /// Restarts started and not yet seen finished: the hash they set.
     rolling: BTreeMap<WorkloadRef, String>,
@@ -177,6 +179,7 @@ impl Restarts {
             planner,
             known: HashMap::new(),
             managed: HashMap::new(),
+            fills: HashMap::new(),
             policies: HashMap::new(),
             rolling: BTreeMap::new(),
             failures: HashMap::new(),
@@ -253,11 +256,15 @@ impl Restarts {
                 managed,
             } => {
                 let key = (namespace.clone(), name.clone());
-                let changed = if managed.is_empty() {
-                    self.managed.remove(&key).is_some()
+                let before = if managed.is_empty() {
+                    self.managed.remove(&key)
                 } else {
-                    self.managed.insert(key, managed.clone()).as_ref() != Some(&managed)
+                    self.managed.insert(key, managed.clone())
                 };
+                let changed = before.as_ref() != (!managed.is_empty()).then_some(&managed);
+                if changed {
+                    self.refill(&namespace, &name, before.as_deref().unwrap_or_default(), &managed);
+                }
                 if changed {
                     self.dirty.insert((namespace.clone(), name.clone()));
                     for w in self.index.consumers_of(&namespace, &name) {
@@ -292,11 +299,10 @@ impl Restarts {
                     return steps;
                 }
                 let secrets: Vec<String> = self
-                    .managed
-                    .iter()
-                    .filter(|((ns, _), ms)| *ns == namespace && ms.iter().any(|m| m.managed_secret == name))
-                    .map(|((_, s), _)| s.clone())
-                    .collect();
+                    .fills
+                    .get(&(namespace.clone(), name.clone()))
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
                 for s in secrets {
                     self.dirty.insert((namespace.clone(), s.clone()));
                     for w in self.index.consumers_of(&namespace, &s) {
@@ -306,6 +312,25 @@ impl Restarts {
             }
         }
         steps
+    }
+
+    /// Keeps `fills` in step with a managed Secret's fillers changing from `before` to `after`.
+    fn refill(&mut self, namespace: &str, secret: &str, before: &[Managed], after: &[Managed]) {
+        for m in before {
+            let key = (namespace.to_string(), m.managed_secret.clone());
+            if let Some(set) = self.fills.get_mut(&key) {
+                set.remove(secret);
+                if set.is_empty() {
+                    self.fills.remove(&key);
+                }
+            }
+        }
+        for m in after {
+            self.fills
+                .entry((namespace.to_string(), m.managed_secret.clone()))
+                .or_default()
+                .insert(secret.to_string());
+        }
     }
 
     /// Fails rollouts that ran past the deadline and starts what the planner allows now. Returns the steps
@@ -982,6 +1007,39 @@ mod tests {
             name: "app-env".into(),
             managed: vec![m("api-key", api_key), m("db", db)],
         }
+    }
+
+    /// Which Secrets a ManagedSecret fills is kept as the Secrets' observations say, not searched for.
+    #[test]
+    fn the_secrets_each_managed_secret_fills_follow_the_secrets() {
+        let mut r = restarts();
+        r.observe(shared("d1", "a1"), t(0));
+        let fills = |r: &Restarts, ms: &str| r.fills.get(&(NS.to_string(), ms.to_string())).cloned();
+        assert_eq!(fills(&r, "db"), Some(BTreeSet::from(["app-env".to_string()])));
+        assert_eq!(fills(&r, "api-key"), Some(BTreeSet::from(["app-env".to_string()])));
+        r.observe(
+            Observation::Secret {
+                namespace: NS.into(),
+                name: "app-env".into(),
+                managed: vec![Managed {
+                    managed_secret: "db".into(),
+                    value_hash: "d1".into(),
+                    previous_key: None,
+                    created: None,
+                }],
+            },
+            t(1),
+        );
+        assert_eq!(fills(&r, "api-key"), None, "taken out of the Secret");
+        r.observe(
+            Observation::Secret {
+                namespace: NS.into(),
+                name: "app-env".into(),
+                managed: Vec::new(),
+            },
+            t(2),
+        );
+        assert!(r.fills.is_empty(), "the Secret is no longer managed");
     }
 
     /// A Secret filled by several ManagedSecrets: a change of one key, or of several together, restarts its
