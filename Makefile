@@ -3,16 +3,21 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 KEYWARD_TOOLS_DIR ?= $(shell tools/build.sh --path)
 export KEYWARD_TOOLS_DIR
+KEYWARD_DATABASES_DIR ?= $(shell tools/databases.sh --path)
+export KEYWARD_DATABASES_DIR
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: tools tools-path build generate lint test unit integration demo clean plugin install-plugin fuzz image image-push system-deps bench bench-faults
+.PHONY: tools tools-path databases build generate lint test unit integration demo clean plugin install-plugin fuzz image image-push system-deps bench bench-faults
 
 tools: ## build the pinned control plane, kwok, helm, promtool and rollouts-controller into the cache (no-op when warm)
 	tools/build.sh
 
 tools-path: ## print the tools cache directory
 	@echo $(KEYWARD_TOOLS_DIR)
+
+databases: ## fetch the pinned PostgreSQL, MariaDB and Redis from Debian's packages into their cache (no-op when warm)
+	tools/databases.sh
 
 build: ## the whole workspace: the operator, keyward-dev (the local control plane, ESC and GitHub servers), tests
 	$(CARGO) build --locked --workspace --all-targets
@@ -36,7 +41,7 @@ lint: ## formatting, no import cycles, clippy on the workspace and on the operat
 unit:
 	$(CARGO) test --locked --workspace --lib --bins
 
-integration: tools system-deps
+integration: tools system-deps databases
 	$(CARGO) build --locked -p keyward-dev --bin keyward-dev
 	# The amd64 image, which tests/chart.rs runs under podman as the chart would (arm64: `make image`).
 	tools/image.sh build amd64

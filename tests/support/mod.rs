@@ -18,6 +18,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 
 pub mod argocd;
+pub mod databases;
 
 pub struct Cluster {
     pub kubeconfig: PathBuf,
