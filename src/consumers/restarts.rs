@@ -162,7 +162,8 @@ pub struct Restarts {
     manual: HashMap<WorkloadRef, String>,
     /// Managed Secrets (namespace, name) whose consumers' status may have changed.
     dirty: BTreeSet<(String, String)>,
-    /// The consumer status last written per ManagedSecret, so that nothing is written twice.
+    /// The consumer status last written per ManagedSecret, so that nothing is written twice (none: an empty one,
+    /// which most objects have: not kept).
     written: HashMap<(String, String), Vec<ConsumerStatus>>,
     /// Workloads that reference Secrets with `optional: true`: when each was created, and those Secrets. A
     /// workload created no later than such a Secret has Pods that started without it (see `reconsider`).
@@ -286,7 +287,7 @@ impl Restarts {
                     Some(c) => {
                         self.policies.insert(key.clone(), c);
                         // What this process wrote last stays the reference: the object may not show it yet.
-                        if let Some(r) = reported {
+                        if let Some(r) = reported.filter(|r| !r.is_empty()) {
                             self.written.entry(key).or_insert(r);
                         }
                     }
@@ -433,7 +434,8 @@ impl Restarts {
             let key = (ns.clone(), m.managed_secret.clone());
             // Not seen yet (its watch has not delivered it since this process started): its report may
             // already say this; seeing it marks its Secrets again.
-            if !self.policies.contains_key(&key) || self.written.get(&key) == Some(&consumers) {
+            let written = self.written.get(&key).map_or(consumers.is_empty(), |w| *w == consumers);
+            if !self.policies.contains_key(&key) || written {
                 continue;
             }
             steps.push(Step::WriteConsumers {
@@ -447,8 +449,12 @@ impl Restarts {
 
     /// A WriteConsumers step was carried out.
     pub fn consumers_written(&mut self, namespace: &str, managed_secret: &str, consumers: Vec<ConsumerStatus>) {
-        self.written
-            .insert((namespace.to_string(), managed_secret.to_string()), consumers);
+        let key = (namespace.to_string(), managed_secret.to_string());
+        if consumers.is_empty() {
+            self.written.remove(&key);
+        } else {
+            self.written.insert(key, consumers);
+        }
     }
 
     /// Counts a restart outcome; a triggered one gets an audit line per ManagedSecret whose Secret it consumes.

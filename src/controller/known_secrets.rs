@@ -9,7 +9,7 @@
 //! answer shows another field manager is taken back at once).
 
 use std::collections::HashSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -20,6 +20,8 @@ use kube::runtime::watcher::Event;
 #[derive(Default)]
 pub struct KnownSecrets {
     names: Mutex<Names>,
+    /// This process's random keys for the digests (a tenant cannot choose names that meet).
+    keys: RandomState,
     /// Test-only (`fault-injection`): learn nothing from the watch, so that every first write goes unread.
     blind: bool,
 }
@@ -31,20 +33,6 @@ struct Names {
     now: HashSet<u64>,
     /// A list in progress (the first, or a re-list after a gap in the watch): replaces `now` when done.
     next: Option<HashSet<u64>>,
-}
-
-fn key(namespace: &str, name: &str) -> u64 {
-    // SipHash with fixed keys: the same on every run; a collision only ever costs a read.
-    let mut h = DefaultHasher::new();
-    (namespace, name).hash(&mut h);
-    h.finish()
-}
-
-fn key_of(secret: &PartialObjectMeta<Secret>) -> u64 {
-    key(
-        secret.metadata.namespace.as_deref().unwrap_or_default(),
-        secret.metadata.name.as_deref().unwrap_or_default(),
-    )
 }
 
 impl KnownSecrets {
@@ -62,7 +50,7 @@ impl KnownSecrets {
         match event {
             Event::Init => names.next = Some(HashSet::new()),
             Event::InitApply(s) if !self.blind => {
-                let k = key_of(s);
+                let k = self.key_of(s);
                 if let Some(next) = names.next.as_mut() {
                     next.insert(k);
                 }
@@ -76,14 +64,14 @@ impl KnownSecrets {
                 names.listed = true;
             }
             Event::Apply(s) if !self.blind => {
-                let k = key_of(s);
+                let k = self.key_of(s);
                 names.now.insert(k);
                 if let Some(next) = names.next.as_mut() {
                     next.insert(k);
                 }
             }
             Event::Delete(s) => {
-                let k = key_of(s);
+                let k = self.key_of(s);
                 names.now.remove(&k);
                 if let Some(next) = names.next.as_mut() {
                     next.remove(&k);
@@ -96,7 +84,7 @@ impl KnownSecrets {
     /// keyward itself wrote Secret `name` in `namespace` (before its watch event comes back).
     pub fn wrote(&self, namespace: &str, name: &str) {
         if let Ok(mut names) = self.names.lock() {
-            let k = key(namespace, name);
+            let k = self.key(namespace, name);
             names.now.insert(k);
             if let Some(next) = names.next.as_mut() {
                 next.insert(k);
@@ -109,7 +97,18 @@ impl KnownSecrets {
     pub fn absent(&self, namespace: &str, name: &str) -> bool {
         self.names
             .lock()
-            .is_ok_and(|names| names.listed && !names.now.contains(&key(namespace, name)))
+            .is_ok_and(|names| names.listed && !names.now.contains(&self.key(namespace, name)))
+    }
+
+    fn key(&self, namespace: &str, name: &str) -> u64 {
+        self.keys.hash_one((namespace, name))
+    }
+
+    fn key_of(&self, secret: &PartialObjectMeta<Secret>) -> u64 {
+        self.key(
+            secret.metadata.namespace.as_deref().unwrap_or_default(),
+            secret.metadata.name.as_deref().unwrap_or_default(),
+        )
     }
 
     /// How many Secrets the set holds (the memory bench and tests).

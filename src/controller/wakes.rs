@@ -4,6 +4,7 @@
 //! ManagedSecret). Also what waits: the objects woken and not started yet (`keyward_reconcile_queue_depth`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
 use kube::ResourceExt;
@@ -26,6 +27,7 @@ impl Fingerprint {
     fn of(ms: &ManagedSecret) -> Self {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        ms.metadata.uid.hash(&mut h);
         ms.metadata.generation.hash(&mut h);
         ms.metadata.labels.hash(&mut h);
         ms.metadata.annotations.hash(&mut h);
@@ -48,19 +50,25 @@ type InFlight = (u32, Option<String>);
 /// Decides which ManagedSecret events wake a reconcile, and indexes who reads which Secret.
 #[derive(Default)]
 pub struct Wakes {
-    seen: Mutex<HashMap<String, Fingerprint>>,
+    /// uid digest → its fingerprint (which holds the uid: two objects whose digests met never look unchanged).
+    seen: Mutex<HashMap<u64, Fingerprint>>,
     /// (namespace, Secret name) → the ManagedSecrets whose `source.kubernetesSecret` names it.
     readers: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     /// uid → the (namespace, Secret) it reads, to update the index when its spec changes.
     reads: Mutex<HashMap<String, (String, String)>>,
-    /// (namespace, Secret name) → the resourceVersion keyward's own last write of it produced.
-    written: Mutex<HashMap<(String, String), String>>,
+    /// (namespace, Secret name), as a digest → the resourceVersion keyward's own last write of it produced.
+    written: Mutex<HashMap<u64, String>>,
     /// (namespace, Secret name) → keyward's writes of it in flight, and the newest version the watch showed
     /// meanwhile (the watch may deliver a write before its answer arrives).
     in_flight: Mutex<HashMap<(String, String), InFlight>>,
-    /// (namespace, Secret name) → the newest resourceVersion keyward knows of a Secret it wrote or read: from
-    /// its writes, its reads and the watch.
-    versions: Mutex<HashMap<(String, String), String>>,
+    /// (namespace, Secret name), as a digest → the newest resourceVersion keyward knows of a Secret it wrote or
+    /// read: from its writes, its reads and the watch.
+    versions: Mutex<HashMap<u64, String>>,
+    /// This process's random keys for the 64-bit digests `seen`, `written` and `versions` are keyed by (of a
+    /// uid, or of a Secret's namespace and name): a few dozen bytes less per object than the strings. Two
+    /// Secrets whose digests met could not pass for each other: those maps hold resourceVersions, which no two
+    /// objects share.
+    keys: RandomState,
     /// What each object's last reconcile found its target to hold (forgotten with the object).
     pub settled: SettledTargets,
     /// Status writes the cache has not delivered yet (forgotten once it does, or with the object).
@@ -90,14 +98,15 @@ impl Wakes {
         let Some(uid) = ms.uid() else { return true };
         let now = Fingerprint::of(ms);
         let Ok(mut seen) = self.seen.lock() else { return true };
-        seen.insert(uid, now.clone()).is_none_or(|before| before != now)
+        seen.insert(self.keys.hash_one(&uid), now.clone())
+            .is_none_or(|before| before != now)
     }
 
     /// A ManagedSecret is gone.
     pub fn deleted(&self, ms: &ManagedSecret) {
         let Some(uid) = ms.uid() else { return };
         if let Ok(mut seen) = self.seen.lock() {
-            seen.remove(&uid);
+            seen.remove(&self.keys.hash_one(&uid));
         }
         self.settled.forget(&uid);
         self.statuses.forget(&uid);
@@ -189,10 +198,10 @@ impl Wakes {
             (None, _) => false,
         };
         self.secrets.wrote(namespace, name);
-        let key = (namespace.to_string(), name.to_string());
+        let key = self.keys.hash_one((namespace, name));
         if let Ok(mut written) = self.written.lock() {
             match &version {
-                Some(v) => written.insert(key.clone(), v.clone()),
+                Some(v) => written.insert(key, v.clone()),
                 None => written.remove(&key),
             };
         }
@@ -203,7 +212,7 @@ impl Wakes {
     /// keyward read Secret `name` in `namespace` at `version` (None: it does not exist).
     pub fn read_secret(&self, namespace: &str, name: &str, version: Option<String>) {
         if let Ok(mut versions) = self.versions.lock() {
-            let key = (namespace.to_string(), name.to_string());
+            let key = self.keys.hash_one((namespace, name));
             match version {
                 Some(v) => versions.insert(key, v),
                 None => versions.remove(&key),
@@ -215,7 +224,7 @@ impl Wakes {
     /// version known, for a Secret keyward wrote or read (others are not kept).
     pub fn saw_secret(&self, namespace: &str, name: &str, version: Option<&str>) {
         if let Ok(mut versions) = self.versions.lock()
-            && let Some(known) = versions.get_mut(&(namespace.to_string(), name.to_string()))
+            && let Some(known) = versions.get_mut(&self.keys.hash_one((namespace, name)))
         {
             match version {
                 Some(v) => v.clone_into(known),
@@ -228,7 +237,7 @@ impl Wakes {
     pub fn known_version(&self, namespace: &str, name: &str) -> Option<String> {
         let versions = self.versions.lock().ok()?;
         versions
-            .get(&(namespace.to_string(), name.to_string()))
+            .get(&self.keys.hash_one((namespace, name)))
             .filter(|v| !v.is_empty())
             .cloned()
     }
@@ -252,11 +261,7 @@ impl Wakes {
         let Ok(written) = self.written.lock() else {
             return false;
         };
-        version.is_some()
-            && written
-                .get(&(namespace.to_string(), name.to_string()))
-                .map(String::as_str)
-                == version
+        version.is_some() && written.get(&self.keys.hash_one((namespace, name))).map(String::as_str) == version
     }
 
     /// These objects were woken.
