@@ -73,6 +73,13 @@ pub async fn wait_value(api: &Api<Secret>, name: &str, key: &str, want: &[u8], w
     .await;
 }
 
+/// Creates ManagedSecret `name` that fills key `key` of Secret `target` from Secret `src` (deletionPolicy Delete).
+async fn filling(managed: &Api<ManagedSecret>, name: &str, src: &str, key: &str, target: &str) {
+    let mut ms = from_secret(name, src, key, "Delete");
+    ms.spec.target.name = Some(target.into());
+    managed.create(&PostParams::default(), &ms).await.unwrap();
+}
+
 /// ManagedSecret `name`'s Ready condition once its reason is `reason` (40 s at most).
 async fn ready_because(managed: &Api<ManagedSecret>, name: &str, reason: &str) -> Condition {
     eventually(40, &format!("{name}: Ready because {reason}"), || async {
@@ -246,9 +253,7 @@ async fn existing_foreign_secret_is_not_overwritten() {
         .await
         .unwrap();
     let _keyward = Keyward::start(&ns.name, &[]);
-    let mut ms = from_secret("claim", "src", "K", "Delete");
-    ms.spec.target.name = Some("theirs".into());
-    managed.create(&PostParams::default(), &ms).await.unwrap();
+    filling(&managed, "claim", "src", "K", "theirs").await;
     let cond = ready_because(&managed, "claim", "TargetConflict").await;
     assert_eq!(cond.status, "False");
     assert!(
@@ -282,9 +287,7 @@ async fn a_secret_keyward_did_not_know_of_is_not_taken_by_an_unread_first_write(
     let _keyward = Keyward::start_with_env(&ns.name, &[], &[("KEYWARD_TEST_BLIND_SECRETS", "1")]);
 
     // A key the Secret does not have: an unforced apply would add it — and must not keep it.
-    let mut claim = from_secret("claim", "src", "NEW", "Delete");
-    claim.spec.target.name = Some("theirs".into());
-    managed.create(&PostParams::default(), &claim).await.unwrap();
+    filling(&managed, "claim", "src", "NEW", "theirs").await;
     let cond = ready_because(&managed, "claim", "TargetConflict").await;
     assert!(
         cond.message.contains("Secret theirs exists and is not managed"),
@@ -313,15 +316,11 @@ async fn a_secret_keyward_did_not_know_of_is_not_taken_by_an_unread_first_write(
     );
 
     // A Secret nobody had: created by the unread write.
-    let mut owner = from_secret("owner", "src", "K", "Delete");
-    owner.spec.target.name = Some("shared".into());
-    managed.create(&PostParams::default(), &owner).await.unwrap();
+    filling(&managed, "owner", "src", "K", "shared").await;
     wait_value(&secrets, "shared", "K", b"new", "the owner's Secret").await;
     // A key of its own next to the owner's: the unread write's answer shows only the owner's field manager
     // besides its own, and the Secret is judged as a read one would be — shared.
-    let mut third = from_secret("third", "src", "OTHER", "Delete");
-    third.spec.target.name = Some("shared".into());
-    managed.create(&PostParams::default(), &third).await.unwrap();
+    filling(&managed, "third", "src", "OTHER", "shared").await;
     wait_value(
         &secrets,
         "shared",
@@ -331,9 +330,7 @@ async fn a_secret_keyward_did_not_know_of_is_not_taken_by_an_unread_first_write(
     )
     .await;
     // The owner's key: the unforced write conflicts and writes nothing; read, it is refused naming the owner.
-    let mut second = from_secret("second", "src", "K", "Delete");
-    second.spec.target.name = Some("shared".into());
-    managed.create(&PostParams::default(), &second).await.unwrap();
+    filling(&managed, "second", "src", "K", "shared").await;
     let cond = ready_because(&managed, "second", "TargetConflict").await;
     assert!(
         cond.message.starts_with("key K of Secret shared is ManagedSecret"),
@@ -404,9 +401,7 @@ async fn the_target_follows_labels_annotations_and_key_taken_out_of_the_spec() {
 #[tokio::test]
 async fn a_key_claimed_twice_is_refused_naming_the_owner_and_other_keys_share_the_secret() {
     let (ns, secrets, managed, _keyward) = with_source("sync-two", b"first").await;
-    let mut owner = from_secret("owner", "src", "K", "Delete");
-    owner.spec.target.name = Some("shared".into());
-    managed.create(&PostParams::default(), &owner).await.unwrap();
+    filling(&managed, "owner", "src", "K", "shared").await;
     eventually(40, "the owner's Secret", || async {
         (data_of(&secrets, "shared", "K").await?.as_slice() == b"first").then_some(())
     })
@@ -432,9 +427,7 @@ async fn a_key_claimed_twice_is_refused_naming_the_owner_and_other_keys_share_th
         b"first",
         "the second wrote nothing"
     );
-    let mut third = from_secret("third", "src2", "OTHER", "Delete");
-    third.spec.target.name = Some("shared".into());
-    managed.create(&PostParams::default(), &third).await.unwrap();
+    filling(&managed, "third", "src2", "OTHER", "shared").await;
     wait_value(
         &secrets,
         "shared",
