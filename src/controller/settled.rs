@@ -19,7 +19,13 @@ pub struct Settled {
     pub hash: String,
     /// The target Secret's resourceVersion when it was found (or made) to match.
     pub version: String,
-    /// The rotation bookkeeping it held: when and why the value last changed, the rotate-now request honoured.
+    pub book: SettledBook,
+}
+
+/// The rotation bookkeeping a settled state held: when and why the value last changed, the rotate-now request
+/// honoured.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SettledBook {
     pub last_rotation: Option<Timestamp>,
     pub last_reason: Option<String>,
     pub rotated_for: Option<String>,
@@ -33,9 +39,7 @@ struct Kept {
     generation: Option<i64>,
     digest: u64,
     version: String,
-    last_rotation: Option<Timestamp>,
-    last_reason: Option<String>,
-    rotated_for: Option<String>,
+    book: SettledBook,
 }
 
 /// Settled states by uid (kept under a 64-bit digest of it, with this process's own random keys).
@@ -46,8 +50,8 @@ pub struct SettledTargets {
 }
 
 impl SettledTargets {
-    /// The state recorded for `uid`, if it still holds: same generation, target and hash, and the Secret still
-    /// at the recorded version (`version`: the newest keyward knows of).
+    /// The bookkeeping recorded for `uid`, if its state still holds: same generation, target and hash, and the
+    /// Secret still at the recorded version (`version`: the newest keyward knows of).
     pub fn still(
         &self,
         uid: &str,
@@ -55,21 +59,13 @@ impl SettledTargets {
         target: &str,
         hash: &str,
         version: Option<&str>,
-    ) -> Option<Settled> {
+    ) -> Option<SettledBook> {
         let map = self.by_uid.lock().ok()?;
         let k = map.get(&self.keys.hash_one(uid))?;
         let same = k.generation == generation
             && k.digest == self.keys.hash_one((target, hash))
             && Some(k.version.as_str()) == version;
-        same.then(|| Settled {
-            generation,
-            target: target.to_string(),
-            hash: hash.to_string(),
-            version: k.version.clone(),
-            last_rotation: k.last_rotation,
-            last_reason: k.last_reason.clone(),
-            rotated_for: k.rotated_for.clone(),
-        })
+        same.then(|| k.book.clone())
     }
 
     pub fn record(&self, uid: &str, settled: Settled) {
@@ -77,9 +73,7 @@ impl SettledTargets {
             generation: settled.generation,
             digest: self.keys.hash_one((settled.target.as_str(), settled.hash.as_str())),
             version: settled.version,
-            last_rotation: settled.last_rotation,
-            last_reason: settled.last_reason,
-            rotated_for: settled.rotated_for,
+            book: settled.book,
         };
         if let Ok(mut map) = self.by_uid.lock() {
             map.insert(self.keys.hash_one(uid), kept);
@@ -105,12 +99,13 @@ mod tests {
             target: "db".into(),
             hash: "h1".into(),
             version: "100".into(),
-            last_rotation: None,
-            last_reason: None,
-            rotated_for: None,
+            book: SettledBook {
+                last_reason: Some("Created".into()),
+                ..SettledBook::default()
+            },
         };
         t.record("u", s.clone());
-        assert_eq!(t.still("u", Some(2), "db", "h1", Some("100")), Some(s));
+        assert_eq!(t.still("u", Some(2), "db", "h1", Some("100")), Some(s.book));
         assert!(t.still("u", Some(3), "db", "h1", Some("100")).is_none(), "spec changed");
         assert!(
             t.still("u", Some(2), "db2", "h1", Some("100")).is_none(),

@@ -47,6 +47,32 @@ impl Fingerprint {
 /// Writes of one Secret in flight, and the newest version the watch showed meanwhile.
 type InFlight = (u32, Option<String>);
 
+/// One write of a Secret in flight (from [`Wakes::writing_secret`]); ends when dropped.
+pub struct Flight<'a> {
+    wakes: &'a Wakes,
+    namespace: String,
+    name: String,
+    open: bool,
+}
+
+impl Flight<'_> {
+    /// The write succeeded and the API server answered with `version`. True when the watch showed a newer
+    /// version while the write was in flight: someone changed the Secret after it, and the writer should look
+    /// again.
+    pub fn wrote(mut self, version: Option<String>) -> bool {
+        self.open = false;
+        self.wakes.wrote_secret(&self.namespace, &self.name, version)
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.wakes.landed(&self.namespace, &self.name);
+        }
+    }
+}
+
 /// Decides which ManagedSecret events wake a reconcile, and indexes who reads which Secret.
 #[derive(Default)]
 pub struct Wakes {
@@ -159,20 +185,22 @@ impl Wakes {
             .unwrap_or_default()
     }
 
-    /// keyward is about to write Secret `name` in `namespace`: until [`Wakes::wrote_secret`] or
-    /// [`Wakes::write_failed`], its watch events wake nobody who fills it (the write's answer decides).
-    pub fn writing_secret(&self, namespace: &str, name: &str) {
+    /// keyward is about to write Secret `name` in `namespace`: while the returned [`Flight`] lives, its watch
+    /// events wake nobody who fills it (the write's answer decides). Dropped without [`Flight::wrote`] (the
+    /// write failed, or the reconcile was cancelled while it waited), the flight simply ends.
+    pub fn writing_secret(&self, namespace: &str, name: &str) -> Flight<'_> {
         if let Ok(mut in_flight) = self.in_flight.lock() {
             in_flight
                 .entry((namespace.to_string(), name.to_string()))
                 .or_insert((0, None))
                 .0 += 1;
         }
-    }
-
-    /// A write announced with [`Wakes::writing_secret`] failed.
-    pub fn write_failed(&self, namespace: &str, name: &str) {
-        self.landed(namespace, name);
+        Flight {
+            wakes: self,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            open: true,
+        }
     }
 
     /// The write in flight is over: the newest version the watch showed meanwhile.
@@ -187,10 +215,9 @@ impl Wakes {
         entry.1.clone()
     }
 
-    /// keyward wrote Secret `name` in `namespace`; the API server answered with `version`. True when the watch
-    /// showed a newer version while the write was in flight: someone changed the Secret after it, and the
-    /// writer should look again.
-    pub fn wrote_secret(&self, namespace: &str, name: &str, version: Option<String>) -> bool {
+    /// keyward wrote Secret `name` in `namespace` (its flight ended); the API server answered with `version`.
+    /// True when the watch showed a newer version while the write was in flight.
+    fn wrote_secret(&self, namespace: &str, name: &str, version: Option<String>) -> bool {
         let seen = self.landed(namespace, name);
         let newer = match (&seen, &version) {
             (Some(seen), Some(v)) => compare_resource_versions(seen, v).is_none_or(|o| o.is_gt()),
@@ -347,7 +374,7 @@ mod tests {
     #[test]
     fn own_writes_are_known_by_version() {
         let w = Wakes::default();
-        w.wrote_secret("ns", "s", Some("10".into()));
+        assert!(!w.writing_secret("ns", "s").wrote(Some("10".into())));
         assert!(w.is_own_write("ns", "s", Some("10")));
         assert!(!w.is_own_write("ns", "s", Some("11")), "someone else's change");
         assert!(!w.is_own_write("ns", "s", None));
@@ -357,9 +384,9 @@ mod tests {
     #[test]
     fn a_write_whose_event_comes_before_its_answer_wakes_nobody() {
         let w = Wakes::default();
-        w.writing_secret("ns", "s");
+        let flight = w.writing_secret("ns", "s");
         assert!(w.is_own_write("ns", "s", Some("10")), "in flight: the answer decides");
-        assert!(!w.wrote_secret("ns", "s", Some("10".into())), "it was this write");
+        assert!(!flight.wrote(Some("10".into())), "it was this write");
         assert!(
             !w.is_own_write("ns", "s", Some("11")),
             "landed: a later change is someone else's"
@@ -369,23 +396,29 @@ mod tests {
     #[test]
     fn a_change_right_after_a_write_in_flight_asks_for_another_look() {
         let w = Wakes::default();
-        w.writing_secret("ns", "s");
+        let flight = w.writing_secret("ns", "s");
         assert!(w.is_own_write("ns", "s", Some("10")));
         assert!(w.is_own_write("ns", "s", Some("12")));
         assert!(
             w.is_own_write("ns", "s", Some("11")),
             "older than the newest seen: kept as 12"
         );
-        assert!(
-            w.wrote_secret("ns", "s", Some("10".into())),
-            "12 came after the write's 10"
-        );
+        assert!(flight.wrote(Some("10".into())), "12 came after the write's 10");
         // Two writers of one Secret (several ManagedSecrets fill it): in flight until both land.
-        w.writing_secret("ns", "t");
-        w.writing_secret("ns", "t");
-        w.write_failed("ns", "t");
+        let (first, second) = (w.writing_secret("ns", "t"), w.writing_secret("ns", "t"));
+        drop(first);
         assert!(w.is_own_write("ns", "t", Some("20")), "the other is still in flight");
-        assert!(!w.wrote_secret("ns", "t", Some("20".into())));
+        assert!(!second.wrote(Some("20".into())));
+        assert!(!w.is_own_write("ns", "t", Some("21")), "none in flight");
+    }
+
+    #[test]
+    fn a_flight_dropped_unanswered_ends() {
+        // A failed write, or a reconcile cancelled while its write waited (leadership lost): no mark is left
+        // that would hide the Secret's later changes.
+        let w = Wakes::default();
+        drop(w.writing_secret("ns", "s"));
+        assert!(!w.is_own_write("ns", "s", Some("3")));
     }
 
     #[test]

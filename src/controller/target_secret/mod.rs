@@ -25,7 +25,7 @@ use crate::controller::consumers;
 use crate::controller::context::Context;
 use crate::controller::failure::{Failure, kube_failure};
 use crate::controller::record::publish;
-use crate::controller::settled::Settled;
+use crate::controller::settled::{Settled, SettledBook};
 use crate::rotation::schedule::{self, Policy};
 use crate::secret::{MAX_SECRET_DATA, SecretBytes, SecretData};
 use crate::source::SourceValue;
@@ -327,7 +327,7 @@ async fn write(plan: &Plan<'_>, status: &mut ManagedSecretStatus, unread: bool) 
         )
         .await;
     }
-    ctx.wakes.writing_secret(ns, name);
+    let flight = ctx.wakes.writing_secret(ns, name);
     // Not forced when unread: a field someone else owns is a conflict (nothing written), never taken over.
     let params = match unread {
         true => PatchParams::apply(&manager),
@@ -345,26 +345,23 @@ async fn write(plan: &Plan<'_>, status: &mut ManagedSecretStatus, unread: bool) 
         Ok(_) => {
             // It was there: what this apply added (only fields nobody else had) goes again, and the Secret is
             // read and judged as any other.
-            ctx.wakes.write_failed(ns, name);
+            drop(flight);
             tracing::info!(namespace = %ns, secret = %name, "the target Secret existed after all: taking the first write back");
             sharing::remove_part(api, name, ns, &manager).await?;
             ctx.wakes.secrets.wrote(ns, name);
             return Ok(None);
         }
         Err(kube::Error::Api(e)) if unread && (e.code == 409 || e.code == 422) => {
-            ctx.wakes.write_failed(ns, name);
+            drop(flight);
             ctx.wakes.secrets.wrote(ns, name);
             return Ok(None);
         }
         Err(e) => {
-            ctx.wakes.write_failed(ns, name);
             return Err(kube_failure(&format!("writing Secret {name}"), &e));
         }
     };
     // Someone changed the Secret right after this write (the watch showed it first): look again at once.
-    let recheck = ctx
-        .wakes
-        .wrote_secret(ns, name, applied.metadata.resource_version.clone());
+    let recheck = flight.wrote(applied.metadata.resource_version.clone());
     if found.is_legacy() {
         // The legacy record goes; the keys stay, now this object's field manager's too.
         sharing::remove_part(api, name, ns, LEGACY_FIELD_MANAGER).await?;
@@ -421,9 +418,11 @@ fn settle(ctx: &Context, ms: &ManagedSecret, uid: &str, hash: &str, book: &Bookk
             target: ms.target_name().to_string(),
             hash: hash.to_string(),
             version,
-            last_rotation: book.last_rotation,
-            last_reason: book.last_reason.clone(),
-            rotated_for: book.rotated_for.clone(),
+            book: SettledBook {
+                last_rotation: book.last_rotation,
+                last_reason: book.last_reason.clone(),
+                rotated_for: book.rotated_for.clone(),
+            },
         },
     );
 }
