@@ -1,7 +1,10 @@
-//! The restart task: watches workloads, the managed Secrets' metadata and the ManagedSecrets' consumer
-//! policies, hands what it sees to the restart decisions (`consumers::Restarts`), and carries out the steps they
-//! return — adopting and restarting workloads, Events, metrics, audit lines and `status.consumers`.
+//! The restart task: watches workloads, is told of the managed Secrets' metadata and the ManagedSecrets'
+//! consumer policies (from the controller's watches), hands what it sees to the restart decisions
+//! (`consumers::Restarts`), and carries out the steps they return — adopting and restarting workloads, Events,
+//! metrics, audit lines and `status.consumers`.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,14 +14,13 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::DynamicObject;
-use kube::core::PartialObjectMeta;
+use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 
-use super::context::shard_config;
 use super::status::write_consumers;
 use super::task::AbortOnDrop;
 use super::workloads::{WorkloadView, adopt_hash, api_resource, apply_hash};
@@ -183,99 +185,29 @@ where
     }
 }
 
-/// What the restart task watches: one namespace or all, one shard's ManagedSecrets or all (`--shard-selector`),
-/// and the controller's cache of them (a shard's own, so that it restarts for its own only).
+/// What the restart task watches itself (the workloads of one namespace or all) and is told.
 pub struct Scope {
     pub namespace: Option<String>,
-    pub shard: Option<String>,
-    pub managed: Store<ManagedSecret>,
+    /// The managed Secrets and the ManagedSecrets' policies, from the controller's watches.
+    pub observations: mpsc::UnboundedReceiver<Observation>,
 }
 
-/// Runs the restart task until the process ends (or this replica stops leading, which aborts it).
+/// Runs the restart task until the process ends (or this replica stops leading, which aborts it). It watches the
+/// workloads itself; the managed Secrets and the ManagedSecrets' policies come as `observations` from the
+/// controller's own watches ([`SecretTap`], [`policy_observation`]): one watch of each, each event decoded once.
 pub async fn run(
     client: Client,
     recorder: Recorder,
     planner: Planner,
     Scope {
         namespace,
-        shard,
-        managed: store,
+        observations,
     }: Scope,
     rollout_deadline: Duration,
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
 ) {
     let ns = namespace.as_deref();
-    let sharded = shard.is_some();
-    let (secrets, managed) = (
-        scoped::<PartialObjectMeta<Secret>>(&client, ns),
-        scoped::<ManagedSecret>(&client, ns),
-    );
-    let secret_changes = watcher(
-        secrets,
-        watcher::Config::default()
-            .labels(&format!("{}={}", MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1))
-            .any_semantic(),
-    )
-    .filter_map(move |ev| {
-        let store = store.clone();
-        async move {
-            let (meta, gone) = match ev {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o.metadata, false),
-                Ok(watcher::Event::Delete(o)) => (o.metadata, true),
-                _ => return None,
-            };
-            let ann = meta.annotations.unwrap_or_default();
-            let created = meta.creation_timestamp.as_ref().map(|t| t.0);
-            // Every ManagedSecret with a record in it (several may fill one Secret), by name.
-            let managed: Vec<Managed> = if gone {
-                Vec::new()
-            } else {
-                records(&ann)
-                    .into_iter()
-                    .filter_map(|(name, rec)| {
-                        Some(Managed {
-                            value_hash: ann.get(&rec.key(VALUE_HASH_ANNOTATION))?.clone(),
-                            previous_key: ann.get(&rec.key(PREVIOUS_KEY_ANNOTATION)).cloned(),
-                            managed_secret: name,
-                            created,
-                        })
-                    })
-                    .collect()
-            };
-            let namespace = meta.namespace.unwrap_or_default();
-            // A shard restarts for its own ManagedSecrets only (the others' shard does for theirs).
-            let mut managed = managed;
-            if sharded {
-                managed.retain(|m| {
-                    store
-                        .get(&ObjectRef::new(&m.managed_secret).within(&namespace))
-                        .is_some()
-                });
-            }
-            Some(Observation::Secret {
-                namespace,
-                name: meta.name.unwrap_or_default(),
-                managed,
-            })
-        }
-    });
-    let policy_changes = watcher(managed, shard_config(shard.as_deref())).filter_map(|ev| async move {
-        let (ms, gone) = match ev {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
-            Ok(watcher::Event::Delete(o)) => (o, true),
-            _ => return None,
-        };
-        let consumers = (!gone).then(|| ms.spec.consumers.clone().unwrap_or_default());
-        let reported = (!gone).then(|| ms.status.as_ref().map(|s| s.consumers.clone()).unwrap_or_default());
-        Some(Observation::Policy {
-            namespace: ms.namespace().unwrap_or_default(),
-            name: ms.name_any(),
-            consumers,
-            reported,
-        })
-    });
-
     let (tx, mut rx) = mpsc::channel::<Observation>(1024);
     let streams: Vec<futures::stream::BoxStream<'static, Observation>> = vec![
         workload_changes(scoped::<Deployment>(&client, ns)).boxed(),
@@ -283,8 +215,7 @@ pub async fn run(
         workload_changes(scoped::<DaemonSet>(&client, ns)).boxed(),
         workload_changes(scoped::<CronJob>(&client, ns)).boxed(),
         rollout_changes(client.clone(), namespace.clone()).boxed(),
-        secret_changes.boxed(),
-        policy_changes.boxed(),
+        futures::stream::unfold(observations, |mut rx| async move { rx.recv().await.map(|o| (o, rx)) }).boxed(),
     ];
     // Its watches stop with this task (which is aborted when this replica stops leading).
     let _forwarder = AbortOnDrop(tokio::spawn(async move {
@@ -321,5 +252,180 @@ pub async fn run(
         hands.carry_out(&mut restarts, steps).await;
         let steps = restarts.consumer_status();
         hands.carry_out(&mut restarts, steps).await;
+    }
+}
+
+/// What the restart task learns of a ManagedSecret as the cache sees it (`gone`: deleted): its consumer policy
+/// and the consumer report in its status.
+pub fn policy_observation(ms: &ManagedSecret, gone: bool) -> Observation {
+    Observation::Policy {
+        namespace: ms.namespace().unwrap_or_default(),
+        name: ms.name_any(),
+        consumers: (!gone).then(|| ms.spec.consumers.clone().unwrap_or_default()),
+        reported: (!gone).then(|| ms.status.as_ref().map(|s| s.consumers.clone()).unwrap_or_default()),
+    }
+}
+
+/// Turns the controller's watch of every Secret's metadata into the restart task's observations of the Secrets
+/// keyward manages (labelled `app.kubernetes.io/managed-by: keyward`): what a label-selected watch of its own
+/// would show, without a second watch. A Secret that loses the label is seen gone, as such a watch would show it.
+pub struct SecretTap {
+    tx: mpsc::UnboundedSender<Observation>,
+    /// A shard's cache: a shard restarts for its own ManagedSecrets only (the others' shard does for theirs).
+    shard: Option<Store<ManagedSecret>>,
+    /// The Secrets told of as managed, as 64-bit digests of namespace and name (this process's random keys).
+    told: HashSet<u64>,
+    keys: RandomState,
+}
+
+impl SecretTap {
+    pub fn new(tx: mpsc::UnboundedSender<Observation>, shard: Option<Store<ManagedSecret>>) -> Self {
+        SecretTap {
+            tx,
+            shard,
+            told: HashSet::new(),
+            keys: RandomState::new(),
+        }
+    }
+
+    /// One event of the controller's Secret watch.
+    pub fn observe(&mut self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
+        let (secret, gone) = match event {
+            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => (s, false),
+            watcher::Event::Delete(s) => (s, true),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let meta = &secret.metadata;
+        let (namespace, name) = (
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        );
+        let labelled = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY_LABEL.0))
+            .is_some_and(|v| v == MANAGED_BY_LABEL.1);
+        let key = self.keys.hash_one((namespace, name));
+        let managed = if gone || !labelled {
+            if !self.told.remove(&key) {
+                return;
+            }
+            Vec::new()
+        } else {
+            self.told.insert(key);
+            self.managed(meta, namespace)
+        };
+        let _ = self.tx.send(Observation::Secret {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            managed,
+        });
+    }
+
+    /// Every ManagedSecret with a record in the Secret (several may fill one), by name.
+    fn managed(&self, meta: &ObjectMeta, namespace: &str) -> Vec<Managed> {
+        let Some(ann) = meta.annotations.as_ref() else {
+            return Vec::new();
+        };
+        let created = meta.creation_timestamp.as_ref().map(|t| t.0);
+        records(ann)
+            .into_iter()
+            .filter_map(|(name, rec)| {
+                Some(Managed {
+                    value_hash: ann.get(&rec.key(VALUE_HASH_ANNOTATION))?.clone(),
+                    previous_key: ann.get(&rec.key(PREVIOUS_KEY_ANNOTATION)).cloned(),
+                    managed_secret: name,
+                    created,
+                })
+            })
+            .filter(|m| {
+                self.shard
+                    .as_ref()
+                    .is_none_or(|s| s.get(&ObjectRef::new(&m.managed_secret).within(namespace)).is_some())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::MANAGED_SECRET_ANNOTATION;
+    use crate::api::record::Record;
+
+    fn secret(name: &str, labelled: bool, filled_by: Option<&str>) -> PartialObjectMeta<Secret> {
+        let mut s = PartialObjectMeta::<Secret>::default();
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.name = Some(name.into());
+        if labelled {
+            s.metadata.labels = Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.0.to_string(),
+                MANAGED_BY_LABEL.1.to_string(),
+            )]));
+        }
+        if let Some(ms) = filled_by {
+            let r = Record::of(ms);
+            s.metadata.annotations = Some(BTreeMap::from([
+                (r.key(MANAGED_SECRET_ANNOTATION), ms.to_string()),
+                (r.key(VALUE_HASH_ANNOTATION), "h1".to_string()),
+            ]));
+        }
+        s
+    }
+
+    /// (Secret name, names of the ManagedSecrets told of) for each observation sent.
+    fn told(rx: &mut mpsc::UnboundedReceiver<Observation>) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            if let Observation::Secret { name, managed, .. } = o {
+                out.push((name, managed.into_iter().map(|m| m.managed_secret).collect()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_tap_tells_what_a_label_selected_watch_would_show() {
+        use watcher::Event::*;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut tap = SecretTap::new(tx, None);
+        tap.observe(&Init);
+        tap.observe(&InitApply(secret("db", true, Some("db"))));
+        tap.observe(&InitApply(secret("unrelated", false, None)));
+        tap.observe(&InitDone);
+        assert_eq!(told(&mut rx), [("db".to_string(), vec!["db".to_string()])]);
+        // Not managed, changed or deleted: nothing to tell.
+        tap.observe(&Apply(secret("unrelated", false, None)));
+        tap.observe(&Delete(secret("unrelated", false, None)));
+        assert!(told(&mut rx).is_empty());
+        // The label taken away (released): gone, once.
+        tap.observe(&Apply(secret("db", false, Some("db"))));
+        tap.observe(&Apply(secret("db", false, None)));
+        assert_eq!(told(&mut rx), [("db".to_string(), vec![])]);
+        // Labelled again, then deleted.
+        tap.observe(&Apply(secret("db", true, Some("db"))));
+        tap.observe(&Delete(secret("db", true, Some("db"))));
+        assert_eq!(
+            told(&mut rx),
+            [("db".to_string(), vec!["db".to_string()]), ("db".to_string(), vec![])]
+        );
+    }
+
+    #[test]
+    fn a_shards_tap_tells_of_its_own_managed_secrets_only() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<ManagedSecret>();
+        let mut mine = ManagedSecret::new("mine", Default::default());
+        mine.metadata.namespace = Some("ns".into());
+        writer.apply_watcher_event(&watcher::Event::Apply(mine));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut tap = SecretTap::new(tx, Some(reader));
+        tap.observe(&watcher::Event::Apply(secret("a", true, Some("mine"))));
+        tap.observe(&watcher::Event::Apply(secret("b", true, Some("theirs"))));
+        assert_eq!(
+            told(&mut rx),
+            [("a".to_string(), vec!["mine".to_string()]), ("b".to_string(), vec![])]
+        );
     }
 }

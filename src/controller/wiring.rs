@@ -31,10 +31,18 @@ use super::wakes::Wakes;
 use crate::api::record::records;
 use crate::api::{AccessPolicy, ManagedSecret, ManagedSecretSpec};
 use crate::authz::grants::Policies;
+use crate::consumers::restarts::Observation;
 use crate::telemetry::metrics::Metrics;
 
-/// Where the ManagedSecret cache sends what it sees while this replica writes.
-type Triggers = Arc<Mutex<Option<mpsc::UnboundedSender<ManagedSecret>>>>;
+/// Where the ManagedSecret cache sends what it sees while this replica writes: the changes that wake a reconcile,
+/// and every change, as the restart task's observation of a policy.
+#[derive(Default)]
+struct Taps {
+    reconcile: Option<mpsc::UnboundedSender<ManagedSecret>>,
+    restarts: Option<mpsc::UnboundedSender<Observation>>,
+}
+
+type Triggers = Arc<Mutex<Taps>>;
 
 /// Runs the ManagedSecret controller until `shutdown` resolves.
 ///
@@ -177,21 +185,30 @@ async fn keep_cache(
         .reflect(writer)
         .boxed();
     let send = |ms: ManagedSecret| {
-        if let Ok(slot) = triggers.lock()
-            && let Some(tx) = slot.as_ref()
+        if let Ok(taps) = triggers.lock()
+            && let Some(tx) = taps.reconcile.as_ref()
         {
             let _ = tx.send(ms);
+        }
+    };
+    let tell = |ms: &ManagedSecret, gone: bool| {
+        if let Ok(taps) = triggers.lock()
+            && let Some(tx) = taps.restarts.as_ref()
+        {
+            let _ = tx.send(restart_task::policy_observation(ms, gone));
         }
     };
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(ms) | watcher::Event::InitApply(ms)) => {
+                tell(&ms, false);
                 if wakes.changed(&ms) {
                     send(ms);
                 }
             }
             // The others that fill its target Secret take its keys out (sharing::check).
             Ok(watcher::Event::Delete(gone)) => {
+                tell(&gone, true);
                 wakes.deleted(&gone);
                 let (ns, target) = (gone.namespace(), gone.target_name().to_string());
                 for sibling in store.state() {
@@ -420,7 +437,20 @@ async fn write(
         controller: "keyward".into(),
         instance: Some(settings.instance.clone()),
     };
+    // The restart task is told of the ManagedSecrets and the managed Secrets by the watches here (each object
+    // decoded once): the cache's policies from now on, after what it holds now, and the Secrets from the
+    // controller's watch below.
+    let mut secret_tap = None;
     let _restarts = settings.planner.take().map(|planner| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut taps) = triggers.lock() {
+            taps.restarts = Some(tx.clone());
+        }
+        for ms in store.state() {
+            let _ = tx.send(restart_task::policy_observation(&ms, false));
+        }
+        let shard = settings.shard_selector.is_some().then(|| store.clone());
+        secret_tap = Some(restart_task::SecretTap::new(tx, shard));
         let recorder = Recorder::new(client.clone(), reporter);
         AbortOnDrop(tokio::spawn(restart_task::run(
             client.clone(),
@@ -428,8 +458,7 @@ async fn write(
             planner,
             restart_task::Scope {
                 namespace: settings.watch_namespace.clone(),
-                shard: settings.shard_selector.clone(),
-                managed: store.clone(),
+                observations: rx,
             },
             settings.rollout_deadline,
             settings.metrics.clone(),
@@ -445,8 +474,8 @@ async fn write(
     ));
 
     let (tx, rx) = mpsc::unbounded_channel();
-    if let Ok(mut slot) = triggers.lock() {
-        *slot = Some(tx);
+    if let Ok(mut taps) = triggers.lock() {
+        taps.reconcile = Some(tx);
     }
     let queued = wakes.clone();
     let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) }).inspect(
@@ -473,6 +502,9 @@ async fn write(
         move |event| {
             if let Ok(event) = event {
                 known.secrets.observe(event);
+                if let Some(tap) = secret_tap.as_mut() {
+                    tap.observe(event);
+                }
             }
         },
     ));
@@ -508,8 +540,8 @@ async fn write(
             }
         })
         .await;
-    if let Ok(mut slot) = triggers.lock() {
-        *slot = None;
+    if let Ok(mut taps) = triggers.lock() {
+        *taps = Taps::default();
     }
 }
 
