@@ -61,14 +61,16 @@ demo: build
 # plane per N, against the floor (tools/floor: the same Secrets applied by a fast Go client). BENCH_N (default
 # 1000,10000), BENCH_ENVS, BENCH_NAMESPACES, BENCH_REFRESH, BENCH_STEADY_REFRESH, BENCH_TIMEOUT and
 # BENCH_CONCURRENCY reach it from the environment or the command line: `make bench BENCH_N=200`.
-# `cargo bench` rebuilds target/release/keyward with the dev-dependencies' features (keyward-dev turns on
-# fault-injection), so the operator as shipped is copied aside first and that copy is measured.
-bench:
+# It measures the binary the images ship (static musl, profile dist, built as tools/image.sh builds it and in
+# the same cache directory), copied aside; KEYWARD_BIN=<path> measures another.
+BENCH_TRIPLE := $(shell uname -m)-unknown-linux-musl
+DIST_TARGET_DIR ?= $(or $(KEYWARD_DIST_TARGET_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/keyward/cargo-dist)
+bench: system-deps
 	tools/build.sh etcd kube-apiserver
-	$(CARGO) build --release --locked -p keyward --bin keyward
-	install -D -m 0755 $(TARGET_DIR)/release/keyward $(TARGET_DIR)/bench/keyward
+	$(CARGO) build --locked --profile dist -p keyward --bin keyward --target $(BENCH_TRIPLE) --target-dir $(DIST_TARGET_DIR)
+	install -D -m 0755 $(DIST_TARGET_DIR)/$(BENCH_TRIPLE)/dist/keyward $(TARGET_DIR)/bench/keyward
 	tools/floor.sh
-	KEYWARD_BIN=$(TARGET_DIR)/bench/keyward $(CARGO) bench --locked -p keyward --bench scale
+	KEYWARD_BIN=$${KEYWARD_BIN:-$(TARGET_DIR)/bench/keyward} $(CARGO) bench --locked -p keyward --bench scale
 
 # Faults at scale (issue 16, docs/benchmarks.md; not part of `make test`): a 10-minute ESC outage at 1,000
 # ManagedSecrets, then 100 SIGKILLs of keyward while rotations run. FAULTS_SCENARIOS (outage,kills),

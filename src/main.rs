@@ -5,6 +5,12 @@
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
+// jemalloc, with one arena and freed pages returned at once (.cargo/config.toml): glibc's per-thread arenas held
+// a third more than the live heap at 10,000 objects, and musl's allocator is slow (docs/benchmarks.md).
+#[cfg(not(feature = "dhat-heap"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profiler = dhat::Profiler::new_heap();

@@ -251,17 +251,7 @@ impl KeywardProcess {
 
     /// CPU time (user + system) in milliseconds and resident memory in MiB, from /proc.
     pub fn usage(&self) -> anyhow::Result<(f64, f64)> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // The command name (field 2) is in parentheses and may hold spaces: count fields after its ')'.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of proc(5); `after` starts at field 3.
-        let ticks: f64 = fields
-            .get(11..13)
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f.parse::<f64>().ok())
-            .sum();
+        let cpu_ms = process_cpu_ms(self.pid)?;
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
         let rss_kib: f64 = status
             .lines()
@@ -269,7 +259,7 @@ impl KeywardProcess {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow!("no VmRSS for keyward"))?;
-        Ok((ticks * 1000.0 / clock_ticks_per_second(), rss_kib / 1024.0))
+        Ok((cpu_ms, rss_kib / 1024.0))
     }
 
     /// SIGTERM, then SIGKILL after `grace`; true if it exited by itself.
@@ -330,6 +320,22 @@ pub fn reconcile_count(text: &str) -> Option<f64> {
 }
 
 /// USER_HZ, the unit of /proc's CPU times: 100 on every Linux this runs on, asked of getconf to be sure.
+/// CPU time (user + system) process `pid` has used, in milliseconds (proc(5), `/proc/<pid>/stat`).
+pub fn process_cpu_ms(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields after its ')'.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of proc(5); `after` starts at field 3.
+    let ticks: f64 = fields
+        .get(11..13)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.parse::<f64>().ok())
+        .sum();
+    Ok(ticks * 1000.0 / clock_ticks_per_second())
+}
+
 pub fn clock_ticks_per_second() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {

@@ -275,6 +275,15 @@ impl ControlPlane {
         &self.server
     }
 
+    /// Each running process's name (`etcd`, `kube-apiserver`, ...) and pid: for benchmarks that read their CPU
+    /// time from `/proc`.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.processes
+            .iter()
+            .filter_map(|p| Some((p.name, p.child.id()?)))
+            .collect()
+    }
+
     /// The control plane's working directory.
     pub fn dir(&self) -> &Path {
         &self.dir

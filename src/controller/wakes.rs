@@ -44,6 +44,17 @@ impl Fingerprint {
     }
 }
 
+/// The reference by which a ManagedSecret is queued, scheduled and counted: its namespace and name only.
+/// kube's `ObjectRef::from_obj` also carries the object's uid and resourceVersion (two strings more, kept twice
+/// by the controller's scheduler for each object's next refresh); references compare by name alone either way.
+pub fn reference(ms: &ManagedSecret) -> ObjectRef<ManagedSecret> {
+    let name = ObjectRef::new(&ms.name_any());
+    match ms.metadata.namespace.as_deref() {
+        Some(ns) => name.within(ns),
+        None => name,
+    }
+}
+
 /// Writes of one Secret in flight, and the newest version the watch showed meanwhile.
 type InFlight = (u32, Option<String>);
 
@@ -302,7 +313,7 @@ impl Wakes {
     /// A reconcile of `ms` started.
     pub fn started(&self, ms: &ManagedSecret) {
         if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(&ObjectRef::from_obj(ms));
+            pending.remove(&reference(ms));
             self.queue_depth.set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
         }
     }

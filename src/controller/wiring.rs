@@ -27,7 +27,7 @@ use super::reconcile::reconcile;
 use super::restart_task;
 use super::task::AbortOnDrop;
 use super::timing::backoff;
-use super::wakes::Wakes;
+use super::wakes::{Wakes, reference};
 use crate::api::record::records;
 use crate::api::{AccessPolicy, ManagedSecret, ManagedSecretSpec};
 use crate::authz::grants::Policies;
@@ -38,7 +38,7 @@ use crate::telemetry::metrics::Metrics;
 /// and every change, as the restart task's observation of a policy.
 #[derive(Default)]
 struct Taps {
-    reconcile: Option<mpsc::UnboundedSender<ManagedSecret>>,
+    reconcile: Option<mpsc::UnboundedSender<ObjectRef<ManagedSecret>>>,
     restarts: Option<mpsc::UnboundedSender<Observation>>,
 }
 
@@ -184,11 +184,11 @@ async fn keep_cache(
         .modify(prune)
         .reflect(writer)
         .boxed();
-    let send = |ms: ManagedSecret| {
+    let send = |ms: &ManagedSecret| {
         if let Ok(taps) = triggers.lock()
             && let Some(tx) = taps.reconcile.as_ref()
         {
-            let _ = tx.send(ms);
+            let _ = tx.send(reference(ms));
         }
     };
     let tell = |ms: &ManagedSecret, gone: bool| {
@@ -203,7 +203,7 @@ async fn keep_cache(
             Ok(watcher::Event::Apply(ms) | watcher::Event::InitApply(ms)) => {
                 tell(&ms, false);
                 if wakes.changed(&ms) {
-                    send(ms);
+                    send(&ms);
                 }
             }
             // The others that fill its target Secret take its keys out (sharing::check).
@@ -216,7 +216,7 @@ async fn keep_cache(
                         && sibling.target_name() == target
                         && sibling.name_any() != gone.name_any()
                     {
-                        send(sibling.as_ref().clone());
+                        send(&sibling);
                     }
                 }
             }
@@ -477,23 +477,23 @@ async fn write(
     if let Ok(mut taps) = triggers.lock() {
         taps.reconcile = Some(tx);
     }
+    // Objects are triggered by reference (`wakes::reference`): what the cache shows woke them, and every one
+    // when this replica starts writing (the cache synced before: each gets its first reconcile) and when the
+    // grants (policies, namespaces' labels) change.
     let queued = wakes.clone();
-    let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ms| (Ok(ms), rx)) }).inspect(
-        move |ms: &Result<ManagedSecret, watcher::Error>| {
-            if let Ok(ms) = ms {
-                queued.asked([ObjectRef::from_obj(ms)]);
-            }
-        },
-    );
+    let changes = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+        .inspect(move |r: &ObjectRef<ManagedSecret>| queued.asked([r.clone()]));
     let (everyone, queued) = (store.clone(), wakes.clone());
     let all = futures::stream::once(async {})
         .chain(grant_changes(grants_changed))
-        .inspect(move |()| queued.asked(everyone.state().iter().map(|ms| ObjectRef::from_obj(ms.as_ref()))));
-    let controller = Controller::for_stream(changes, store.clone())
+        .flat_map(move |()| {
+            let refs: Vec<ObjectRef<ManagedSecret>> = everyone.state().iter().map(|ms| reference(ms)).collect();
+            queued.asked(refs.iter().cloned());
+            futures::stream::iter(refs)
+        });
+    let controller = Controller::for_stream(futures::stream::pending(), store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
-        // The cache synced before this replica started writing: each object in it gets its first reconcile. A
-        // change of the grants (policies, namespaces' labels) re-checks every object.
-        .reconcile_all_on(all);
+        .reconcile_on(futures::stream::select(changes, all));
     // Secrets are watched as metadata only: a change to one keyward fills (drift: any change keyward did not
     // make itself) or to one a ManagedSecret reads wakes those ManagedSecrets; the data itself is read only in
     // reconcile, for the one Secret it needs.

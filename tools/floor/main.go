@@ -2,14 +2,18 @@
 // client takes to server-side apply N Secrets like the ones keyward writes, to the same API server, in the
 // same run. keyward's cold convergence is reported as a ratio to this number.
 //
-//	floor --kubeconfig K --namespaces a,b,c --count N [--workers 32] [--prefix floor-]
+//	floor --kubeconfig K --namespaces a,b,c --count N [--workers 32] [--prefix floor-] [--status]
 //
 // Secrets are spread round-robin over the namespaces (Secret i goes to namespace i % len(namespaces)) and
 // applied by --workers goroutines with field manager "floor" and force. The client's rate limit is set high
 // enough that it never throttles: the point is the server's own cost, not client-go's default 5 QPS.
 //
-// Prints one JSON line, {"secrets":N,"seconds":F}, where F is the wall time of the applies alone (client
-// setup excluded), and exits non-zero if any apply failed.
+// With --status it measures keyward's other write instead: a JSON merge patch of the status of the existing
+// ManagedSecrets PREFIX<i> (spread the same way), like keyward's one status write per object. The two floors
+// together are what the API server needs for the writes keyward must make per new object.
+//
+// Prints one JSON line, {"secrets":N,"seconds":F}, where F is the wall time of the writes alone (client
+// setup excluded) and N their count, and exits non-zero if any write failed.
 package main
 
 import (
@@ -25,7 +29,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -41,6 +48,7 @@ func main() {
 	count := flag.Int("count", 0, "number of Secrets to apply")
 	workers := flag.Int("workers", 32, "concurrent applies")
 	prefix := flag.String("prefix", "floor-", "Secret name prefix; Secret i is PREFIX<i>")
+	status := flag.Bool("status", false, "merge-patch the status of ManagedSecrets PREFIX<i> instead")
 	flag.Parse()
 
 	nss := strings.Split(*namespaces, ",")
@@ -62,6 +70,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "floor: client: %v\n", err)
 		os.Exit(1)
 	}
+	dyn, err := dynamic.NewForConfig(config)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "floor: client: %v\n", err)
+		os.Exit(1)
+	}
+	managedSecrets := schema.GroupVersionResource{Group: "keyward.dev", Version: "v1alpha1", Resource: "managedsecrets"}
 
 	ctx := context.Background()
 	next := int64(-1)
@@ -79,11 +93,18 @@ func main() {
 					return
 				}
 				ns := nss[i%len(nss)]
-				_, err := clients.CoreV1().Secrets(ns).Apply(ctx, secret(ns, fmt.Sprintf("%s%d", *prefix, i), i),
-					metav1.ApplyOptions{FieldManager: "floor", Force: true})
+				name := fmt.Sprintf("%s%d", *prefix, i)
+				var err error
+				if *status {
+					_, err = dyn.Resource(managedSecrets).Namespace(ns).Patch(ctx, name, types.MergePatchType,
+						statusPatch(name, i), metav1.PatchOptions{FieldManager: "floor"}, "status")
+				} else {
+					_, err = clients.CoreV1().Secrets(ns).Apply(ctx, secret(ns, name, i),
+						metav1.ApplyOptions{FieldManager: "floor", Force: true})
+				}
 				if err != nil {
 					failed.Add(1)
-					firstErr.Do(func() { fmt.Fprintf(os.Stderr, "floor: apply %s/%s%d: %v\n", ns, *prefix, i, err) })
+					firstErr.Do(func() { fmt.Fprintf(os.Stderr, "floor: write %s/%s: %v\n", ns, name, err) })
 				}
 			}
 		}()
@@ -92,7 +113,7 @@ func main() {
 	elapsed := time.Since(start)
 
 	if n := failed.Load(); n > 0 {
-		fmt.Fprintf(os.Stderr, "floor: %d of %d applies failed\n", n, *count)
+		fmt.Fprintf(os.Stderr, "floor: %d of %d writes failed\n", n, *count)
 		os.Exit(1)
 	}
 	out, _ := json.Marshal(result{Secrets: *count, Seconds: elapsed.Seconds()})
@@ -112,4 +133,26 @@ func secret(ns, name string, i int) *applycorev1.SecretApplyConfiguration {
 			"keyward.dev/bookkeeping":    fmt.Sprintf("hmac-sha256:%052x", i+1),
 		}).
 		WithData(map[string][]byte{"VALUE": []byte(fmt.Sprintf("%032d", i))})
+}
+
+// statusPatch is a status like the one keyward writes for an object's first sync, in size and shape: its
+// observed generation, the Synced and Ready conditions, the target's name, the source's revision and value
+// hash, and the sync time.
+func statusPatch(name string, i int) []byte {
+	now := time.Now().UTC().Format(time.RFC3339)
+	condition := func(kind, message string) map[string]any {
+		return map[string]any{"type": kind, "status": "True", "reason": "Synced", "message": message,
+			"observedGeneration": 1, "lastTransitionTime": now}
+	}
+	body, _ := json.Marshal(map[string]any{"status": map[string]any{
+		"observedGeneration": 1,
+		"conditions": []any{
+			condition("Synced", fmt.Sprintf("ESC environment env-%d at revision 2: the Secret holds its value", i%10)),
+			condition("Ready", "the Secret holds the source's value"),
+		},
+		"targetName":   name,
+		"source":       map[string]any{"revision": 2, "valueHash": fmt.Sprintf("hmac-sha256:%064x", i)},
+		"lastSyncTime": now,
+	}})
+	return body
 }
