@@ -16,8 +16,9 @@
 //!    ManagedSecrets (`--status`). With step 1's applies, that is what the API server needs for the two writes
 //!    keyward makes per new object; the table gives the cold time's ratio to it too.
 //!
-//! The control plane's own CPU per object (kube-apiserver and etcd, from `/proc`) is printed for the floor
-//! and the cold phase. Writes are counted by the API server itself (`apiserver_request_total` on its /metrics), around each phase.
+//! The control plane's own CPU per object (kube-apiserver and etcd, from `/proc`) is printed for the floors
+//! and the cold phase. Writes are counted by the API server itself (`apiserver_request_total` on its /metrics),
+//! around each phase.
 //! Run: `make bench`, or `BENCH_N=200 make bench`. Settings are read from `BENCH_*` variables (see [`Settings`]).
 
 mod common;
@@ -534,7 +535,6 @@ fn until_before_tick(interval: Duration, lead: Duration) -> Duration {
     Duration::from_millis(u64::try_from(wait).unwrap_or(0))
 }
 
-/// Runs the floor client; its wall time of the applies, in seconds.
 /// CPU time the control plane's processes have used so far, in milliseconds (0 without one).
 fn control_plane_cpu_ms(bench: &Bench) -> f64 {
     let Some(cp) = bench.control_plane.as_ref() else {
@@ -554,6 +554,7 @@ enum FloorOf {
     Status,
 }
 
+/// Runs the floor client; its wall time of the writes, in seconds.
 async fn run_floor(
     s: &Settings,
     kubeconfig: &Path,

@@ -319,7 +319,6 @@ pub fn reconcile_count(text: &str) -> Option<f64> {
     sum("keyward_reconciles_total").or_else(|| sum("keyward_reconcile_duration_seconds_count"))
 }
 
-/// USER_HZ, the unit of /proc's CPU times: 100 on every Linux this runs on, asked of getconf to be sure.
 /// CPU time (user + system) process `pid` has used, in milliseconds (proc(5), `/proc/<pid>/stat`).
 pub fn process_cpu_ms(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -336,6 +335,7 @@ pub fn process_cpu_ms(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks * 1000.0 / clock_ticks_per_second())
 }
 
+/// USER_HZ, the unit of /proc's CPU times: 100 on every Linux this runs on, asked of getconf to be sure.
 pub fn clock_ticks_per_second() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
