@@ -8,6 +8,7 @@ pub mod cli;
 pub mod consumers;
 pub mod controller;
 pub mod credentials;
+pub mod database;
 pub mod duration;
 pub mod esc;
 pub mod http;
