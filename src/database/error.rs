@@ -2,7 +2,7 @@
 //! a driver's own message (it can quote the statement, and with it a password literal): only the server's error
 //! code.
 
-use super::Endpoint;
+use super::endpoint::Endpoint;
 
 /// The step that failed, for [`DatabaseError::Timeout`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

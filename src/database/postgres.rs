@@ -10,8 +10,8 @@ use postgres_protocol::escape::{escape_identifier, escape_literal};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::error::Step;
-use super::{CONNECT_TIMEOUT, Credential, DatabaseError, Endpoint, STATEMENT_TIMEOUT};
+use super::endpoint::{CONNECT_TIMEOUT, Credential, Endpoint, STATEMENT_TIMEOUT};
+use super::error::{DatabaseError, Step};
 use crate::secret::SecretBytes;
 
 /// Who is connecting: the managing user (a refusal is [`DatabaseError::ManagerRefused`]) or a user whose login
