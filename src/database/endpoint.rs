@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::secret::SecretBytes;
 
-/// How long a connection may take to open, and a statement to run.
+/// How long a connection may take to open (TCP, TLS and authentication together).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one statement may take once connected.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database systems keyward rotates credentials in, named as ESC's rotators are (`fn::rotate::postgres`).
@@ -16,6 +17,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The name ESC's rotator carries (`fn::rotate::<name>`), used in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Postgres => "postgres",

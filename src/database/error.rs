@@ -20,6 +20,8 @@ impl Step {
     }
 }
 
+/// Why a database step failed: [`category`](Self::category) is the bounded label, [`reason`](Self::reason) the
+/// condition reason, [`is_transient`](Self::is_transient) whether a retry may help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DatabaseError {
     #[error("{endpoint}: unreachable")]
