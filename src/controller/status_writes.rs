@@ -47,7 +47,14 @@ impl StatusWrites {
             return ms.status.clone();
         };
         match map.get(uid) {
-            Some(w) if w.is_newer_than(ms.metadata.resource_version.as_deref()) => Some(w.status.clone()),
+            // `status.consumers` is the restart task's (written by it alone): the cache's copy is at least as new
+            // as the one this write was computed from. Taking the write's would summarise a report the restart
+            // task has since replaced, and the cache's delivery of our write, which leaves the report as it is,
+            // wakes nobody to look again.
+            Some(w) if w.is_newer_than(ms.metadata.resource_version.as_deref()) => Some(ManagedSecretStatus {
+                consumers: ms.status.as_ref().map(|s| s.consumers.clone()).unwrap_or_default(),
+                ..w.status.clone()
+            }),
             Some(_) => {
                 map.remove(uid);
                 ms.status.clone()
@@ -157,6 +164,45 @@ mod tests {
         writes.delivered(&at("12"));
         assert_eq!(writes.len(), 0);
         assert_eq!(writes.base(&at("12")), None, "the cached object's status (none here)");
+    }
+
+    #[test]
+    fn the_consumer_report_comes_from_the_cache_even_under_a_newer_write() {
+        // Read at 10 with the old report; the restart task wrote the new one as 11; our status write (computed
+        // from 10, with the old report in it) landed as 12. The cache, at 11, has the newer report.
+        let writes = StatusWrites::default();
+        let report = |name: &str| {
+            vec![crate::api::ConsumerStatus {
+                kind: crate::api::WorkloadKind::Deployment,
+                name: name.into(),
+                secrets_hash: None,
+                state: crate::api::ConsumerState::Restarted,
+                message: None,
+                failed_value_hash: None,
+            }]
+        };
+        let mut read = ManagedSecret::new("a", Default::default());
+        read.metadata.uid = Some("u".into());
+        read.metadata.resource_version = Some("10".into());
+        let ours = ManagedSecretStatus {
+            observed_generation: Some(7),
+            consumers: report("old"),
+            ..ManagedSecretStatus::default()
+        };
+        writes.wrote(&read, &ours, Some("12".into()));
+        let mut cached = read.clone();
+        cached.metadata.resource_version = Some("11".into());
+        cached.status = Some(ManagedSecretStatus {
+            consumers: report("new"),
+            ..ManagedSecretStatus::default()
+        });
+        let base = writes.base(&cached).unwrap_or_default();
+        assert_eq!(base.observed_generation, Some(7), "our write is newer for our fields");
+        assert_eq!(
+            base.consumers,
+            report("new"),
+            "the restart task's report is the cache's"
+        );
     }
 
     #[test]
